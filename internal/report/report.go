@@ -1,0 +1,126 @@
+// Package report formats session snapshots for people (a table) and for
+// programs (JSON).
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/connwatch/connwatch/internal/session"
+)
+
+// JSON writes the snapshot as one indented JSON document.
+func JSON(w io.Writer, snap session.Snapshot) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(snap); err != nil {
+		return fmt.Errorf("encode snapshot: %w", err)
+	}
+	return nil
+}
+
+// Table writes the snapshot as a table for a terminal, with times shown in
+// loc relative to now.
+func Table(w io.Writer, snap session.Snapshot, now time.Time, loc *time.Location) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if len(snap.Sessions) == 0 {
+		fmt.Fprintln(tw, "No authenticated sessions.")
+	} else {
+		fmt.Fprintln(tw, "USER\tFROM\tMODE\tSINCE\tIDLE\tPID")
+		for _, s := range snap.Sessions {
+			mode := string(s.Mode)
+			if s.TTY != "" {
+				mode += " " + s.TTY
+			}
+			idle := "?"
+			if d, ok := s.Idle(now); ok {
+				idle = Duration(d)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", s.User, hostPort(s.RemoteAddr, s.RemotePort), mode,
+				since(s.StartedAt, now, loc), idle, s.PID)
+		}
+	}
+	if n := len(snap.PendingAuth); n > 0 {
+		fmt.Fprintf(tw, "\n%d %s at the authentication stage (not counted):\n", n, plural(n, "connection", "connections"))
+		for _, p := range snap.PendingAuth {
+			user := p.User
+			if user == "" {
+				user = "(no user yet)"
+			}
+			fmt.Fprintf(tw, "  %s\tfrom %s\tsince %s\tpid %d\n", user, hostPort(p.RemoteAddr, p.RemotePort), since(p.Since, now, loc), p.PID)
+		}
+	}
+	for _, warn := range snap.Warnings {
+		fmt.Fprintf(tw, "warning: %s\n", warn.Message)
+	}
+	if !snap.Complete {
+		fmt.Fprintln(tw, "(incomplete view: see warnings)")
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write table: %w", err)
+	}
+	return nil
+}
+
+func hostPort(addr string, port int) string {
+	if addr == "" {
+		return "?"
+	}
+	if strings.Contains(addr, ":") {
+		addr = "[" + addr + "]"
+	}
+	if port == 0 {
+		return addr
+	}
+	return addr + ":" + strconv.Itoa(port)
+}
+
+func since(t, now time.Time, loc *time.Location) string {
+	lt := t.In(loc)
+	ago := Duration(now.Sub(t))
+	ln := now.In(loc)
+	if lt.Year() == ln.Year() && lt.YearDay() == ln.YearDay() {
+		return lt.Format("15:04:05") + " (" + ago + " ago)"
+	}
+	return lt.Format("2006-01-02 15:04") + " (" + ago + " ago)"
+}
+
+// Duration formats d compactly for people: "45s", "3m20s", "2h5m", "3d4h".
+func Duration(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	switch {
+	case d < time.Minute:
+		return strconv.Itoa(int(d/time.Second)) + "s"
+	case d < time.Hour:
+		m, s := int(d/time.Minute), int(d%time.Minute/time.Second)
+		if s == 0 {
+			return strconv.Itoa(m) + "m"
+		}
+		return fmt.Sprintf("%dm%ds", m, s)
+	case d < 24*time.Hour:
+		h, m := int(d/time.Hour), int(d%time.Hour/time.Minute)
+		if m == 0 {
+			return strconv.Itoa(h) + "h"
+		}
+		return fmt.Sprintf("%dh%dm", h, m)
+	}
+	days, h := int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour)
+	if h == 0 {
+		return strconv.Itoa(days) + "d"
+	}
+	return fmt.Sprintf("%dd%dh", days, h)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}

@@ -1,0 +1,313 @@
+// Package sshd finds OpenSSH connections by reading /proc: every
+// authenticated connection as a session, every connection still at the
+// authentication stage as pending. It understands the process titles of
+// every OpenSSH generation (sshd: up to 9.7, sshd-session: from 9.8,
+// sshd-auth: from 10.0, [postauth] from 10.5) and counts a connection only
+// once sshd has created its post-authentication user child, so password
+// guessing bots never count as users.
+package sshd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
+
+	"github.com/connwatch/connwatch/internal/clock"
+	"github.com/connwatch/connwatch/internal/session"
+)
+
+// Name is the source's name in warnings, logs and metrics.
+const Name = "sshd"
+
+// userHZ is the unit of process start times in /proc/PID/stat.
+const userHZ = 100
+
+// Options configure a Source. The zero value reads the live system.
+type Options struct {
+	// ProcRoot is a procfs mount or a procfs-shaped fixture tree.
+	// Default "/proc".
+	ProcRoot string
+	// DevRoot holds pts devices, whose access time tells when a terminal
+	// last received input. Empty: "/dev" when ProcRoot is "/proc", else
+	// terminal activity is not read. "-" disables it.
+	DevRoot string
+	// Activity reports TCP receive activity. Nil: sock_diag when ProcRoot
+	// is "/proc", else none.
+	Activity TCPActivity
+	// Clock tells the time of the snapshot. Default: the system clock.
+	Clock clock.Clock
+	// EUID decides whether hidepid hides anything from us. Default: the
+	// process's effective uid.
+	EUID *int
+}
+
+// Source scans for sshd sessions.
+type Source struct {
+	procRoot string
+	devRoot  string
+	activity TCPActivity
+	clock    clock.Clock
+	euid     int
+
+	mu       sync.Mutex
+	walker   *procWalker
+	bootTime time.Time
+}
+
+// New returns a Source.
+func New(o Options) *Source {
+	s := &Source{procRoot: o.ProcRoot, devRoot: o.DevRoot, activity: o.Activity, clock: o.Clock, walker: newProcWalker()}
+	if s.procRoot == "" {
+		s.procRoot = "/proc"
+	}
+	s.procRoot = filepath.Clean(s.procRoot)
+	live := s.procRoot == "/proc"
+	switch {
+	case s.devRoot == "-":
+		s.devRoot = ""
+	case s.devRoot == "" && live:
+		s.devRoot = "/dev"
+	}
+	if s.activity == nil && live {
+		s.activity = SockDiag{}
+	}
+	if s.clock == nil {
+		s.clock = clock.Real{}
+	}
+	if o.EUID != nil {
+		s.euid = *o.EUID
+	} else {
+		s.euid = os.Geteuid()
+	}
+	return s
+}
+
+// Name returns the source's name.
+func (s *Source) Name() string { return Name }
+
+// ErrProcUnavailable is returned when the process table cannot be read at
+// all: nothing can be said about who is connected.
+var ErrProcUnavailable = errors.New("process table unavailable")
+
+// Scan takes one snapshot. It returns an error only when it could not
+// look at all; partial blindness is reported as warnings in the snapshot.
+func (s *Source) Scan(ctx context.Context) (session.Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap := session.Snapshot{Complete: true, Sessions: []session.Session{}, PendingAuth: []session.PendingAuth{}, Warnings: []session.Warning{}}
+	if err := ctx.Err(); err != nil {
+		return snap, err
+	}
+	boot, err := s.boot()
+	if err != nil {
+		return snap, fmt.Errorf("%w: %w", ErrProcUnavailable, err)
+	}
+	tab, err := s.walker.walk(s.procRoot)
+	if err != nil {
+		return snap, fmt.Errorf("%w: %w", ErrProcUnavailable, err)
+	}
+	snap.Time = s.clock.Now()
+
+	if opt := s.hidepid(); opt != "" {
+		snap.Warn(session.Warning{Code: session.WarnProcHidden, Source: Name, Blind: true,
+			Message: fmt.Sprintf("%s is mounted with hidepid=%s: other users' sshd processes are invisible; run as root", s.procRoot, opt)})
+	}
+	if tab.unreadable > 0 {
+		snap.Warn(session.Warning{Code: session.WarnProcUnreadable, Source: Name, Blind: true,
+			Message: fmt.Sprintf("%d processes under %s could not be read (permission denied); run as root", tab.unreadable, s.procRoot)})
+	}
+
+	conns := assemble(tab.procs)
+	if len(conns) == 0 {
+		return snap, nil
+	}
+
+	tcp, tcpErr := readTCPTable(s.procRoot)
+	var activity map[uint64]time.Duration
+	var actErr error
+	if s.activity != nil {
+		activity, actErr = s.activity.LastDataRecv()
+	}
+	var unmapped []string
+	for _, c := range conns {
+		conn, inode, err := s.socketOf(c, tcp)
+		if err != nil {
+			unmapped = append(unmapped, strconv.Itoa(c.monitor.pid))
+		}
+		if c.user == nil {
+			snap.PendingAuth = append(snap.PendingAuth, session.PendingAuth{
+				Kind:       session.KindSSH,
+				User:       c.monitor.title.User,
+				RemoteAddr: ipString(conn.remoteAddr),
+				RemotePort: conn.remotePort,
+				LocalPort:  conn.localPort,
+				PID:        c.monitor.pid,
+				Since:      ticksToTime(boot, c.monitor.start),
+			})
+			continue
+		}
+		sess := session.Session{
+			ID:         fmt.Sprintf("ssh-%d-%d", c.monitor.pid, c.monitor.start),
+			Kind:       session.KindSSH,
+			User:       c.user.title.User,
+			RemoteAddr: ipString(conn.remoteAddr),
+			RemotePort: conn.remotePort,
+			LocalAddr:  ipString(conn.localAddr),
+			LocalPort:  conn.localPort,
+			Mode:       c.mode(),
+			PID:        c.monitor.pid,
+			UserPID:    c.user.pid,
+			StartedAt:  ticksToTime(boot, c.user.start),
+		}
+		ttys := c.ttys()
+		if len(ttys) > 0 {
+			sess.TTY = ttys[0]
+		}
+		var last time.Time
+		if ago, ok := activity[inode]; ok && inode != 0 {
+			last = snap.Time.Add(-ago)
+		}
+		for _, t := range ttys {
+			if at, ok := s.ttyAtime(t); ok && at.After(last) {
+				last = at
+			}
+		}
+		if !last.IsZero() {
+			if last.Before(sess.StartedAt) {
+				last = sess.StartedAt
+			}
+			l := last.Truncate(time.Millisecond)
+			sess.LastActivityAt = &l
+		}
+		snap.Sessions = append(snap.Sessions, sess)
+	}
+	if tcpErr != nil {
+		snap.Warn(session.Warning{Code: session.WarnSocketUnreadable, Source: Name,
+			Message: fmt.Sprintf("remote addresses unknown: %v", tcpErr)})
+	} else if len(unmapped) > 0 {
+		snap.Warn(session.Warning{Code: session.WarnSocketUnreadable, Source: Name,
+			Message: fmt.Sprintf("could not map the TCP sockets of sshd pid %s (fds unreadable without root?): remote addresses unknown", strings.Join(unmapped, ", "))})
+	}
+	if actErr != nil {
+		snap.Warn(session.Warning{Code: session.WarnActivityUnknown, Source: Name,
+			Message: fmt.Sprintf("TCP activity unknown: %v", actErr)})
+	}
+	snap.Sort()
+	return snap, nil
+}
+
+// socketOf finds the TCP connection of c: through the monitor's fds, else
+// the user child's (readable when we run as that user).
+func (s *Source) socketOf(c connection, tcp tcpTable) (tcpConn, uint64, error) {
+	var lastErr error
+	for _, p := range []*proc{c.monitor, c.user} {
+		if p == nil {
+			continue
+		}
+		inodes, err := socketInodes(s.procRoot, p.pid)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if conn, ino, ok := tcp.connFor(inodes); ok {
+			return conn, ino, nil
+		}
+		// The connection may live in another network namespace.
+		if nsTab, err := readTCPTable(s.procRoot + "/" + strconv.Itoa(p.pid)); err == nil {
+			if conn, ino, ok := nsTab.connFor(inodes); ok {
+				return conn, ino, nil
+			}
+		}
+		lastErr = errors.New("no TCP socket")
+	}
+	if lastErr == nil {
+		lastErr = errors.New("no process")
+	}
+	return tcpConn{}, 0, lastErr
+}
+
+func (s *Source) ttyAtime(tty string) (time.Time, bool) {
+	if s.devRoot == "" || !strings.HasPrefix(tty, "pts/") {
+		return time.Time{}, false
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(s.devRoot+"/"+tty, &st); err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(st.Atim.Unix()), true
+}
+
+// boot returns the boot time from ProcRoot/stat, read once.
+func (s *Source) boot() (time.Time, error) {
+	if !s.bootTime.IsZero() {
+		return s.bootTime, nil
+	}
+	pfs, err := procfs.NewFS(s.procRoot)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("open procfs: %w", err)
+	}
+	st, err := pfs.Stat()
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read boot time: %w", err)
+	}
+	s.bootTime = time.Unix(int64(st.BootTime), 0)
+	return s.bootTime, nil
+}
+
+// hidepid returns the hidepid option of ProcRoot's mount when it hides
+// other users' processes from us, else "".
+func (s *Source) hidepid() string {
+	if s.euid == 0 {
+		return ""
+	}
+	b, err := os.ReadFile(s.procRoot + "/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	return hidepidOption(string(b), s.procRoot)
+}
+
+// hidepidOption finds the mount at mountPoint in a mountinfo text and
+// returns its hidepid value when processes are hidden ("1", "2",
+// "noaccess", "invisible", "ptraceable").
+func hidepidOption(mountinfo, mountPoint string) string {
+	for _, line := range strings.Split(mountinfo, "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 5 || fields[4] != mountPoint {
+			continue
+		}
+		_, after, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		for _, f := range strings.Fields(after) {
+			for _, opt := range strings.Split(f, ",") {
+				if v, ok := strings.CutPrefix(opt, "hidepid="); ok && v != "0" && v != "off" {
+					return v
+				}
+			}
+		}
+	}
+	return ""
+}
+
+func ticksToTime(boot time.Time, ticks uint64) time.Time {
+	return boot.Add(time.Duration(ticks) * (time.Second / userHZ)).UTC()
+}
+
+func ipString(ip net.IP) string {
+	if len(ip) == 0 {
+		return ""
+	}
+	return ip.String()
+}
