@@ -61,7 +61,8 @@ VS Code Remote, Cloud9, scp, sftp, port forwards), counting only
 authenticated connections, never password-guessing bots.
 
 Commands:
-  status   list the authenticated sessions and pending connections now`,
+  status   list the authenticated sessions and pending connections now
+  alarm    evaluate CloudWatch alarm semantics locally ("what would my alarm do?")`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -78,6 +79,6 @@ Commands:
 		return usageError{err}
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newStatusCmd())
+	root.AddCommand(newStatusCmd(), newAlarmCmd())
 	return root
 }
