@@ -2,10 +2,12 @@ package sshd
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,6 +23,8 @@ type proc struct {
 	title Title
 	// titled is false when the process has no sshd title.
 	titled bool
+	// unreadableTitle is set when the cmdline could not be read.
+	unreadableTitle bool
 }
 
 // procTable is the result of one walk over a procfs tree.
@@ -33,68 +37,161 @@ type procTable struct {
 
 // procWalker reads a procfs tree with one reused buffer and no per-file
 // allocations beyond the path, so a scan of 10,000 processes stays cheap.
+//
+// Between walks it remembers processes that are of no interest (neither
+// sshd nor sftp-server), keyed by PID and the inode number of their /proc
+// directory as reported by getdents: procfs gives a new process a new
+// inode, so a PID that was reused is read again. A process can still
+// change its name by exec without changing either; sshd processes are
+// forked from sshd, so only an sshd started through exec by another
+// program (inetd, systemd socket activation: "sshd -i") could be missed,
+// and it execs right after its fork. Hence a remembered process is read
+// again while it is younger than youngAge, and every process is read
+// again at least every fullEvery.
 type procWalker struct {
-	buf []byte
+	buf     []byte
+	dents   []byte
+	known   map[int]knownProc
+	seen    map[int]bool
+	lastAll time.Time
 }
 
-const readBufSize = 8 << 10
+// knownProc is a remembered process that is of no interest.
+type knownProc struct {
+	ino   uint64
+	start uint64
+}
+
+const (
+	readBufSize = 8 << 10
+	youngAge    = 10 * time.Second
+	fullEvery   = time.Minute
+)
 
 func newProcWalker() *procWalker {
-	return &procWalker{buf: make([]byte, readBufSize)}
+	return &procWalker{buf: make([]byte, readBufSize), dents: make([]byte, 64<<10), known: map[int]knownProc{}, seen: map[int]bool{}}
 }
 
-// walk lists the processes under root that matter to sshd detection.
-func (w *procWalker) walk(root string) (procTable, error) {
+// walk lists the processes under root that matter to sshd detection. now
+// and boot decide which remembered processes are old enough to skip.
+func (w *procWalker) walk(root string, now, boot time.Time) (procTable, error) {
 	var tab procTable
-	dir, err := os.Open(root)
+	dirfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return tab, fmt.Errorf("open proc root: %w", err)
+		return tab, fmt.Errorf("open proc root %s: %w", root, err)
 	}
-	defer dir.Close()
-	names, err := dir.Readdirnames(-1)
-	if err != nil {
-		return tab, fmt.Errorf("list proc root %s: %w", root, err)
+	defer unix.Close(dirfd)
+	full := now.Sub(w.lastAll) >= fullEvery || now.Before(w.lastAll)
+	if full {
+		w.lastAll = now
 	}
-	dirfd := int(dir.Fd())
-	for _, name := range names {
-		if !isDigits(name) {
+	clear(w.seen)
+	// Ticks after boot before which a process is old enough to trust.
+	oldTicks := uint64(0)
+	if age := now.Add(-youngAge).Sub(boot); age > 0 {
+		oldTicks = uint64(age / (time.Second / userHZ))
+	}
+	var name [24]byte
+	for {
+		n, err := unix.Getdents(dirfd, w.dents)
+		if err == unix.EINTR {
 			continue
 		}
-		n, err := w.readAt(dirfd, name+"/stat")
 		if err != nil {
-			if isPermission(err) {
+			return tab, fmt.Errorf("list proc root %s: %w", root, err)
+		}
+		if n <= 0 {
+			break
+		}
+		for off := 0; off+19 <= n; {
+			ino := binary.NativeEndian.Uint64(w.dents[off:])
+			reclen := int(binary.NativeEndian.Uint16(w.dents[off+16:]))
+			if reclen == 0 || off+reclen > n {
+				break
+			}
+			raw := w.dents[off+19 : off+reclen]
+			off += reclen
+			if i := bytes.IndexByte(raw, 0); i >= 0 {
+				raw = raw[:i]
+			}
+			pid, ok := atoiPID(raw)
+			if !ok {
+				continue
+			}
+			w.seen[pid] = true
+			if k, ok := w.known[pid]; ok && !full && k.ino == ino && k.start < oldTicks {
+				continue
+			}
+			pname := append(name[:0], raw...)
+			p, keep, perr := w.readProc(dirfd, pid, pname)
+			if perr != nil {
+				if isPermission(perr) {
+					tab.unreadable++
+				}
+				delete(w.known, pid)
+				continue
+			}
+			if !keep {
+				w.known[pid] = knownProc{ino: ino, start: p.start}
+				continue
+			}
+			delete(w.known, pid)
+			tab.procs = append(tab.procs, p)
+			if p.unreadableTitle {
 				tab.unreadable++
 			}
-			// Gone since the listing: not an error.
-			continue
 		}
-		comm, state, ppid, start, ok := parseStat(w.buf[:n])
-		if !ok {
-			continue
+	}
+	for pid := range w.known {
+		if !w.seen[pid] {
+			delete(w.known, pid)
 		}
-		var p proc
-		switch {
-		case bytes.HasPrefix(comm, []byte("sshd")):
-			p.comm = string(comm)
-		case string(comm) == "sftp-server":
-			p.comm = "sftp-server"
-		default:
-			continue
-		}
-		p.pid, _ = strconv.Atoi(name)
-		p.ppid = ppid
-		p.start = start
-		p.zombie = state == 'Z' || state == 'X'
-		if !p.zombie && p.comm != "sftp-server" {
-			if n, err := w.readAt(dirfd, name+"/cmdline"); err == nil {
-				p.title, p.titled = ParseTitle(cmdlineString(w.buf[:n]))
-			} else if isPermission(err) {
-				tab.unreadable++
-			}
-		}
-		tab.procs = append(tab.procs, p)
 	}
 	return tab, nil
+}
+
+// readProc reads one process. keep is false for processes of no interest.
+func (w *procWalker) readProc(dirfd, pid int, pname []byte) (p proc, keep bool, err error) {
+	n, err := w.readAt(dirfd, string(append(pname, "/stat"...)))
+	if err != nil {
+		return p, false, err
+	}
+	comm, state, ppid, start, ok := parseStat(w.buf[:n])
+	if !ok {
+		return p, false, fmt.Errorf("parse stat of %d", pid)
+	}
+	p.pid, p.ppid, p.start = pid, ppid, start
+	switch {
+	case bytes.HasPrefix(comm, []byte("sshd")):
+		p.comm = string(comm)
+	case string(comm) == "sftp-server":
+		p.comm = "sftp-server"
+	default:
+		return p, false, nil
+	}
+	p.zombie = state == 'Z' || state == 'X'
+	if !p.zombie && p.comm != "sftp-server" {
+		if n, err := w.readAt(dirfd, string(append(pname, "/cmdline"...))); err == nil {
+			p.title, p.titled = ParseTitle(cmdlineString(w.buf[:n]))
+		} else if isPermission(err) {
+			p.unreadableTitle = true
+		}
+	}
+	return p, true, nil
+}
+
+func atoiPID(b []byte) (int, bool) {
+	if len(b) == 0 || len(b) > 10 {
+		return 0, false
+	}
+	v := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int(c-'0')
+	}
+	return v, true
 }
 
 // readAt reads a small file relative to dirfd into w.buf.
@@ -113,10 +210,12 @@ func (w *procWalker) readAt(dirfd int, path string) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if n == 0 {
+		total += n
+		// A short read is the end of a /proc file: skip the extra read
+		// that would return 0 (syscalls dominate a scan's cost).
+		if n == 0 || total < len(w.buf) {
 			break
 		}
-		total += n
 	}
 	return total, nil
 }

@@ -19,7 +19,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 
 	"github.com/connwatch/connwatch/internal/clock"
@@ -62,6 +61,19 @@ type Source struct {
 	mu       sync.Mutex
 	walker   *procWalker
 	bootTime time.Time
+	// sockets remembers each connection's socket: it never changes.
+	sockets map[connKey]mappedSocket
+}
+
+// connKey identifies a connection by its monitor process.
+type connKey struct {
+	pid   int
+	start uint64
+}
+
+type mappedSocket struct {
+	conn  tcpConn
+	inode uint64
 }
 
 // New returns a Source.
@@ -112,11 +124,11 @@ func (s *Source) Scan(ctx context.Context) (session.Snapshot, error) {
 	if err != nil {
 		return snap, fmt.Errorf("%w: %w", ErrProcUnavailable, err)
 	}
-	tab, err := s.walker.walk(s.procRoot)
+	snap.Time = s.clock.Now()
+	tab, err := s.walker.walk(s.procRoot, snap.Time, boot)
 	if err != nil {
 		return snap, fmt.Errorf("%w: %w", ErrProcUnavailable, err)
 	}
-	snap.Time = s.clock.Now()
 
 	if opt := s.hidepid(); opt != "" {
 		snap.Warn(session.Warning{Code: session.WarnProcHidden, Source: Name, Blind: true,
@@ -132,7 +144,12 @@ func (s *Source) Scan(ctx context.Context) (session.Snapshot, error) {
 		return snap, nil
 	}
 
-	tcp, tcpErr := readTCPTable(s.procRoot)
+	var (
+		tcp    tcpTable
+		tcpErr error
+		loaded bool
+	)
+	sockets := make(map[connKey]mappedSocket, len(conns))
 	var activity map[uint64]time.Duration
 	var actErr error
 	if s.activity != nil {
@@ -140,10 +157,24 @@ func (s *Source) Scan(ctx context.Context) (session.Snapshot, error) {
 	}
 	var unmapped []string
 	for _, c := range conns {
-		conn, inode, err := s.socketOf(c, tcp)
-		if err != nil {
-			unmapped = append(unmapped, strconv.Itoa(c.monitor.pid))
+		key := connKey{c.monitor.pid, c.monitor.start}
+		ms, ok := s.sockets[key]
+		if !ok {
+			if !loaded {
+				tcp, tcpErr = readTCPTable(s.procRoot)
+				loaded = true
+			}
+			var err error
+			ms.conn, ms.inode, err = s.socketOf(c, tcp)
+			ok = err == nil
+			if !ok {
+				unmapped = append(unmapped, strconv.Itoa(c.monitor.pid))
+			}
 		}
+		if ok {
+			sockets[key] = ms
+		}
+		conn, inode := ms.conn, ms.inode
 		if c.user == nil {
 			snap.PendingAuth = append(snap.PendingAuth, session.PendingAuth{
 				Kind:       session.KindSSH,
@@ -191,6 +222,7 @@ func (s *Source) Scan(ctx context.Context) (session.Snapshot, error) {
 		}
 		snap.Sessions = append(snap.Sessions, sess)
 	}
+	s.sockets = sockets
 	if tcpErr != nil {
 		snap.Warn(session.Warning{Code: session.WarnSocketUnreadable, Source: Name,
 			Message: fmt.Sprintf("remote addresses unknown: %v", tcpErr)})
@@ -252,16 +284,30 @@ func (s *Source) boot() (time.Time, error) {
 	if !s.bootTime.IsZero() {
 		return s.bootTime, nil
 	}
-	pfs, err := procfs.NewFS(s.procRoot)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("open procfs: %w", err)
-	}
-	st, err := pfs.Stat()
+	b, err := os.ReadFile(s.procRoot + "/stat")
 	if err != nil {
 		return time.Time{}, fmt.Errorf("read boot time: %w", err)
 	}
-	s.bootTime = time.Unix(int64(st.BootTime), 0)
-	return s.bootTime, nil
+	bt, err := parseBootTime(b)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read boot time from %s/stat: %w", s.procRoot, err)
+	}
+	s.bootTime = bt
+	return bt, nil
+}
+
+// parseBootTime finds the "btime SECONDS" line of /proc/stat.
+func parseBootTime(b []byte) (time.Time, error) {
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			sec, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return time.Time{}, fmt.Errorf("parse btime %q: %w", v, err)
+			}
+			return time.Unix(sec, 0), nil
+		}
+	}
+	return time.Time{}, errors.New("no btime line")
 }
 
 // hidepid returns the hidepid option of ProcRoot's mount when it hides
