@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"os"
 	"strings"
 	"testing"
 )
@@ -132,56 +131,16 @@ func TestAlarmHelp(t *testing.T) {
 
 // TestAlarmRun goes through run, as the binary does.
 func TestAlarmRun(t *testing.T) {
-	var code int
-	stdout, _ := alarmCaptureOutput(t, func() {
-		code = run(context.Background(), []string{"alarm", "eval", "--datapoints", "- - X - -", "--evaluation-periods", "3"})
-	})
+	code, stdout, _ := runCLI(t, []string{"alarm", "eval", "--datapoints", "- - X - -", "--evaluation-periods", "3"})
 	if code != exitOK || stdout != "ALARM\n" {
 		t.Errorf("exit %d, printed %q; want 0 and ALARM", code, stdout)
 	}
-	_, stderr := alarmCaptureOutput(t, func() {
-		code = run(context.Background(), []string{"alarm", "eval", "--datapoints", "0 - Q", "--evaluation-periods", "3"})
-	})
+	code, _, stderr := runCLI(t, []string{"alarm", "eval", "--datapoints", "0 - Q", "--evaluation-periods", "3"})
 	if code != exitUsage || !strings.Contains(stderr, `"Q"`) {
 		t.Errorf("exit %d, stderr %q; want %d naming the bad token", code, stderr, exitUsage)
 	}
-	_, stderr = alarmCaptureOutput(t, func() {
-		code = run(context.Background(), []string{"alarm", "eval", "--datapoints", "0", "--evaluation-periods", "three"})
-	})
+	code, _, stderr = runCLI(t, []string{"alarm", "eval", "--datapoints", "0", "--evaluation-periods", "three"})
 	if code != exitUsage {
 		t.Errorf("bad flag value: exit %d (stderr %q), want %d", code, stderr, exitUsage)
 	}
-}
-
-// alarmCaptureOutput runs f with os.Stdout and os.Stderr going to pipes and
-// returns what it wrote to each.
-func alarmCaptureOutput(t *testing.T, f func()) (stdout, stderr string) {
-	t.Helper()
-	swap := func(file **os.File) (restore func() string) {
-		r, w, err := os.Pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		old := *file
-		*file = w
-		done := make(chan string)
-		go func() {
-			b, _ := io.ReadAll(r)
-			r.Close()
-			done <- string(b)
-		}()
-		return func() string {
-			*file = old
-			w.Close()
-			return <-done
-		}
-	}
-	restoreOut := swap(&os.Stdout)
-	restoreErr := swap(&os.Stderr)
-	defer func() {
-		stderr = restoreErr()
-		stdout = restoreOut()
-	}()
-	f()
-	return
 }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what connwatch's integration tests run against: a real OpenSSH
+# server and client, iproute2 and nftables for network namespaces. Needs
+# root (apt-get); does nothing for packages already installed.
+set -euo pipefail
+
+packages=(openssh-server openssh-client iproute2 nftables procps)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-test-deps: need root to install: ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-test-deps: installed ${missing[*]}"
