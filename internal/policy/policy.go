@@ -1,0 +1,508 @@
+// Package policy decides when an idle machine is stopped. It turns what
+// the agent sees (sessions, holds, blindness) into one datapoint per
+// period, evaluates them with CloudWatch's alarm semantics (package
+// alarm), and says when to warn and when to act: never while a counted
+// session or a hold exists, never on a blind view, at most once per idle
+// period.
+//
+// Policy takes the time as an argument and never reads a clock, so tests
+// drive hours of schedules in microseconds.
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/connwatch/connwatch/internal/alarm"
+	"github.com/connwatch/connwatch/internal/event"
+	"github.com/connwatch/connwatch/internal/session"
+)
+
+// Config is the idle policy.
+type Config struct {
+	// Period is the length of one datapoint. Default 1m; at least 1s.
+	Period time.Duration
+	// EvaluationPeriods (N) and DatapointsToAlarm (M, default N): stop when
+	// M of the last N periods were idle. The classic recipe is 15 of 15.
+	EvaluationPeriods int
+	DatapointsToAlarm int
+	// TreatMissingData applies to periods with a blind view or with the
+	// agent not running. Default missing.
+	TreatMissingData alarm.TreatMissingData
+	// BootGrace keeps the machine up for this long after boot.
+	BootGrace time.Duration
+	// WarnBefore is how long before the stop a warning goes out; the stop
+	// never comes sooner than this after the warning.
+	WarnBefore time.Duration
+	// IgnoreIdleAfter: sessions idle for longer do not keep the machine
+	// up (abandoned IDE connections). Zero: off.
+	IgnoreIdleAfter time.Duration
+	// IgnoreUsers and IgnoreNets: sessions of these users or from these
+	// networks do not keep the machine up.
+	IgnoreUsers []string
+	IgnoreNets  []netip.Prefix
+	// MaxAttempts bounds how often a failed stop is retried in one idle
+	// period (one attempt per period). Default 3.
+	MaxAttempts int
+}
+
+// Defaults: the classic 15 of 15 one-minute datapoints.
+const (
+	DefaultPeriod            = time.Minute
+	DefaultEvaluationPeriods = 15
+	DefaultMaxAttempts       = 3
+	MinPeriod                = time.Second
+)
+
+// ErrConfig marks an invalid policy configuration.
+var ErrConfig = errors.New("invalid idle policy")
+
+// WithDefaults fills in zero fields.
+func (c Config) WithDefaults() Config {
+	if c.Period == 0 {
+		c.Period = DefaultPeriod
+	}
+	if c.EvaluationPeriods == 0 {
+		c.EvaluationPeriods = DefaultEvaluationPeriods
+	}
+	if c.DatapointsToAlarm == 0 {
+		c.DatapointsToAlarm = c.EvaluationPeriods
+	}
+	if c.TreatMissingData == "" {
+		c.TreatMissingData = alarm.TreatMissing
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
+	return c
+}
+
+// Validate checks a config with defaults applied.
+func (c Config) Validate() error {
+	if c.Period < MinPeriod {
+		return fmt.Errorf("%w: period %v is shorter than %v", ErrConfig, c.Period, MinPeriod)
+	}
+	if c.BootGrace < 0 || c.WarnBefore < 0 || c.IgnoreIdleAfter < 0 {
+		return fmt.Errorf("%w: durations must not be negative", ErrConfig)
+	}
+	if err := c.alarm().Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return nil
+}
+
+// Window is how long the machine must be idle: N periods.
+func (c Config) Window() time.Duration { return time.Duration(c.EvaluationPeriods) * c.Period }
+
+func (c Config) alarm() alarm.Config {
+	return alarm.Config{
+		Period:             c.Period,
+		EvaluationPeriods:  c.EvaluationPeriods,
+		DatapointsToAlarm:  c.DatapointsToAlarm,
+		ComparisonOperator: alarm.LessThanOrEqualToThreshold,
+		Threshold:          0,
+		TreatMissingData:   c.TreatMissingData,
+	}
+}
+
+// rangeLen is how many closed periods the policy keeps: the alarm's
+// evaluation range (N+2).
+func (c Config) rangeLen() int { return c.EvaluationPeriods + 2 }
+
+// Hold is a reason to stay up that is not a session: an inhibit lock, a
+// running process matching a pattern, the load average.
+type Hold struct {
+	Kind   string `json:"kind"`
+	Name   string `json:"name"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Input is what the agent sees at one moment.
+type Input struct {
+	Sessions []session.Session
+	// Transient are sessions that began and ended since the last Step
+	// (known from sshd's log, say): they make the open period busy.
+	Transient []session.Session
+	Blind    bool
+	// BlindReason says why, for events.
+	BlindReason string
+	Holds       []Hold
+}
+
+// State is everything the policy must remember across restarts.
+type State struct {
+	BootID string `json:"boot_id"`
+	// PeriodStart is the start of the open period; Busy and Blind say
+	// whether it has seen a counted session or hold, or a blind view.
+	PeriodStart time.Time `json:"period_start"`
+	Busy        bool      `json:"busy"`
+	Blind       bool      `json:"blind"`
+	// Partial: the open period was not watched from its start (the agent
+	// started in it), so unless busy it closes as missing.
+	Partial bool `json:"partial,omitempty"`
+	// Marks are the closed periods, oldest first (the evaluation range).
+	Marks      []alarm.Mark `json:"marks"`
+	AlarmState alarm.State  `json:"alarm_state"`
+	// IdleSince is when the machine last became idle; nil while busy.
+	IdleSince *time.Time `json:"idle_since"`
+	// WarnedAt is when the stop warning of this idle period went out.
+	WarnedAt *time.Time `json:"warned_at,omitempty"`
+	// Acted is set once the stop action ran for this idle period.
+	Acted    bool       `json:"acted"`
+	Attempts int        `json:"attempts"`
+	RetryAt  *time.Time `json:"retry_at,omitempty"`
+	// Seen is the time of the last Step, to tell downtime after a restart.
+	Seen time.Time `json:"seen"`
+}
+
+// Policy is the idle policy's state machine. Not safe for concurrent use.
+type Policy struct {
+	cfg       Config
+	boot      time.Time
+	st        State
+	busyNow   bool
+	blindNow  bool
+	holds     []Hold
+	counted   int
+	lastInput Input
+}
+
+// Decision is the result of a Step.
+type Decision struct {
+	Events []event.Event
+	// Act: run the stop action now, then call ActionDone.
+	Act    bool
+	Reason string
+}
+
+// New returns a policy for a machine booted at boot with the given boot
+// ID. saved is the state persisted by an earlier run, or nil; it is used
+// only when it belongs to the same boot.
+func New(cfg Config, boot time.Time, bootID string, saved *State) (*Policy, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Policy{cfg: cfg, boot: boot}
+	if saved != nil && saved.BootID == bootID && !saved.PeriodStart.IsZero() {
+		p.st = *saved
+		p.st.Marks = fitMarks(saved.Marks, cfg.rangeLen())
+		if p.st.AlarmState == "" {
+			p.st.AlarmState = alarm.InitialState
+		}
+		p.busyNow, p.blindNow = p.st.Busy, p.st.Blind
+		return p, nil
+	}
+	p.st = State{BootID: bootID, AlarmState: alarm.InitialState, Marks: fitMarks(nil, cfg.rangeLen())}
+	return p, nil
+}
+
+// fitMarks returns marks cut or padded (with missing, at the old end) to n.
+func fitMarks(marks []alarm.Mark, n int) []alarm.Mark {
+	out := make([]alarm.Mark, n)
+	if len(marks) > n {
+		marks = marks[len(marks)-n:]
+	}
+	copy(out[n-len(marks):], marks)
+	return out
+}
+
+// State returns the state to persist.
+func (p *Policy) State() State {
+	s := p.st
+	s.Marks = slices.Clone(p.st.Marks)
+	return s
+}
+
+// Config returns the policy's configuration with defaults applied.
+func (p *Policy) Config() Config { return p.cfg }
+
+// Step records the input seen at now, closes the periods that ended, and
+// says what to do. Call it after every scan, and at NextWake.
+func (p *Policy) Step(now time.Time, in Input) Decision {
+	var d Decision
+	if p.st.PeriodStart.IsZero() {
+		p.st.PeriodStart = now.Truncate(p.cfg.Period)
+		p.st.Partial = p.st.PeriodStart.Before(now)
+	}
+	// Close the periods that ended before now, with what was seen in them.
+	p.closePeriods(now)
+
+	// What counts now.
+	p.lastInput = in
+	p.counted = 0
+	for _, s := range in.Sessions {
+		if p.counts(s, now) {
+			p.counted++
+		}
+	}
+	p.holds = slices.Clone(in.Holds)
+	if grace := p.boot.Add(p.cfg.BootGrace); now.Before(grace) {
+		p.holds = append(p.holds, Hold{Kind: "boot-grace", Name: "boot grace", Reason: "until " + grace.UTC().Format(time.RFC3339)})
+	}
+	p.busyNow = p.counted > 0 || len(p.holds) > 0
+	p.blindNow = in.Blind
+	if p.busyNow {
+		p.st.Busy = true
+	}
+	transient := 0
+	for _, s := range in.Transient {
+		if p.counts(s, now) {
+			transient++
+			p.st.Busy = true
+		}
+	}
+	if p.blindNow {
+		p.st.Blind = true
+	}
+
+	// Idle bookkeeping. A short session seen only in passing ends one idle
+	// period and starts the next.
+	if (p.busyNow || transient > 0) && p.st.IdleSince != nil {
+		reason := p.busyReason()
+		if !p.busyNow {
+			reason = fmt.Sprintf("%d short session(s)", transient)
+		}
+		d.Events = append(d.Events, event.Event{Time: now, Type: event.IdleCancel, Reason: reason})
+		p.st.IdleSince, p.st.WarnedAt, p.st.Acted, p.st.Attempts, p.st.RetryAt = nil, nil, false, 0, nil
+	}
+	if !p.busyNow && !p.blindNow && p.st.IdleSince == nil {
+		t := now
+		p.st.IdleSince = &t
+		ev := event.Event{Time: now, Type: event.IdleStart, Reason: "no counted session and no hold"}
+		if due, ok := p.stopDue(now); ok {
+			ev.StopAt = &due
+			ev.Reason += "; stop due at " + due.UTC().Format(time.RFC3339)
+		}
+		d.Events = append(d.Events, ev)
+	}
+
+	p.st.Seen = now
+	if p.st.IdleSince == nil || p.busyNow || p.st.Acted {
+		return d
+	}
+	if p.blindNow {
+		// Never act, never warn on a view that may miss sessions.
+		return d
+	}
+	due, ok := p.stopDue(now)
+	if !ok {
+		return d
+	}
+	// Warn first.
+	if p.cfg.WarnBefore > 0 && p.st.WarnedAt == nil && !now.Before(due.Add(-p.cfg.WarnBefore)) {
+		t := now
+		p.st.WarnedAt = &t
+		at := p.actAt(due)
+		d.Events = append(d.Events, event.Event{Time: now, Type: event.StopWarning, StopAt: &at,
+			Reason: fmt.Sprintf("idle since %s: stopping at %s unless someone connects", p.st.IdleSince.UTC().Format(time.RFC3339), at.UTC().Format(time.RFC3339))})
+	}
+	// A period that saw a session must close before the alarm can stand.
+	if p.st.AlarmState != alarm.StateAlarm || p.st.Busy || now.Before(p.actAt(due)) {
+		return d
+	}
+	if p.st.RetryAt != nil && now.Before(*p.st.RetryAt) {
+		return d
+	}
+	p.st.Acted = true
+	d.Act = true
+	d.Reason = fmt.Sprintf("idle since %s: %d of the last %d periods of %v had no counted session or hold",
+		p.st.IdleSince.UTC().Format(time.RFC3339), p.cfg.DatapointsToAlarm, p.cfg.EvaluationPeriods, p.cfg.Period)
+	return d
+}
+
+// ActionDone records the outcome of the action that Step asked for.
+func (p *Policy) ActionDone(now time.Time, action, result string, err error) []event.Event {
+	if err == nil {
+		p.st.Attempts = 0
+		p.st.RetryAt = nil
+		return []event.Event{{Time: now, Type: event.Stop, Action: action, Reason: result}}
+	}
+	p.st.Attempts++
+	ev := event.Event{Time: now, Type: event.StopFailed, Action: action, Reason: err.Error()}
+	if p.st.Attempts < p.cfg.MaxAttempts {
+		// Retry once a period; Acted stays false so Step asks again.
+		p.st.Acted = false
+		t := now.Add(p.cfg.Period)
+		p.st.RetryAt = &t
+		ev.Reason += fmt.Sprintf(" (attempt %d of %d; retrying at %s)", p.st.Attempts, p.cfg.MaxAttempts, t.UTC().Format(time.RFC3339))
+	} else {
+		ev.Reason += fmt.Sprintf(" (attempt %d of %d; giving up until the next idle period)", p.st.Attempts, p.cfg.MaxAttempts)
+	}
+	return []event.Event{ev}
+}
+
+// closePeriods closes every period that ended at or before now.
+func (p *Policy) closePeriods(now time.Time) {
+	for i := 0; !now.Before(p.st.PeriodStart.Add(p.cfg.Period)); i++ {
+		var mark alarm.Mark
+		switch {
+		case i > 0 && now.Sub(p.st.Seen) > p.cfg.Period && p.st.PeriodStart.After(p.st.Seen):
+			// Nobody looked during this whole period (the agent was down).
+			mark = alarm.MarkMissing
+		case p.st.Busy:
+			mark = alarm.MarkNotBreaching
+		case p.st.Blind || p.st.Partial:
+			mark = alarm.MarkMissing
+		default:
+			mark = alarm.MarkBreaching
+		}
+		p.st.Partial = false
+		if i >= p.cfg.rangeLen() {
+			// More missing periods than the range holds change nothing:
+			// jump to the period containing now.
+			p.st.PeriodStart = now.Truncate(p.cfg.Period)
+			mark = alarm.MarkMissing
+		} else {
+			p.st.PeriodStart = p.st.PeriodStart.Add(p.cfg.Period)
+		}
+		copy(p.st.Marks, p.st.Marks[1:])
+		p.st.Marks[len(p.st.Marks)-1] = mark
+		if res, err := alarm.EvaluateMarks(p.cfg.alarm(), p.st.Marks, p.st.AlarmState); err == nil {
+			p.st.AlarmState = res.State
+		}
+		// The new period starts with what is true now.
+		p.st.Busy, p.st.Blind = p.busyNow, p.blindNow
+	}
+}
+
+// stopDue predicts when the alarm reaches ALARM if nothing changes: the
+// open period closes as it stands and every later one is idle.
+func (p *Policy) stopDue(now time.Time) (time.Time, bool) {
+	if p.st.AlarmState == alarm.StateAlarm && !p.st.Busy {
+		return p.st.PeriodStart, true
+	}
+	marks := slices.Clone(p.st.Marks)
+	state := p.st.AlarmState
+	cfg := p.cfg.alarm()
+	next := alarm.MarkBreaching
+	switch {
+	case p.st.Busy:
+		next = alarm.MarkNotBreaching
+	case p.st.Blind || p.st.Partial:
+		next = alarm.MarkMissing
+	}
+	for k := 1; k <= p.cfg.rangeLen()+1; k++ {
+		copy(marks, marks[1:])
+		marks[len(marks)-1] = next
+		res, err := alarm.EvaluateMarks(cfg, marks, state)
+		if err != nil {
+			return time.Time{}, false
+		}
+		if res.State == alarm.StateAlarm {
+			return p.st.PeriodStart.Add(time.Duration(k) * p.cfg.Period), true
+		}
+		state = res.State
+		next = alarm.MarkBreaching
+	}
+	return time.Time{}, false
+}
+
+// actAt is when the stop may happen for a stop due at due: not before the
+// warning has been out for WarnBefore.
+func (p *Policy) actAt(due time.Time) time.Time {
+	if p.cfg.WarnBefore > 0 && p.st.WarnedAt != nil {
+		if after := p.st.WarnedAt.Add(p.cfg.WarnBefore); after.After(due) {
+			return after
+		}
+	}
+	return due
+}
+
+// counts reports whether s keeps the machine up.
+func (p *Policy) counts(s session.Session, now time.Time) bool {
+	if slices.Contains(p.cfg.IgnoreUsers, s.User) {
+		return false
+	}
+	if len(p.cfg.IgnoreNets) > 0 {
+		if addr, err := netip.ParseAddr(s.RemoteAddr); err == nil {
+			for _, n := range p.cfg.IgnoreNets {
+				if n.Contains(addr.Unmap()) {
+					return false
+				}
+			}
+		}
+	}
+	if p.cfg.IgnoreIdleAfter > 0 {
+		if idle, ok := s.Idle(now); ok && idle > p.cfg.IgnoreIdleAfter {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *Policy) busyReason() string {
+	switch {
+	case p.counted > 0:
+		return fmt.Sprintf("%d counted session(s)", p.counted)
+	case len(p.holds) > 0:
+		h := p.holds[0]
+		return fmt.Sprintf("held by %s %q", h.Kind, h.Name)
+	}
+	return "busy"
+}
+
+// NextWake is the next time Step must run even if nothing is seen: the
+// end of the open period, the warning, the stop or a retry.
+func (p *Policy) NextWake(now time.Time) time.Time {
+	wake := p.st.PeriodStart.Add(p.cfg.Period)
+	if p.st.PeriodStart.IsZero() {
+		wake = now.Truncate(p.cfg.Period).Add(p.cfg.Period)
+	}
+	consider := func(t time.Time) {
+		if t.After(now) && t.Before(wake) {
+			wake = t
+		}
+	}
+	if grace := p.boot.Add(p.cfg.BootGrace); grace.After(now) {
+		consider(grace)
+	}
+	if p.st.IdleSince != nil && !p.st.Acted {
+		if due, ok := p.stopDue(now); ok {
+			if p.cfg.WarnBefore > 0 && p.st.WarnedAt == nil {
+				consider(due.Add(-p.cfg.WarnBefore))
+			}
+			consider(p.actAt(due))
+		}
+	}
+	if p.st.RetryAt != nil {
+		consider(*p.st.RetryAt)
+	}
+	return wake
+}
+
+// Status is the policy's view for `connwatch status`.
+type Status struct {
+	IdleSince  *time.Time   `json:"idle_since"`
+	StopDueAt  *time.Time   `json:"stop_due_at"`
+	WarnedAt   *time.Time   `json:"warned_at,omitempty"`
+	Acted      bool         `json:"acted"`
+	AlarmState alarm.State  `json:"alarm_state"`
+	Datapoints []alarm.Mark `json:"datapoints"`
+	Counted    int          `json:"counted_sessions"`
+	Holds      []Hold       `json:"holds"`
+	Blind      bool         `json:"blind"`
+	Window     string       `json:"window"`
+}
+
+// Status returns the current view.
+func (p *Policy) Status(now time.Time) Status {
+	st := Status{
+		IdleSince: p.st.IdleSince, WarnedAt: p.st.WarnedAt, Acted: p.st.Acted, AlarmState: p.st.AlarmState,
+		Datapoints: slices.Clone(p.st.Marks), Counted: p.counted, Holds: slices.Clone(p.holds), Blind: p.blindNow,
+		Window: fmt.Sprintf("%d of %d periods of %v", p.cfg.DatapointsToAlarm, p.cfg.EvaluationPeriods, p.cfg.Period),
+	}
+	if st.Holds == nil {
+		st.Holds = []Hold{}
+	}
+	if p.st.IdleSince != nil && !p.st.Acted && !p.blindNow {
+		if due, ok := p.stopDue(now); ok {
+			at := p.actAt(due)
+			st.StopDueAt = &at
+		}
+	}
+	return st
+}
