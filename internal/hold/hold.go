@@ -1,0 +1,255 @@
+// Package hold keeps a machine awake for reasons other than sessions:
+// inhibit locks taken by `connwatch inhibit` (files under the state
+// directory, valid while their process lives and their TTL lasts),
+// running processes that match configured patterns, and the load average.
+package hold
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/connwatch/connwatch/internal/atomicfile"
+	"github.com/connwatch/connwatch/internal/policy"
+)
+
+// Lock is one inhibit lock.
+type Lock struct {
+	ID     string `json:"id"`
+	Reason string `json:"reason"`
+	// Command is what runs under the lock, for people.
+	Command string `json:"command,omitempty"`
+	// PID is the process holding the lock; 0 for a lock that only expires.
+	PID int `json:"pid"`
+	// PIDStart is the process's start time in clock ticks, so a reused PID
+	// does not keep a dead lock alive.
+	PIDStart uint64    `json:"pid_start,omitempty"`
+	Created  time.Time `json:"created"`
+	// Expires is zero for no TTL.
+	Expires time.Time `json:"expires,omitempty"`
+}
+
+// ErrNoLimit is returned when a lock would have neither process nor TTL.
+var ErrNoLimit = errors.New("an inhibit lock needs a command to run or a --ttl")
+
+// Store is the directory of inhibit locks.
+type Store struct {
+	Dir string
+	// ProcRoot is where process liveness is checked. Default "/proc".
+	ProcRoot string
+}
+
+func (s Store) procRoot() string {
+	if s.ProcRoot == "" {
+		return "/proc"
+	}
+	return s.ProcRoot
+}
+
+// Acquire writes a new lock for pid (0: none) and returns it.
+func (s Store) Acquire(reason, command string, pid int, now time.Time, ttl time.Duration) (Lock, error) {
+	if pid == 0 && ttl <= 0 {
+		return Lock{}, ErrNoLimit
+	}
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return Lock{}, fmt.Errorf("create hold directory: %w", err)
+	}
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return Lock{}, fmt.Errorf("make hold id: %w", err)
+	}
+	l := Lock{ID: hex.EncodeToString(b[:]), Reason: reason, Command: command, PID: pid, Created: now.UTC()}
+	if pid != 0 {
+		start, err := startTicks(s.procRoot(), pid)
+		if err != nil {
+			return Lock{}, fmt.Errorf("acquire hold: %w", err)
+		}
+		l.PIDStart = start
+	}
+	if ttl > 0 {
+		l.Expires = now.Add(ttl).UTC()
+	}
+	if err := atomicfile.WriteJSON(s.path(l.ID), l, 0o644); err != nil {
+		return Lock{}, fmt.Errorf("acquire hold: %w", err)
+	}
+	return l, nil
+}
+
+// Release removes a lock. Releasing a missing lock is not an error.
+func (s Store) Release(id string) error {
+	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("release hold: %w", err)
+	}
+	return nil
+}
+
+func (s Store) path(id string) string { return filepath.Join(s.Dir, id+".json") }
+
+// List returns the live locks and the stale ones (process gone, TTL
+// over, unreadable), oldest first. It does not remove anything.
+func (s Store) List(now time.Time) (live, stale []Lock, err error) {
+	ents, err := os.ReadDir(s.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("list holds: %w", err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".json") || strings.HasPrefix(name, ".") {
+			continue
+		}
+		var l Lock
+		if err := atomicfile.ReadJSON(filepath.Join(s.Dir, name), &l); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // released meanwhile
+			}
+			stale = append(stale, Lock{ID: strings.TrimSuffix(name, ".json"), Reason: "unreadable: " + err.Error()})
+			continue
+		}
+		if s.alive(l, now) {
+			live = append(live, l)
+		} else {
+			stale = append(stale, l)
+		}
+	}
+	byCreated := func(ls []Lock) {
+		sort.Slice(ls, func(i, j int) bool { return ls[i].Created.Before(ls[j].Created) })
+	}
+	byCreated(live)
+	byCreated(stale)
+	return live, stale, nil
+}
+
+func (s Store) alive(l Lock, now time.Time) bool {
+	if !l.Expires.IsZero() && !now.Before(l.Expires) {
+		return false
+	}
+	if l.PID == 0 {
+		return true
+	}
+	start, err := startTicks(s.procRoot(), l.PID)
+	return err == nil && start == l.PIDStart
+}
+
+// Holds returns the live locks as policy holds.
+func (s Store) Holds(now time.Time) ([]policy.Hold, error) {
+	live, _, err := s.List(now)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]policy.Hold, 0, len(live))
+	for _, l := range live {
+		name := l.Command
+		if name == "" {
+			name = l.ID
+		}
+		out = append(out, policy.Hold{Kind: "inhibit", Name: name, Reason: l.Reason})
+	}
+	return out, nil
+}
+
+// startTicks reads a live (non-zombie) process's start time.
+func startTicks(procRoot string, pid int) (uint64, error) {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, fmt.Errorf("read process %d: %w", pid, err)
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse stat of %d", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return 0, fmt.Errorf("parse stat of %d", pid)
+	}
+	if f[0] == "Z" || f[0] == "X" {
+		return 0, fmt.Errorf("process %d has exited", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// Processes finds running processes whose command line matches one of
+// the patterns and returns a hold for each pattern that matched.
+func Processes(procRoot string, patterns []*regexp.Regexp) ([]policy.Hold, error) {
+	if len(patterns) == 0 {
+		return nil, nil
+	}
+	if procRoot == "" {
+		procRoot = "/proc"
+	}
+	ents, err := os.ReadDir(procRoot)
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	self := os.Getpid()
+	matched := make([]string, len(patterns))
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(procRoot, e.Name(), "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		cmd := strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
+		for i, re := range patterns {
+			if matched[i] == "" && re.MatchString(cmd) {
+				matched[i] = fmt.Sprintf("pid %d: %s", pid, cmd)
+			}
+		}
+	}
+	var out []policy.Hold
+	for i, m := range matched {
+		if m != "" {
+			out = append(out, policy.Hold{Kind: "process", Name: patterns[i].String(), Reason: truncate(m, 200)})
+		}
+	}
+	return out, nil
+}
+
+// Load returns a hold while the 1-minute load average is at or above
+// threshold (threshold <= 0: never).
+func Load(procRoot string, threshold float64) ([]policy.Hold, error) {
+	if threshold <= 0 {
+		return nil, nil
+	}
+	if procRoot == "" {
+		procRoot = "/proc"
+	}
+	b, err := os.ReadFile(filepath.Join(procRoot, "loadavg"))
+	if err != nil {
+		return nil, fmt.Errorf("read load average: %w", err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return nil, fmt.Errorf("parse load average %q", b)
+	}
+	l1, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return nil, fmt.Errorf("parse load average: %w", err)
+	}
+	if l1 < threshold {
+		return nil, nil
+	}
+	return []policy.Hold{{Kind: "load", Name: "load average", Reason: fmt.Sprintf("1-minute load %.2f >= %.2f", l1, threshold)}}, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
