@@ -126,7 +126,7 @@ type Input struct {
 	// Transient are sessions that began and ended since the last Step
 	// (known from sshd's log, say): they make the open period busy.
 	Transient []session.Session
-	Blind    bool
+	Blind     bool
 	// BlindReason says why, for events.
 	BlindReason string
 	Holds       []Hold

@@ -105,7 +105,9 @@ func writeTree(t testing.TB, tree procfixture.Tree) string {
 
 var fixtureNow = time.Unix(bootTime+3600, 0).UTC()
 
-func ticks(n int) time.Time { return time.Unix(bootTime, 0).Add(time.Duration(n) * 10 * time.Millisecond).UTC() }
+func ticks(n int) time.Time {
+	return time.Unix(bootTime, 0).Add(time.Duration(n) * 10 * time.Millisecond).UTC()
+}
 
 func TestScanGenerations(t *testing.T) {
 	for _, g := range generations {
@@ -327,7 +329,7 @@ func TestScanRemembersSafely(t *testing.T) {
 	clk := clock.NewFake(time.Unix(bootTime+600, 0))
 	tree := procfixture.Tree{BootTime: bootTime, Procs: []procfixture.Proc{
 		{PID: 1, Comm: "init", Title: "/sbin/init"},
-		{PID: 10, PPID: 1, Comm: "inetd", Title: "inetd", StartTicks: 100},                 // old
+		{PID: 10, PPID: 1, Comm: "inetd", Title: "inetd", StartTicks: 100},                // old
 		{PID: 20, PPID: 1, Comm: "worker", Title: "worker", StartTicks: 600*userHZ - 100}, // 1 s old
 		{PID: 30, PPID: 1, Comm: "bash", Title: "bash", StartTicks: 100},
 	}}
