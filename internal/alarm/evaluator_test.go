@@ -203,3 +203,17 @@ func BenchmarkEvaluate(b *testing.B) {
 		}
 	}
 }
+
+func TestMarkTextRoundTrip(t *testing.T) {
+	for _, k := range []Mark{MarkMissing, MarkNotBreaching, MarkBreaching} {
+		b, _ := k.MarshalText()
+		var got Mark
+		if err := got.UnmarshalText(b); err != nil || got != k {
+			t.Errorf("%v: got %v %v", k, got, err)
+		}
+	}
+	var m Mark
+	if err := m.UnmarshalText([]byte("?")); err == nil {
+		t.Error("want error for ?")
+	}
+}

@@ -44,6 +44,21 @@ func (k Mark) String() string {
 // MarshalText makes marks encode as "0", "X" and "-" in JSON.
 func (k Mark) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 
+// UnmarshalText reads a mark written by MarshalText.
+func (k *Mark) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "0":
+		*k = MarkNotBreaching
+	case "X", "x":
+		*k = MarkBreaching
+	case "-":
+		*k = MarkMissing
+	default:
+		return fmt.Errorf("parse mark %q: %w", b, ErrToken)
+	}
+	return nil
+}
+
 // ParseNotation parses a series in the notation of the CloudWatch user
 // guide's tables: space-separated tokens, oldest first, where 0 is a
 // datapoint within the threshold, X (or x) a breaching datapoint and - a

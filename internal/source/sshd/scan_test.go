@@ -405,3 +405,18 @@ func TestScanRemembersSafely(t *testing.T) {
 		t.Fatalf("after PID reuse: sessions = %d, want 3", n)
 	}
 }
+
+func TestWatches(t *testing.T) {
+	src := New(Options{ProcRoot: writeTree(t, fixtureMachine(generations[0])), Clock: clock.NewFake(fixtureNow)})
+	if src.Watches(100) {
+		t.Error("watches before any scan")
+	}
+	if _, err := src.Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for pid, want := range map[int]bool{100: true, 200: true, 201: true, 232: true, 202: false, 350: false, 360: false} {
+		if got := src.Watches(pid); got != want {
+			t.Errorf("Watches(%d) = %v, want %v", pid, got, want)
+		}
+	}
+}

@@ -17,11 +17,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/connwatch/connwatch/internal/clock"
+	"github.com/connwatch/connwatch/internal/host"
 	"github.com/connwatch/connwatch/internal/session"
 )
 
@@ -63,6 +65,8 @@ type Source struct {
 	bootTime time.Time
 	// sockets remembers each connection's socket: it never changes.
 	sockets map[connKey]mappedSocket
+	// pids holds the sshd processes of the last scan, for Watches.
+	pids atomic.Pointer[map[int]struct{}]
 }
 
 // connKey identifies a connection by its monitor process.
@@ -138,6 +142,14 @@ func (s *Source) Scan(ctx context.Context) (session.Snapshot, error) {
 		snap.Warn(session.Warning{Code: session.WarnProcUnreadable, Source: Name, Blind: true,
 			Message: fmt.Sprintf("%d processes under %s could not be read (permission denied); run as root", tab.unreadable, s.procRoot)})
 	}
+
+	pids := make(map[int]struct{}, len(tab.procs))
+	for _, p := range tab.procs {
+		if !p.zombie {
+			pids[p.pid] = struct{}{}
+		}
+	}
+	s.pids.Store(&pids)
 
 	conns := assemble(tab.procs)
 	if len(conns) == 0 {
@@ -238,6 +250,18 @@ func (s *Source) Scan(ctx context.Context) (session.Snapshot, error) {
 	return snap, nil
 }
 
+// Watches reports whether pid was a live sshd process in the last scan:
+// a fork, exec or exit of such a process means connections may have
+// changed. Safe to call from any goroutine, also during a Scan.
+func (s *Source) Watches(pid int) bool {
+	m := s.pids.Load()
+	if m == nil {
+		return false
+	}
+	_, ok := (*m)[pid]
+	return ok
+}
+
 // socketOf finds the TCP connection of c: through the monitor's fds, else
 // the user child's (readable when we run as that user).
 func (s *Source) socketOf(c connection, tcp tcpTable) (tcpConn, uint64, error) {
@@ -284,30 +308,12 @@ func (s *Source) boot() (time.Time, error) {
 	if !s.bootTime.IsZero() {
 		return s.bootTime, nil
 	}
-	b, err := os.ReadFile(s.procRoot + "/stat")
+	bt, err := host.BootTime(s.procRoot)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("read boot time: %w", err)
-	}
-	bt, err := parseBootTime(b)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("read boot time from %s/stat: %w", s.procRoot, err)
+		return time.Time{}, err
 	}
 	s.bootTime = bt
 	return bt, nil
-}
-
-// parseBootTime finds the "btime SECONDS" line of /proc/stat.
-func parseBootTime(b []byte) (time.Time, error) {
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "btime "); ok {
-			sec, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil {
-				return time.Time{}, fmt.Errorf("parse btime %q: %w", v, err)
-			}
-			return time.Unix(sec, 0), nil
-		}
-	}
-	return time.Time{}, errors.New("no btime line")
 }
 
 // hidepid returns the hidepid option of ProcRoot's mount when it hides

@@ -1,0 +1,323 @@
+// Package agent runs connwatch's main loop: it scans for sessions when
+// the clock ticks or a fast signal says something changed, turns changes
+// into events, feeds the idle policy, and runs the stop action when the
+// policy asks. It persists the policy's state and its own view under the
+// state directory so restarts keep countdowns and `connwatch status` can
+// show what the agent sees.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"time"
+
+	"github.com/connwatch/connwatch/internal/atomicfile"
+	"github.com/connwatch/connwatch/internal/clock"
+	"github.com/connwatch/connwatch/internal/event"
+	"github.com/connwatch/connwatch/internal/policy"
+	"github.com/connwatch/connwatch/internal/session"
+	"github.com/connwatch/connwatch/internal/tracker"
+)
+
+// Source is where sessions come from.
+type Source interface {
+	Name() string
+	Scan(ctx context.Context) (session.Snapshot, error)
+}
+
+// Actor stops the machine.
+type Actor interface {
+	Name() string
+	// Stop runs the action and says what it did.
+	Stop(ctx context.Context, reason string, idleSince time.Time) (string, error)
+}
+
+// EventSink receives every event.
+type EventSink interface {
+	Write(e event.Event) error
+}
+
+// HoldSource reports reasons to stay up other than sessions.
+type HoldSource func(now time.Time) ([]policy.Hold, error)
+
+// Options configure an Agent.
+type Options struct {
+	Source Source
+	Policy *policy.Policy
+	Actor  Actor
+	Events EventSink
+	Holds  []HoldSource
+	// Warn tells the people still logged in that a stop is coming (wall).
+	Warn func(ctx context.Context, msg string) error
+	// StateDir holds policy.json and agent.json. Empty: nothing persisted.
+	StateDir string
+	Clock    clock.Clock
+	Logger   *slog.Logger
+	// ScanInterval is the slow, periodic scan. Default 1s.
+	ScanInterval time.Duration
+	// Kicks are fast signals (process events, log lines) that connections
+	// may have changed: each starts a burst of quick scans.
+	Kicks <-chan struct{}
+	// Ready is called once the first scan is done (sd_notify READY=1).
+	Ready func()
+	// Alive is called after every loop iteration (the systemd watchdog).
+	Alive func()
+	// ActionTimeout bounds one stop action. Default 2m.
+	ActionTimeout time.Duration
+}
+
+// Burst scanning after a kick: scan at once, then every BurstInterval
+// until BurstLength has passed since the last kick, so a session that
+// lives 100 ms is seen between its fork and its exit.
+const (
+	BurstInterval = 10 * time.Millisecond
+	BurstLength   = 300 * time.Millisecond
+)
+
+// Agent is the main loop.
+type Agent struct {
+	o       Options
+	log     *slog.Logger
+	tracker *tracker.Tracker
+
+	lastPolicy policy.State
+	lastView   *View
+	actions    chan actionResult
+	acting     bool
+}
+
+type actionResult struct {
+	at     time.Time
+	result string
+	err    error
+}
+
+// New returns an agent.
+func New(o Options) (*Agent, error) {
+	if o.Source == nil || o.Policy == nil || o.Actor == nil || o.Events == nil {
+		return nil, errors.New("create agent: source, policy, actor and events are required")
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.ScanInterval <= 0 {
+		o.ScanInterval = time.Second
+	}
+	if o.ActionTimeout <= 0 {
+		o.ActionTimeout = 2 * time.Minute
+	}
+	return &Agent{o: o, log: o.Logger, tracker: tracker.New(), actions: make(chan actionResult, 1)}, nil
+}
+
+// View is what the agent publishes in STATE_DIR/agent.json for
+// `connwatch status`.
+type View struct {
+	PID      int               `json:"pid"`
+	Updated  time.Time         `json:"updated"`
+	Sessions []session.Session `json:"sessions"`
+	Pending  int               `json:"pending_auth"`
+	Blind    bool              `json:"blind"`
+	Warnings []session.Warning `json:"warnings"`
+	Policy   policy.Status     `json:"policy"`
+	Action   string            `json:"action"`
+}
+
+// ViewFile and PolicyFile are the names of the agent's files in its state
+// directory.
+const (
+	ViewFile   = "agent.json"
+	PolicyFile = "policy.json"
+)
+
+// Run runs until ctx is cancelled; that is a clean exit (nil).
+func (a *Agent) Run(ctx context.Context) error {
+	clk := a.o.Clock
+	timer := clk.NewTimer(0)
+	defer timer.Stop()
+	var burstUntil time.Time
+	ready := false
+	for {
+		select {
+		case <-ctx.Done():
+			a.log.Info("agent stopping")
+			return nil
+		case <-timer.C():
+		case <-a.o.Kicks:
+			burstUntil = clk.Now().Add(BurstLength)
+		case r := <-a.actions:
+			a.acting = false
+			for _, e := range a.o.Policy.ActionDone(r.at, a.o.Actor.Name(), r.result, r.err) {
+				a.emit(e)
+			}
+		}
+		now := a.step(ctx)
+		if !ready {
+			ready = true
+			if a.o.Ready != nil {
+				a.o.Ready()
+			}
+		}
+		if a.o.Alive != nil {
+			a.o.Alive()
+		}
+		// Next wake: the slow scan, the policy's next deadline, or the burst.
+		next := now.Add(a.o.ScanInterval)
+		if w := a.o.Policy.NextWake(now); w.Before(next) {
+			next = w
+		}
+		if now.Before(burstUntil) {
+			if b := now.Add(BurstInterval); b.Before(next) {
+				next = b
+			}
+		}
+		d := next.Sub(clk.Now())
+		if d < 0 {
+			d = 0
+		}
+		timer.Stop()
+		timer.Reset(d)
+	}
+}
+
+// step scans once and runs everything downstream. It returns the time of
+// the scan.
+func (a *Agent) step(ctx context.Context) time.Time {
+	snap, err := a.o.Source.Scan(ctx)
+	now := a.o.Clock.Now()
+	if err != nil {
+		// Cannot look at all: blind.
+		a.log.Error("scan failed", "source", a.o.Source.Name(), "err", err)
+		snap = session.Snapshot{Time: now}
+		snap.Warn(session.Warning{Code: "scan_failed", Source: a.o.Source.Name(), Message: err.Error(), Blind: true})
+	}
+	for _, e := range a.tracker.Apply(snap) {
+		a.emit(e)
+	}
+	in := policy.Input{Sessions: a.tracker.Sessions(), Blind: snap.Blind()}
+	for _, h := range a.o.Holds {
+		holds, err := h(now)
+		if err != nil {
+			// A hold source that fails might be hiding a hold: stay up.
+			a.log.Warn("hold source failed; treating as held", "err", err)
+			holds = []policy.Hold{{Kind: "error", Name: "hold source failed", Reason: err.Error()}}
+		}
+		in.Holds = append(in.Holds, holds...)
+	}
+	d := a.o.Policy.Step(now, in)
+	for _, e := range d.Events {
+		a.emit(e)
+		if e.Type == event.StopWarning && a.o.Warn != nil {
+			msg := "connwatch: this machine has been idle and will be stopped at " + e.StopAt.Local().Format("15:04:05 MST") +
+				" unless someone connects or runs `connwatch inhibit`."
+			if err := a.o.Warn(ctx, msg); err != nil {
+				a.log.Warn("warning logged-in users failed", "err", err)
+			}
+		}
+	}
+	if d.Act && !a.acting {
+		a.acting = true
+		idleSince := now
+		if st := a.o.Policy.State(); st.IdleSince != nil {
+			idleSince = *st.IdleSince
+		}
+		a.log.Warn("stopping the machine", "action", a.o.Actor.Name(), "reason", d.Reason)
+		go a.runAction(ctx, d.Reason, idleSince)
+	}
+	a.persist(now, snap)
+	return now
+}
+
+func (a *Agent) runAction(ctx context.Context, reason string, idleSince time.Time) {
+	actx, cancel := context.WithTimeout(ctx, a.o.ActionTimeout)
+	defer cancel()
+	result, err := a.o.Actor.Stop(actx, reason, idleSince)
+	a.actions <- actionResult{at: a.o.Clock.Now(), result: result, err: err}
+}
+
+func (a *Agent) emit(e event.Event) {
+	a.log.Info("event", "type", e.Type, "session", sessionKey(e.Session), "reason", e.Reason)
+	if err := a.o.Events.Write(e); err != nil {
+		a.log.Error("write event", "err", err)
+	}
+}
+
+func sessionKey(s *session.Session) string {
+	if s == nil {
+		return ""
+	}
+	return fmt.Sprintf("%s %s@%s:%d %s", s.ID, s.User, s.RemoteAddr, s.RemotePort, s.Mode)
+}
+
+// persist writes the policy state when it changed and the view.
+func (a *Agent) persist(now time.Time, snap session.Snapshot) {
+	if a.o.StateDir == "" {
+		return
+	}
+	// The policy state is rewritten when it changes, ignoring the time of
+	// the last step: every period close changes it, which is often enough
+	// to tell downtime after a restart, and a disk is not synced every second.
+	st := a.o.Policy.State()
+	cmpNew, cmpOld := st, a.lastPolicy
+	cmpNew.Seen, cmpOld.Seen = time.Time{}, time.Time{}
+	if !reflect.DeepEqual(cmpNew, cmpOld) {
+		if err := atomicfile.WriteJSON(filepath.Join(a.o.StateDir, PolicyFile), st, 0o644); err != nil {
+			a.log.Error("save policy state", "err", err)
+		} else {
+			a.lastPolicy = st
+		}
+	}
+	v := &View{
+		PID: os.Getpid(), Sessions: a.tracker.Sessions(), Pending: len(snap.PendingAuth), Blind: snap.Blind(),
+		Warnings: snap.Warnings, Policy: a.o.Policy.Status(now), Action: a.o.Actor.Name(),
+	}
+	if v.Warnings == nil {
+		v.Warnings = []session.Warning{}
+	}
+	// Rewrite when something changed, and at least every 10 s so readers
+	// can tell a live agent from a dead one.
+	if a.lastView != nil && reflect.DeepEqual(withoutTime(*v), withoutTime(*a.lastView)) && now.Sub(a.lastView.Updated) < 10*time.Second {
+		return
+	}
+	v.Updated = now
+	if err := atomicfile.WriteJSON(filepath.Join(a.o.StateDir, ViewFile), v, 0o644); err != nil {
+		a.log.Error("save agent view", "err", err)
+		return
+	}
+	a.lastView = v
+}
+
+func withoutTime(v View) View {
+	v.Updated = time.Time{}
+	v.Policy.StopDueAt = nil
+	return v
+}
+
+// LoadPolicyState reads the saved policy state from dir, if any.
+func LoadPolicyState(dir string) (*policy.State, error) {
+	var st policy.State
+	err := atomicfile.ReadJSON(filepath.Join(dir, PolicyFile), &st)
+	if atomicfile.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// LoadView reads the view a running agent published in dir.
+func LoadView(dir string) (*View, error) {
+	var v View
+	if err := atomicfile.ReadJSON(filepath.Join(dir, ViewFile), &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}

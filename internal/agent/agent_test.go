@@ -1,0 +1,189 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/connwatch/connwatch/internal/clock"
+	"github.com/connwatch/connwatch/internal/event"
+	"github.com/connwatch/connwatch/internal/policy"
+	"github.com/connwatch/connwatch/internal/session"
+)
+
+var t0 = time.Date(2026, 11, 21, 12, 0, 30, 0, time.UTC)
+
+// scripted is a Source whose sessions the test sets.
+type scripted struct {
+	mu    sync.Mutex
+	clk   clock.Clock
+	sess  []session.Session
+	blind bool
+	err   error
+}
+
+func (s *scripted) Name() string { return "scripted" }
+func (s *scripted) Scan(context.Context) (session.Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return session.Snapshot{}, s.err
+	}
+	snap := session.Snapshot{Time: s.clk.Now(), Complete: true, Sessions: append([]session.Session(nil), s.sess...)}
+	if s.blind {
+		snap.Warn(session.Warning{Code: session.WarnProcHidden, Message: "hidepid", Blind: true})
+	}
+	return snap, nil
+}
+func (s *scripted) set(sess ...session.Session) {
+	s.mu.Lock()
+	s.sess = sess
+	s.mu.Unlock()
+}
+
+type recorder struct {
+	mu  sync.Mutex
+	evs []event.Event
+}
+
+func (r *recorder) Write(e event.Event) error {
+	r.mu.Lock()
+	r.evs = append(r.evs, e)
+	r.mu.Unlock()
+	return nil
+}
+func (r *recorder) types() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, e := range r.evs {
+		out = append(out, string(e.Type))
+	}
+	return out
+}
+
+type countingActor struct {
+	mu    sync.Mutex
+	calls int
+	err   error
+}
+
+func (c *countingActor) Name() string { return "test" }
+func (c *countingActor) Stop(context.Context, string, time.Time) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls++
+	return "stopped", c.err
+}
+
+func newTestAgent(t *testing.T, clk *clock.Fake, src *scripted, actor Actor, dir string) (*Agent, *recorder) {
+	t.Helper()
+	var saved *policy.State
+	if dir != "" {
+		var err error
+		if saved, err = LoadPolicyState(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pol, err := policy.New(policy.Config{Period: time.Minute, EvaluationPeriods: 3, WarnBefore: time.Minute}, t0.Add(-time.Hour), "boot", saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	a, err := New(Options{Source: src, Policy: pol, Actor: actor, Events: rec, StateDir: dir, Clock: clk,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, rec
+}
+
+// drive steps the agent every second for d, delivering action results.
+func drive(a *Agent, clk *clock.Fake, d time.Duration) {
+	end := clk.Now().Add(d)
+	for clk.Now().Before(end) {
+		a.step(context.Background())
+		select {
+		case r := <-waitAction(a):
+			a.acting = false
+			for _, e := range a.o.Policy.ActionDone(r.at, a.o.Actor.Name(), r.result, r.err) {
+				a.emit(e)
+			}
+		default:
+		}
+		clk.Advance(time.Second)
+	}
+}
+
+// waitAction gives a started action a moment to finish (it runs on its
+// own goroutine, as in Run).
+func waitAction(a *Agent) chan actionResult {
+	if a.acting {
+		r := <-a.actions
+		ch := make(chan actionResult, 1)
+		ch <- r
+		return ch
+	}
+	return nil
+}
+
+func TestAgentStopsOnceAfterIdle(t *testing.T) {
+	clk := clock.NewFake(t0)
+	src := &scripted{clk: clk}
+	actor := &countingActor{}
+	a, rec := newTestAgent(t, clk, src, actor, t.TempDir())
+	alice := session.Session{ID: "ssh-1-1", User: "alice", StartedAt: t0}
+	src.set(alice)
+	drive(a, clk, 10*time.Second)
+	src.set()
+	drive(a, clk, 10*time.Minute)
+	want := fmt.Sprint([]string{"session_start", "session_end", "idle_start", "stop_warning", "stop"})
+	if got := fmt.Sprint(rec.types()); got != want {
+		t.Errorf("events %s, want %s", got, want)
+	}
+	if actor.calls != 1 {
+		t.Errorf("action ran %d times", actor.calls)
+	}
+}
+
+func TestAgentBlindNeverStops(t *testing.T) {
+	clk := clock.NewFake(t0)
+	src := &scripted{clk: clk, err: errors.New("open /proc: permission denied")}
+	actor := &countingActor{}
+	a, rec := newTestAgent(t, clk, src, actor, "")
+	drive(a, clk, 20*time.Minute)
+	if actor.calls != 0 {
+		t.Errorf("acted while blind")
+	}
+	if got := rec.types(); len(got) != 1 || got[0] != "blind" {
+		t.Errorf("events %v", got)
+	}
+}
+
+func TestAgentRestartKeepsCountdown(t *testing.T) {
+	dir := t.TempDir()
+	clk := clock.NewFake(t0)
+	src := &scripted{clk: clk}
+	actor := &countingActor{}
+	a, _ := newTestAgent(t, clk, src, actor, dir)
+	drive(a, clk, 90*time.Second)
+	// kill -9: a new agent from the same state directory.
+	a2, rec := newTestAgent(t, clk, src, actor, dir)
+	drive(a2, clk, 5*time.Minute)
+	if actor.calls != 1 {
+		t.Fatalf("calls = %d, events %v", actor.calls, rec.types())
+	}
+	v, err := LoadView(dir)
+	if err != nil || v.Action != "test" || !v.Policy.Acted {
+		t.Errorf("view %+v err %v", v, err)
+	}
+	if _, err := LoadView(filepath.Join(dir, "none")); err == nil {
+		t.Error("missing view: want error")
+	}
+}
