@@ -30,9 +30,19 @@ func (e usageError) Unwrap() error { return e.err }
 func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first SIGINT or SIGTERM cancels (a clean exit); a second aborts.
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		cancel()
+		<-sigs
+		fmt.Fprintln(os.Stderr, "connwatch: second signal, aborting")
+		os.Exit(exitFailure)
+	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	cancel()
 	os.Exit(code)
 }
 
@@ -45,6 +55,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
+	}
+	var ce exitCodeError
+	if errors.As(err, &ce) {
+		// inhibit: the command's own status, nothing to add.
+		return ce.code
 	}
 	fmt.Fprintf(root.ErrOrStderr(), "connwatch: %v\n", err)
 	var ue usageError
@@ -65,7 +80,11 @@ authenticated connections, never password-guessing bots.
 
 Commands:
   status   list the authenticated sessions and pending connections now
-  alarm    evaluate CloudWatch alarm semantics locally ("what would my alarm do?")`,
+  agent    watch sessions, emit events, stop the machine when nobody uses it
+  inhibit  keep the machine awake while a command runs
+  alarm    evaluate CloudWatch alarm semantics locally ("what would my alarm do?")
+  config   check a configuration file
+`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -82,6 +101,6 @@ Commands:
 		return usageError{err}
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newStatusCmd(), newAlarmCmd())
+	root.AddCommand(newStatusCmd(), newAgentCmd(), newInhibitCmd(), newAlarmCmd(), newConfigCmd())
 	return root
 }

@@ -10,8 +10,12 @@ import (
 // output.
 func runCLI(t *testing.T, args []string) (code int, stdout, stderr string) {
 	t.Helper()
+	return runCLIContext(context.Background(), args)
+}
+
+func runCLIContext(ctx context.Context, args []string) (code int, stdout, stderr string) {
 	var out, errb bytes.Buffer
-	code = run(context.Background(), args, &out, &errb)
+	code = run(ctx, args, &out, &errb)
 	return code, out.String(), errb.String()
 }
 

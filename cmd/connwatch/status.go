@@ -2,10 +2,13 @@ package main
 
 import (
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/connwatch/connwatch/internal/agent"
+	"github.com/connwatch/connwatch/internal/config"
 	"github.com/connwatch/connwatch/internal/report"
 	"github.com/connwatch/connwatch/internal/source/sshd"
 )
@@ -14,6 +17,7 @@ func newStatusCmd() *cobra.Command {
 	var (
 		asJSON   bool
 		procRoot string
+		stateDir string
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
@@ -32,6 +36,9 @@ Idle is the time since the terminal last received input (tty sessions) or
 the connection last received data (any session; SSH client keepalives
 count as data).
 
+When an agent runs with the same --state-dir, its view is shown too:
+idle since when, when the stop is due, and what holds the machine up.
+
 Exit status: 0 when the scan ran (check "complete" for partial views),
 1 when the process table could not be read, 2 on usage errors.`,
 		Example: `  connwatch status
@@ -49,13 +56,31 @@ Exit status: 0 when the scan ran (check "complete" for partial views),
 			if err != nil {
 				return fmt.Errorf("scan sessions: %w", err)
 			}
+			view := liveAgentView(stateDir, snap.Time)
 			if asJSON {
-				return report.JSON(cmd.OutOrStdout(), snap)
+				return report.JSON(cmd.OutOrStdout(), report.Status{Snapshot: snap, Agent: view})
 			}
-			return report.Table(cmd.OutOrStdout(), snap, snap.Time, time.Local)
+			if err := report.Table(cmd.OutOrStdout(), snap, snap.Time, time.Local); err != nil {
+				return err
+			}
+			return report.AgentTable(cmd.OutOrStdout(), view, snap.Time, time.Local)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: {sessions, pending_auth, complete, warnings}")
 	cmd.Flags().StringVar(&procRoot, "proc", "/proc", "procfs root to read (a recorded procfs-shaped tree for fixtures)")
+	cmd.Flags().StringVar(&stateDir, "state-dir", config.Default().StateDir, "state directory of a running agent, whose view (idle since, stop due, holds) is shown too")
 	return cmd
+}
+
+// liveAgentView returns the view of an agent that is running and has
+// written its view recently, or nil.
+func liveAgentView(stateDir string, now time.Time) *agent.View {
+	v, err := agent.LoadView(stateDir)
+	if err != nil {
+		return nil
+	}
+	if now.Sub(v.Updated) > time.Minute || syscall.Kill(v.PID, 0) == syscall.ESRCH {
+		return nil
+	}
+	return v
 }

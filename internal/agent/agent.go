@@ -16,6 +16,7 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/connwatch/connwatch/internal/action"
 	"github.com/connwatch/connwatch/internal/atomicfile"
 	"github.com/connwatch/connwatch/internal/clock"
 	"github.com/connwatch/connwatch/internal/event"
@@ -30,11 +31,10 @@ type Source interface {
 	Scan(ctx context.Context) (session.Snapshot, error)
 }
 
-// Actor stops the machine.
+// Actor stops the machine (package action has the implementations).
 type Actor interface {
 	Name() string
-	// Stop runs the action and says what it did.
-	Stop(ctx context.Context, reason string, idleSince time.Time) (string, error)
+	Do(ctx context.Context, r action.Request) (action.Result, error)
 }
 
 // EventSink receives every event.
@@ -89,6 +89,31 @@ type Agent struct {
 	lastView   *View
 	actions    chan actionResult
 	acting     bool
+	reconfig   chan Reconfig
+}
+
+// Reconfig is a new configuration applied by Reconfigure.
+type Reconfig struct {
+	Policy policy.Config
+	Actor  Actor
+	Holds  []HoldSource
+}
+
+// Reconfigure applies a new configuration at the next loop iteration
+// (SIGHUP). Safe to call from any goroutine; a newer call replaces an
+// unapplied older one.
+func (a *Agent) Reconfigure(r Reconfig) {
+	for {
+		select {
+		case a.reconfig <- r:
+			return
+		default:
+		}
+		select {
+		case <-a.reconfig:
+		default:
+		}
+	}
 }
 
 type actionResult struct {
@@ -114,7 +139,7 @@ func New(o Options) (*Agent, error) {
 	if o.ActionTimeout <= 0 {
 		o.ActionTimeout = 2 * time.Minute
 	}
-	return &Agent{o: o, log: o.Logger, tracker: tracker.New(), actions: make(chan actionResult, 1)}, nil
+	return &Agent{o: o, log: o.Logger, tracker: tracker.New(), actions: make(chan actionResult, 1), reconfig: make(chan Reconfig, 1)}, nil
 }
 
 // View is what the agent publishes in STATE_DIR/agent.json for
@@ -152,6 +177,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-timer.C():
 		case <-a.o.Kicks:
 			burstUntil = clk.Now().Add(BurstLength)
+		case rc := <-a.reconfig:
+			if err := a.o.Policy.SetConfig(rc.Policy); err != nil {
+				a.log.Error("reload rejected; keeping the old configuration", "err", err)
+			} else {
+				a.o.Actor, a.o.Holds = rc.Actor, rc.Holds
+				a.log.Info("configuration reloaded", "action", rc.Actor.Name(), "window", a.o.Policy.Status(clk.Now()).Window)
+			}
 		case r := <-a.actions:
 			a.acting = false
 			for _, e := range a.o.Policy.ActionDone(r.at, a.o.Actor.Name(), r.result, r.err) {
@@ -238,8 +270,8 @@ func (a *Agent) step(ctx context.Context) time.Time {
 func (a *Agent) runAction(ctx context.Context, reason string, idleSince time.Time) {
 	actx, cancel := context.WithTimeout(ctx, a.o.ActionTimeout)
 	defer cancel()
-	result, err := a.o.Actor.Stop(actx, reason, idleSince)
-	a.actions <- actionResult{at: a.o.Clock.Now(), result: result, err: err}
+	res, err := a.o.Actor.Do(actx, action.Request{Reason: reason, IdleSince: idleSince})
+	a.actions <- actionResult{at: a.o.Clock.Now(), result: res.Summary, err: err}
 }
 
 func (a *Agent) emit(e event.Event) {

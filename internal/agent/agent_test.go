@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connwatch/connwatch/internal/action"
 	"github.com/connwatch/connwatch/internal/clock"
 	"github.com/connwatch/connwatch/internal/event"
 	"github.com/connwatch/connwatch/internal/policy"
@@ -75,11 +76,11 @@ type countingActor struct {
 }
 
 func (c *countingActor) Name() string { return "test" }
-func (c *countingActor) Stop(context.Context, string, time.Time) (string, error) {
+func (c *countingActor) Do(context.Context, action.Request) (action.Result, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls++
-	return "stopped", c.err
+	return action.Result{Action: "test", Summary: "stopped"}, c.err
 }
 
 func newTestAgent(t *testing.T, clk *clock.Fake, src *scripted, actor Actor, dir string) (*Agent, *recorder) {

@@ -210,6 +210,24 @@ func fitMarks(marks []alarm.Mark, n int) []alarm.Mark {
 	return out
 }
 
+// SetConfig changes the configuration (on reload), keeping the state:
+// datapoints already taken stay, the countdown continues under the new
+// window.
+func (p *Policy) SetConfig(cfg Config) error {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if cfg.Period != p.cfg.Period {
+		// Datapoints of another period length mean nothing now.
+		p.st.Marks = nil
+		p.st.PeriodStart = time.Time{}
+	}
+	p.cfg = cfg
+	p.st.Marks = fitMarks(p.st.Marks, cfg.rangeLen())
+	return nil
+}
+
 // State returns the state to persist.
 func (p *Policy) State() State {
 	s := p.st

@@ -399,3 +399,22 @@ func sortTimes(ts []time.Time) {
 }
 
 var _ = alarm.TreatMissing
+
+func TestSetConfig(t *testing.T) {
+	p, _ := New(Config{Period: time.Minute, EvaluationPeriods: 5}, t0.Add(-time.Hour), "b", nil)
+	run(t, p, t0, t0.Add(3*time.Minute), 30*time.Second, func(time.Time) Input { return Input{} })
+	if err := p.SetConfig(Config{Period: time.Minute, EvaluationPeriods: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.State().Marks) != 4 {
+		t.Errorf("marks %v", p.State().Marks)
+	}
+	// Already idle for more than two periods: the stop follows at once.
+	_, acts := run(t, p, t0.Add(3*time.Minute+30*time.Second), t0.Add(5*time.Minute), 30*time.Second, func(time.Time) Input { return Input{} })
+	if len(acts) != 1 || acts[0].After(t0.Add(4*time.Minute)) {
+		t.Errorf("acts %v", acts)
+	}
+	if err := p.SetConfig(Config{Period: time.Millisecond}); err == nil {
+		t.Error("invalid config accepted")
+	}
+}

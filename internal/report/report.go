@@ -11,17 +11,63 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/connwatch/connwatch/internal/agent"
+	"github.com/connwatch/connwatch/internal/alarm"
 	"github.com/connwatch/connwatch/internal/session"
 )
 
-// JSON writes the snapshot as one indented JSON document.
-func JSON(w io.Writer, snap session.Snapshot) error {
+// Status is what `connwatch status --json` prints: the snapshot's fields
+// and, when an agent runs, its view.
+type Status struct {
+	session.Snapshot
+	Agent *agent.View `json:"agent,omitempty"`
+}
+
+// JSON writes v as one indented JSON document.
+func JSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(snap); err != nil {
-		return fmt.Errorf("encode snapshot: %w", err)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("encode status: %w", err)
 	}
 	return nil
+}
+
+// AgentTable writes a running agent's view; nothing when v is nil.
+func AgentTable(w io.Writer, v *agent.View, now time.Time, loc *time.Location) error {
+	if v == nil {
+		return nil
+	}
+	p := v.Policy
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nAgent (pid %d, action %s, stop after %s):\n", v.PID, v.Action, p.Window)
+	switch {
+	case p.Blind:
+		b.WriteString("  cannot see every session: the machine will not be stopped\n")
+	case p.IdleSince == nil:
+		fmt.Fprintf(&b, "  busy: %d counted session(s), %d hold(s)\n", p.Counted, len(p.Holds))
+	case p.Acted:
+		fmt.Fprintf(&b, "  idle since %s; the stop action ran\n", since(*p.IdleSince, now, loc))
+	case p.StopDueAt != nil:
+		fmt.Fprintf(&b, "  idle since %s; stop due at %s (in %s)\n", since(*p.IdleSince, now, loc),
+			p.StopDueAt.In(loc).Format("15:04:05"), Duration(p.StopDueAt.Sub(now)))
+	default:
+		fmt.Fprintf(&b, "  idle since %s\n", since(*p.IdleSince, now, loc))
+	}
+	for _, h := range p.Holds {
+		fmt.Fprintf(&b, "  held by %s %q %s\n", h.Kind, h.Name, h.Reason)
+	}
+	fmt.Fprintf(&b, "  datapoints (oldest first, X idle, 0 busy, - unknown): %s; alarm %s\n", marks(p.Datapoints), p.AlarmState)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func marks(ms []alarm.Mark) string {
+	parts := make([]string, len(ms))
+	for i, m := range ms {
+		parts[i] = m.String()
+	}
+	return strings.Join(parts, " ")
 }
 
 // Table writes the snapshot as a table for a terminal, with times shown in

@@ -1,0 +1,343 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/connwatch/connwatch/internal/action"
+	"github.com/connwatch/connwatch/internal/agent"
+	"github.com/connwatch/connwatch/internal/alarm"
+	"github.com/connwatch/connwatch/internal/clock"
+	"github.com/connwatch/connwatch/internal/config"
+	"github.com/connwatch/connwatch/internal/event"
+	"github.com/connwatch/connwatch/internal/hold"
+	"github.com/connwatch/connwatch/internal/host"
+	"github.com/connwatch/connwatch/internal/policy"
+	"github.com/connwatch/connwatch/internal/source/sshd"
+)
+
+// agentFlags binds every config setting to a flag; flags that were set
+// override the config file.
+type agentFlags struct {
+	config string
+	v      config.Agent
+	apply  map[string]func(dst *config.Agent)
+}
+
+func (f *agentFlags) register(fs *pflag.FlagSet) {
+	f.v = config.Default()
+	v := &f.v
+	f.apply = map[string]func(dst *config.Agent){}
+	bind := func(name string, copyTo func(dst *config.Agent)) { f.apply[name] = copyTo }
+
+	fs.StringVar(&f.config, "config", "", "configuration file (TOML; see examples/connwatch.toml); flags override it")
+	fs.StringVar(&v.StateDir, "state-dir", v.StateDir, "directory for the agent's state, its view for 'connwatch status' and inhibit locks")
+	bind("state-dir", func(d *config.Agent) { d.StateDir = v.StateDir })
+	fs.StringVar(&v.Events, "events", v.Events, `where events go as JSON lines: a file, or "-" for standard output`)
+	bind("events", func(d *config.Agent) { d.Events = v.Events })
+	fs.StringVar(&v.Proc, "proc", v.Proc, "procfs root")
+	bind("proc", func(d *config.Agent) { d.Proc = v.Proc })
+	fs.DurationVar(&v.ScanInterval.Duration, "scan-interval", v.ScanInterval.Duration, "periodic scan of /proc (process events trigger quicker scans)")
+	bind("scan-interval", func(d *config.Agent) { d.ScanInterval = v.ScanInterval })
+	fs.StringVar(&v.SSHDLog, "sshd-log", v.SSHDLog, `sshd log file to follow: "auto", a path, or "" for none`)
+	bind("sshd-log", func(d *config.Agent) { d.SSHDLog = v.SSHDLog })
+	fs.StringVar(&v.LogFormat, "log-format", v.LogFormat, "log format: text or json")
+	bind("log-format", func(d *config.Agent) { d.LogFormat = v.LogFormat })
+	fs.StringVar(&v.LogLevel, "log-level", v.LogLevel, "log level: debug, info, warn, error")
+	bind("log-level", func(d *config.Agent) { d.LogLevel = v.LogLevel })
+
+	i := &v.Idle
+	fs.DurationVar(&i.Period.Duration, "period", i.Period.Duration, "length of one datapoint (at least 1s)")
+	bind("period", func(d *config.Agent) { d.Idle.Period = i.Period })
+	fs.DurationVar(&i.IdleAfter.Duration, "idle-after", i.IdleAfter.Duration, "stop after this long without sessions: N = M = idle-after / period datapoints")
+	bind("idle-after", func(d *config.Agent) { d.Idle.IdleAfter = i.IdleAfter })
+	fs.IntVar(&i.DatapointsToAlarm, "datapoints-to-alarm", 0, "M: how many of the N periods must be idle (default: all)")
+	bind("datapoints-to-alarm", func(d *config.Agent) { d.Idle.DatapointsToAlarm = i.DatapointsToAlarm })
+	fs.StringVar(&i.TreatMissingData, "treat-missing-data", "", "periods the agent could not see: missing (default), notBreaching, breaching, ignore")
+	bind("treat-missing-data", func(d *config.Agent) { d.Idle.TreatMissingData = i.TreatMissingData })
+	fs.DurationVar(&i.BootGrace.Duration, "boot-grace", i.BootGrace.Duration, "never stop within this long after boot")
+	bind("boot-grace", func(d *config.Agent) { d.Idle.BootGrace = i.BootGrace })
+	fs.DurationVar(&i.WarnBefore.Duration, "warn-before", i.WarnBefore.Duration, "warn (event, wall message) this long before stopping; 0: no warning")
+	bind("warn-before", func(d *config.Agent) { d.Idle.WarnBefore = i.WarnBefore })
+	fs.BoolVar(&i.Wall, "wall", i.Wall, "send the warning to logged-in terminals with wall")
+	bind("wall", func(d *config.Agent) { d.Idle.Wall = i.Wall })
+	fs.DurationVar(&i.IgnoreIdleAfter.Duration, "ignore-idle-after", 0, "sessions idle for longer do not keep the machine up (0: off)")
+	bind("ignore-idle-after", func(d *config.Agent) { d.Idle.IgnoreIdleAfter = i.IgnoreIdleAfter })
+	fs.StringSliceVar(&i.IgnoreUsers, "ignore-user", nil, "sessions of this user do not keep the machine up (repeatable)")
+	bind("ignore-user", func(d *config.Agent) { d.Idle.IgnoreUsers = i.IgnoreUsers })
+	fs.StringSliceVar(&i.IgnoreCIDRs, "ignore-cidr", nil, "sessions from this network do not keep the machine up (repeatable)")
+	bind("ignore-cidr", func(d *config.Agent) { d.Idle.IgnoreCIDRs = i.IgnoreCIDRs })
+	fs.StringArrayVar(&i.KeepAwakeProcesses, "keep-awake-process", nil, "keep the machine up while a process whose command line matches this regular expression runs (repeatable)")
+	bind("keep-awake-process", func(d *config.Agent) { d.Idle.KeepAwakeProcesses = i.KeepAwakeProcesses })
+	fs.Float64Var(&i.KeepAwakeLoad, "keep-awake-load", 0, "keep the machine up while the 1-minute load average is at least this (0: off)")
+	bind("keep-awake-load", func(d *config.Agent) { d.Idle.KeepAwakeLoad = i.KeepAwakeLoad })
+
+	a := &v.Action
+	fs.StringVar(&a.Type, "action", a.Type, "what to do when idle: "+strings.Join(config.Actions, ", "))
+	bind("action", func(d *config.Agent) { d.Action.Type = a.Type })
+	fs.StringVar(&a.Command, "action-command", "", "shell command for --action command (gets CONNWATCH_REASON, CONNWATCH_IDLE_SINCE)")
+	bind("action-command", func(d *config.Agent) { d.Action.Command = a.Command })
+	fs.DurationVar(&a.Timeout.Duration, "action-timeout", a.Timeout.Duration, "time limit of one action")
+	bind("action-timeout", func(d *config.Agent) { d.Action.Timeout = a.Timeout })
+}
+
+// resolve returns defaults, overlaid by the config file, overlaid by the
+// flags that were set, validated.
+func (f *agentFlags) resolve(fs *pflag.FlagSet) (config.Agent, error) {
+	cfg := config.Default()
+	if f.config != "" {
+		var err error
+		if cfg, err = config.Load(f.config); err != nil {
+			return cfg, err
+		}
+	}
+	fs.Visit(func(fl *pflag.Flag) {
+		if ap, ok := f.apply[fl.Name]; ok {
+			ap(&cfg)
+		}
+	})
+	if err := cfg.Validate(); err != nil {
+		return cfg, usageError{fmt.Errorf("invalid settings: %w", err)}
+	}
+	return cfg, nil
+}
+
+func newAgentCmd() *cobra.Command {
+	f := &agentFlags{}
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Watch sessions, emit events, and stop the machine when nobody uses it",
+		Long: `agent runs in the foreground (under systemd: Type=notify, with watchdog;
+see packaging/connwatch.service). It scans /proc every --scan-interval
+and, as root, subscribes to the kernel's process events so that every
+authenticated session start and end is seen within a second, even one
+that lasts 100 ms. Each is written as a JSON line to --events:
+
+  {"time":"…","type":"session_start","session":{…}}
+
+Types: session_start, session_end, idle_start, idle_cancel, stop_warning,
+stop, stop_failed, blind, sighted.
+
+Idle policy: every --period is one datapoint, idle when no counted
+session and no hold existed at any time in it. When M of the last N
+datapoints are idle (N = --idle-after / --period, M =
+--datapoints-to-alarm, default N: the classic "15 of 15 one-minute
+datapoints"), evaluated with CloudWatch's alarm rules, the --action runs,
+once per idle period. Before that, a warning goes out --warn-before
+ahead (event, wall message). Anyone connecting cancels the countdown.
+
+Never stopped: within --boot-grace of boot; while an inhibit lock is held
+('connwatch inhibit'), a --keep-awake-process runs or the load is at
+least --keep-awake-load; while the agent cannot see who is connected (it
+says why in a "blind" event). The countdown survives restarts: state is
+kept in --state-dir.
+
+The default action is dry-run: it only says what it would do.`,
+		Example: `  connwatch agent                                   # dry-run, defaults
+  connwatch agent --action ec2-stop --idle-after 30m
+  connwatch agent --config /etc/connwatch/connwatch.toml
+  connwatch agent --period 1s --idle-after 10s --boot-grace 0 --events /tmp/events.jsonl`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("agent takes no arguments, got %q", args[0])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := f.resolve(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			reload := func() (config.Agent, error) { return f.resolve(cmd.Flags()) }
+			return runAgent(cmd.Context(), cfg, reload, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f.register(cmd.Flags())
+	return cmd
+}
+
+func newLogger(cfg config.Agent, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if os.Getenv("JOURNAL_STREAM") != "" {
+		// journald stamps every line itself.
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 {
+				return slog.Attr{}
+			}
+			return a
+		}
+	}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// parts are what a configuration turns into; SIGHUP rebuilds them.
+type parts struct {
+	policy policy.Config
+	actor  action.Action
+	holds  []agent.HoldSource
+}
+
+func buildParts(cfg config.Agent) (parts, error) {
+	act, err := action.New(cfg.Action.Type, action.Options{Command: cfg.Action.Command, Timeout: cfg.Action.Timeout.Duration})
+	if err != nil {
+		return parts{}, usageError{err}
+	}
+	locks := hold.Store{Dir: filepath.Join(cfg.StateDir, "holds"), ProcRoot: cfg.Proc}
+	patterns := cfg.KeepAwakePatterns()
+	return parts{
+		policy: policy.Config{
+			Period:            cfg.Idle.Period.Duration,
+			EvaluationPeriods: cfg.EvaluationPeriods(),
+			DatapointsToAlarm: cfg.Idle.DatapointsToAlarm,
+			TreatMissingData:  alarm.TreatMissingData(cfg.Idle.TreatMissingData),
+			BootGrace:         cfg.Idle.BootGrace.Duration,
+			WarnBefore:        cfg.Idle.WarnBefore.Duration,
+			IgnoreIdleAfter:   cfg.Idle.IgnoreIdleAfter.Duration,
+			IgnoreUsers:       cfg.Idle.IgnoreUsers,
+			IgnoreNets:        cfg.IgnoreNets(),
+		},
+		actor: act,
+		holds: []agent.HoldSource{
+			locks.Holds,
+			func(time.Time) ([]policy.Hold, error) { return hold.Processes(cfg.Proc, patterns) },
+			func(time.Time) ([]policy.Hold, error) { return hold.Load(cfg.Proc, cfg.Idle.KeepAwakeLoad) },
+		},
+	}, nil
+}
+
+func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent, error), stdout, stderr io.Writer) error {
+	log := newLogger(cfg, stderr)
+	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+		return fmt.Errorf("create state directory: %w", err)
+	}
+	var events io.Writer = stdout
+	if cfg.Events != "-" {
+		ef, err := os.OpenFile(cfg.Events, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return fmt.Errorf("open events file: %w", err)
+		}
+		defer ef.Close()
+		events = ef
+	}
+	boot, err := host.BootTime(cfg.Proc)
+	if err != nil {
+		return err
+	}
+	bootID, err := host.BootID(cfg.Proc)
+	if err != nil {
+		log.Warn("no boot id; the idle countdown will not survive reboots cleanly", "err", err)
+	}
+	saved, err := agent.LoadPolicyState(cfg.StateDir)
+	if err != nil {
+		log.Warn("saved policy state unreadable; starting afresh", "err", err)
+		saved = nil
+	}
+	pp, err := buildParts(cfg)
+	if err != nil {
+		return err
+	}
+	pol, err := policy.New(pp.policy, boot, bootID, saved)
+	if err != nil {
+		return usageError{err}
+	}
+	src := sshd.New(sshd.Options{ProcRoot: cfg.Proc})
+	kicks := make(chan struct{}, 1)
+	kick := func() {
+		select {
+		case kicks <- struct{}{}:
+		default:
+		}
+	}
+	opts := agent.Options{
+		Source: src, Policy: pol, Actor: pp.actor, Events: event.NewWriter(events), Holds: pp.holds,
+		StateDir: cfg.StateDir, Clock: clock.Real{}, Logger: log, ScanInterval: cfg.ScanInterval.Duration,
+		Kicks: kicks, ActionTimeout: cfg.Action.Timeout.Duration,
+		Ready: func() { daemon.SdNotify(false, daemon.SdNotifyReady) },
+	}
+	if cfg.Idle.Wall {
+		opts.Warn = wall
+	}
+	if interval, err := daemon.SdWatchdogEnabled(false); err == nil && interval > 0 {
+		var last time.Time
+		opts.Alive = func() {
+			if time.Since(last) >= interval/3 {
+				daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+				last = time.Now()
+			}
+		}
+	}
+	a, err := agent.New(opts)
+	if err != nil {
+		return err
+	}
+	log.Info("agent starting", "state_dir", cfg.StateDir, "action", pp.actor.Name(),
+		"window", pol.Status(time.Now()).Window,
+		"boot_grace", cfg.Idle.BootGrace.Duration, "warn_before", cfg.Idle.WarnBefore.Duration)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.Run(gctx) })
+	g.Go(func() error {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-hup:
+			}
+			newCfg, err := reload()
+			if err == nil {
+				var np parts
+				if np, err = buildParts(newCfg); err == nil {
+					a.Reconfigure(agent.Reconfig{Policy: np.policy, Actor: np.actor, Holds: np.holds})
+					continue
+				}
+			}
+			log.Error("reload failed; keeping the old configuration", "err", err)
+		}
+	})
+	for _, sig := range signals(cfg, src, log) {
+		g.Go(func() error {
+			if err := sig(gctx, kick); err != nil && gctx.Err() == nil {
+				// A fast signal failing is not fatal: the periodic scan goes on.
+				log.Warn("fast signal stopped; relying on periodic scans", "err", err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// wall writes msg to every logged-in terminal.
+func wall(ctx context.Context, msg string) error {
+	path, err := exec.LookPath("wall")
+	if err != nil {
+		return fmt.Errorf("send wall message: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, path)
+	cmd.Stdin = strings.NewReader(msg + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("send wall message: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/connwatch/connwatch/internal/config"
+)
+
+func newConfigCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "Check configuration files",
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "check FILE",
+		Short: "Validate a configuration file",
+		Long: `check reads FILE strictly, as 'connwatch agent --config FILE' would: unknown
+keys, syntax errors (with their line) and invalid values (with their key)
+are reported and the exit status is 1. A valid file prints a summary.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("config check takes one FILE")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := config.Load(args[0])
+			if err != nil {
+				return err
+			}
+			n, m := cfg.EvaluationPeriods(), cfg.Idle.DatapointsToAlarm
+			if m == 0 {
+				m = n
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (action %s when %d of %d periods of %v are idle)\n", args[0], cfg.Action.Type, m, n, cfg.Idle.Period)
+			return nil
+		},
+	})
+	return cmd
+}

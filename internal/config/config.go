@@ -1,0 +1,266 @@
+// Package config reads connwatch's one configuration file (TOML), strictly:
+// defaults first, then the file, then Validate. Unknown keys are errors
+// naming the key, syntax errors name the line, invalid values name the
+// key and value. A missing file is a different error (ErrNotFound) from an
+// invalid one (ErrInvalid).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Sentinels callers branch on.
+var (
+	ErrNotFound = errors.New("config file not found")
+	ErrInvalid  = errors.New("invalid config")
+)
+
+// Duration is a time.Duration written as "90s", "15m", "1h30m".
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("duration %q: use a number with a unit, like 90s, 15m or 1h30m", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Agent is the configuration of `connwatch agent`.
+type Agent struct {
+	// StateDir holds the agent's state, its view for `connwatch status`
+	// and inhibit locks.
+	StateDir string `toml:"state_dir"`
+	// Events is where events go as JSON lines: a file, or "-" for stdout.
+	Events string `toml:"events"`
+	// Proc is the procfs root.
+	Proc string `toml:"proc"`
+	// ScanInterval is the periodic scan; process events and sshd's log
+	// trigger quicker ones.
+	ScanInterval Duration `toml:"scan_interval"`
+	// SSHDLog is sshd's log file to follow ("auto": the -E file on the
+	// listener's command line, else /var/log/auth.log; "" off).
+	SSHDLog   string `toml:"sshd_log"`
+	LogFormat string `toml:"log_format"`
+	LogLevel  string `toml:"log_level"`
+	Idle      Idle   `toml:"idle"`
+	Action    Action `toml:"action"`
+}
+
+// Idle is the idle policy.
+type Idle struct {
+	// Period is one datapoint; IdleAfter the window (N = IdleAfter/Period).
+	Period            Duration `toml:"period"`
+	IdleAfter         Duration `toml:"idle_after"`
+	DatapointsToAlarm int      `toml:"datapoints_to_alarm"`
+	TreatMissingData  string   `toml:"treat_missing_data"`
+	BootGrace         Duration `toml:"boot_grace"`
+	WarnBefore        Duration `toml:"warn_before"`
+	// Wall sends the warning to logged-in terminals.
+	Wall            bool     `toml:"wall"`
+	IgnoreIdleAfter Duration `toml:"ignore_idle_after"`
+	IgnoreUsers     []string `toml:"ignore_users"`
+	IgnoreCIDRs     []string `toml:"ignore_cidrs"`
+	// KeepAwakeProcesses are regular expressions matched against process
+	// command lines.
+	KeepAwakeProcesses []string `toml:"keep_awake_processes"`
+	// KeepAwakeLoad keeps the machine up while the 1-minute load average
+	// is at least this (0: off).
+	KeepAwakeLoad float64 `toml:"keep_awake_load"`
+}
+
+// Action is what happens when the machine is idle.
+type Action struct {
+	// Type is dry-run, poweroff, ec2-stop, ec2-hibernate or command.
+	Type    string   `toml:"type"`
+	Command string   `toml:"command"`
+	Timeout Duration `toml:"timeout"`
+}
+
+// Actions are the valid action types.
+var Actions = []string{"dry-run", "poweroff", "ec2-stop", "ec2-hibernate", "command"}
+
+// Default returns the defaults: the classic 15 of 15 one-minute
+// datapoints, dry-run.
+func Default() Agent {
+	return Agent{
+		StateDir:     "/var/lib/connwatch",
+		Events:       "-",
+		Proc:         "/proc",
+		ScanInterval: Duration{time.Second},
+		SSHDLog:      "auto",
+		LogFormat:    "text",
+		LogLevel:     "info",
+		Idle: Idle{
+			Period:     Duration{time.Minute},
+			IdleAfter:  Duration{15 * time.Minute},
+			BootGrace:  Duration{5 * time.Minute},
+			WarnBefore: Duration{5 * time.Minute},
+			Wall:       true,
+		},
+		Action: Action{Type: "dry-run", Timeout: Duration{2 * time.Minute}},
+	}
+}
+
+// Load reads path over the defaults and validates the result.
+func Load(path string) (Agent, error) {
+	cfg := Default()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return cfg, fmt.Errorf("%w: %s", ErrNotFound, path)
+	}
+	if err != nil {
+		return cfg, fmt.Errorf("read config %s: %w", path, err)
+	}
+	if err := Decode(path, string(b), &cfg); err != nil {
+		return cfg, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Decode decodes TOML text into cfg, strictly. name is used in errors.
+func Decode(name, text string, cfg *Agent) error {
+	md, err := toml.Decode(text, cfg)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return fmt.Errorf("%w: %s:%d: %s", ErrInvalid, name, pe.Position.Line, pe.Message)
+		}
+		return fmt.Errorf("%w: %s: %w", ErrInvalid, name, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return fmt.Errorf("%w: %s: unknown key %s", ErrInvalid, name, strings.Join(keys, ", "))
+	}
+	return nil
+}
+
+// FieldError is a validation error naming the key and value.
+type FieldError struct {
+	Key   string
+	Value any
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return fmt.Sprintf("%s = %v: %s", e.Key, e.Value, e.Msg) }
+
+// Unwrap makes every FieldError an ErrInvalid.
+func (e *FieldError) Unwrap() error { return ErrInvalid }
+
+// Validate checks values and their combinations.
+func (c Agent) Validate() error {
+	var errs []error
+	bad := func(key string, v any, format string, a ...any) {
+		errs = append(errs, &FieldError{Key: key, Value: v, Msg: fmt.Sprintf(format, a...)})
+	}
+	if c.StateDir == "" {
+		bad("state_dir", `""`, "must be set")
+	}
+	if c.ScanInterval.Duration < 10*time.Millisecond {
+		bad("scan_interval", c.ScanInterval, "must be at least 10ms")
+	}
+	if !oneOf(c.LogFormat, "text", "json") {
+		bad("log_format", c.LogFormat, "must be text or json")
+	}
+	if !oneOf(c.LogLevel, "debug", "info", "warn", "error") {
+		bad("log_level", c.LogLevel, "must be debug, info, warn or error")
+	}
+	i := c.Idle
+	if i.Period.Duration < time.Second {
+		bad("idle.period", i.Period, "must be at least 1s")
+	} else if i.IdleAfter.Duration < i.Period.Duration || i.IdleAfter.Duration%i.Period.Duration != 0 {
+		bad("idle.idle_after", i.IdleAfter, "must be a whole number of periods (idle.period = %v)", i.Period)
+	} else if n := c.EvaluationPeriods(); i.DatapointsToAlarm < 0 || i.DatapointsToAlarm > n {
+		bad("idle.datapoints_to_alarm", i.DatapointsToAlarm, "must be between 1 and the number of periods in idle_after (%d); 0 means all", n)
+	}
+	if i.TreatMissingData != "" && !oneOf(i.TreatMissingData, "missing", "notBreaching", "breaching", "ignore") {
+		bad("idle.treat_missing_data", i.TreatMissingData, "must be missing, notBreaching, breaching or ignore")
+	}
+	for key, d := range map[string]Duration{"idle.boot_grace": i.BootGrace, "idle.warn_before": i.WarnBefore, "idle.ignore_idle_after": i.IgnoreIdleAfter} {
+		if d.Duration < 0 {
+			bad(key, d, "must not be negative")
+		}
+	}
+	for _, cidr := range i.IgnoreCIDRs {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			bad("idle.ignore_cidrs", cidr, "not a CIDR prefix like 10.0.0.0/8")
+		}
+	}
+	for _, re := range i.KeepAwakeProcesses {
+		if _, err := regexp.Compile(re); err != nil {
+			bad("idle.keep_awake_processes", re, "not a regular expression: %v", err)
+		}
+	}
+	if i.KeepAwakeLoad < 0 {
+		bad("idle.keep_awake_load", i.KeepAwakeLoad, "must not be negative")
+	}
+	if !oneOf(c.Action.Type, Actions...) {
+		bad("action.type", c.Action.Type, "must be one of %s", strings.Join(Actions, ", "))
+	}
+	if c.Action.Type == "command" && strings.TrimSpace(c.Action.Command) == "" {
+		bad("action.command", `""`, "must be set when action.type = command")
+	}
+	if c.Action.Timeout.Duration <= 0 {
+		bad("action.timeout", c.Action.Timeout, "must be positive")
+	}
+	return errors.Join(errs...)
+}
+
+// EvaluationPeriods is N = idle_after / period.
+func (c Agent) EvaluationPeriods() int {
+	if c.Idle.Period.Duration <= 0 {
+		return 0
+	}
+	return int(c.Idle.IdleAfter.Duration / c.Idle.Period.Duration)
+}
+
+// IgnoreNets parses IgnoreCIDRs (valid after Validate).
+func (c Agent) IgnoreNets() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range c.Idle.IgnoreCIDRs {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
+
+// KeepAwakePatterns compiles KeepAwakeProcesses (valid after Validate).
+func (c Agent) KeepAwakePatterns() []*regexp.Regexp {
+	var out []*regexp.Regexp
+	for _, s := range c.Idle.KeepAwakeProcesses {
+		if re, err := regexp.Compile(s); err == nil {
+			out = append(out, re)
+		}
+	}
+	return out
+}
+
+func oneOf(s string, set ...string) bool {
+	for _, v := range set {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,75 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExampleIsValidAndDefault(t *testing.T) {
+	cfg, err := Load("../../examples/connwatch.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := Default()
+	if cfg.Idle.IdleAfter != def.Idle.IdleAfter || cfg.Action.Type != "dry-run" || cfg.EvaluationPeriods() != 15 {
+		t.Errorf("example differs from defaults: %+v", cfg)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		name, text string
+		want       []string
+	}{
+		{"unknown.toml", "[idle]\nidle_aftr = \"15m\"\n", []string{"unknown.toml", "unknown key idle.idle_aftr"}},
+		{"syntax.toml", "events = \"-\"\nscan_interval = = 1\n", []string{"syntax.toml:2"}},
+		{"duration.toml", "[idle]\nperiod = \"fortnight\"\n", []string{"duration.toml", "fortnight"}},
+		{"window.toml", "[idle]\nperiod = \"1m\"\nidle_after = \"90s\"\n", []string{"idle.idle_after = 1m30s", "whole number of periods"}},
+		{"m.toml", "[idle]\nidle_after = \"3m\"\ndatapoints_to_alarm = 4\n", []string{"idle.datapoints_to_alarm = 4"}},
+		{"action.toml", "[action]\ntype = \"explode\"\n", []string{"action.type = explode", "dry-run"}},
+		{"command.toml", "[action]\ntype = \"command\"\n", []string{"action.command"}},
+		{"cidr.toml", "[idle]\nignore_cidrs = [\"10.0.0.0/33\"]\n", []string{"idle.ignore_cidrs = 10.0.0.0/33"}},
+		{"regexp.toml", "[idle]\nkeep_awake_processes = [\"(\"]\n", []string{"idle.keep_awake_processes"}},
+		{"type.toml", "scan_interval = 5\n", []string{"type.toml"}},
+	}
+	for _, tt := range tests {
+		_, err := Load(write(tt.name, tt.text))
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: err %v, want ErrInvalid", tt.name, err)
+			continue
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q lacks %q", tt.name, err, w)
+			}
+		}
+	}
+	if _, err := Load(filepath.Join(dir, "none.toml")); !errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestOverrides(t *testing.T) {
+	cfg := Default()
+	if err := Decode("x", "[idle]\nperiod = \"1s\"\nidle_after = \"10s\"\nignore_users = [\"backup\"]\n", &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Idle.Period.Duration != time.Second || cfg.EvaluationPeriods() != 10 || cfg.Idle.WarnBefore.Duration != 5*time.Minute {
+		t.Errorf("cfg %+v", cfg.Idle)
+	}
+}
