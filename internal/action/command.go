@@ -1,0 +1,93 @@
+package action
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+)
+
+// Environment variables a Command sees, besides the agent's own.
+const (
+	EnvReason    = "CONNWATCH_REASON"
+	EnvIdleSince = "CONNWATCH_IDLE_SINCE" // RFC 3339, UTC; empty if unknown
+	EnvAction    = "CONNWATCH_ACTION"
+)
+
+// Command runs a user command with /bin/sh -c. It is bounded by Timeout,
+// after which the command's whole process group is killed; a non-zero exit
+// is an error carrying the tail of its standard error.
+type Command struct {
+	// Command is the shell command line.
+	Command string
+	// Timeout bounds the command; zero means DefaultTimeout.
+	Timeout time.Duration
+	// Shell runs Command as `Shell -c Command`; empty means /bin/sh.
+	Shell string
+	// Env is the environment the variables above are added to; nil means
+	// the agent's environment.
+	Env []string
+}
+
+var _ Action = (*Command)(nil)
+
+// Name implements Action.
+func (*Command) Name() string { return NameCommand }
+
+// Do implements Action.
+func (c *Command) Do(ctx context.Context, r Request) (Result, error) {
+	timeout := timeoutOr(c.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	shell := c.Shell
+	if shell == "" {
+		shell = "/bin/sh"
+	}
+	env := c.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	idleSince := ""
+	if !r.IdleSince.IsZero() {
+		idleSince = r.IdleSince.UTC().Format(time.RFC3339)
+	}
+	env = append(env[:len(env):len(env)],
+		EnvReason+"="+r.Reason,
+		EnvIdleSince+"="+idleSince,
+		EnvAction+"="+NameCommand,
+	)
+
+	stdout, stderr := &tailBuffer{max: 4 << 10}, &tailBuffer{max: 4 << 10}
+	cmd := exec.CommandContext(ctx, shell, "-c", c.Command)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	// Own process group, so that a timeout kills what the shell started
+	// too, not only the shell.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
+
+	err := cmd.Run()
+	tail := ""
+	if t := lastLines(stderr.b, 5); t != "" {
+		tail = ": " + t
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil && err != nil {
+		if errors.Is(ctxErr, context.DeadlineExceeded) {
+			return Result{}, fmt.Errorf("run command %q: killed after %s: %w%s", c.Command, timeout, ctxErr, tail)
+		}
+		return Result{}, fmt.Errorf("run command %q: %w%s", c.Command, ctxErr, tail)
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("run command %q: %w%s", c.Command, err, tail)
+	}
+	summary := fmt.Sprintf("ran command %q", c.Command)
+	if out := lastLines(stdout.b, 1); out != "" {
+		summary += ": " + out
+	}
+	return Result{Action: NameCommand, Summary: summary}, nil
+}
