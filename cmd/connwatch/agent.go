@@ -260,6 +260,7 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 		return usageError{err}
 	}
 	src := sshd.New(sshd.Options{ProcRoot: cfg.Proc})
+	logins := make(chan agent.Login, 64)
 	kicks := make(chan struct{}, 1)
 	kick := func() {
 		select {
@@ -270,7 +271,7 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 	opts := agent.Options{
 		Source: src, Policy: pol, Actor: pp.actor, Events: event.NewWriter(events), Holds: pp.holds,
 		StateDir: cfg.StateDir, Clock: clock.Real{}, Logger: log, ScanInterval: cfg.ScanInterval.Duration,
-		Kicks: kicks, ActionTimeout: cfg.Action.Timeout.Duration,
+		Kicks: kicks, Logins: logins, ActionTimeout: cfg.Action.Timeout.Duration,
 		Ready: func() { daemon.SdNotify(false, daemon.SdNotifyReady) },
 	}
 	if cfg.Idle.Wall {
@@ -316,7 +317,7 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 			log.Error("reload failed; keeping the old configuration", "err", err)
 		}
 	})
-	for _, sig := range signals(cfg, src, log) {
+	for _, sig := range signals(ctx, cfg, src, logins, log) {
 		g.Go(func() error {
 			if err := sig(gctx, kick); err != nil && gctx.Err() == nil {
 				// A fast signal failing is not fatal: the periodic scan goes on.

@@ -63,6 +63,11 @@ type Options struct {
 	// Kicks are fast signals (process events, log lines) that connections
 	// may have changed: each starts a burst of quick scans.
 	Kicks <-chan struct{}
+	// Logins are logins and disconnects seen in sshd's log. A login that
+	// no scan ever saw (it lasted less than the time between two scans)
+	// still becomes a session_start and session_end, and keeps the
+	// machine up for its period.
+	Logins <-chan Login
 	// Ready is called once the first scan is done (sd_notify READY=1).
 	Ready func()
 	// Alive is called after every loop iteration (the systemd watchdog).
@@ -70,6 +75,20 @@ type Options struct {
 	// ActionTimeout bounds one stop action. Default 2m.
 	ActionTimeout time.Duration
 }
+
+// Login is an authenticated connection (or its end) from sshd's log.
+type Login struct {
+	Time time.Time
+	User string
+	Addr string
+	Port int
+	// End: the connection ended (else it began).
+	End bool
+}
+
+// LoginGrace is how long a login from the log may stay unseen by scans
+// before, at its end, it is reported from the log alone.
+const LoginGrace = 2 * time.Second
 
 // Burst scanning after a kick: scan at once, then every BurstInterval
 // until BurstLength has passed since the last kick, so a session that
@@ -90,6 +109,15 @@ type Agent struct {
 	actions    chan actionResult
 	acting     bool
 	reconfig   chan Reconfig
+	// logins are log logins not (yet) matched to a scanned session, by
+	// "addr port".
+	logins    map[string]*loginState
+	transient []session.Session
+}
+
+type loginState struct {
+	login Login
+	seen  bool
 }
 
 // Reconfig is a new configuration applied by Reconfigure.
@@ -139,7 +167,7 @@ func New(o Options) (*Agent, error) {
 	if o.ActionTimeout <= 0 {
 		o.ActionTimeout = 2 * time.Minute
 	}
-	return &Agent{o: o, log: o.Logger, tracker: tracker.New(), actions: make(chan actionResult, 1), reconfig: make(chan Reconfig, 1)}, nil
+	return &Agent{o: o, log: o.Logger, tracker: tracker.New(), actions: make(chan actionResult, 1), reconfig: make(chan Reconfig, 1), logins: map[string]*loginState{}}, nil
 }
 
 // View is what the agent publishes in STATE_DIR/agent.json for
@@ -176,6 +204,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		case <-timer.C():
 		case <-a.o.Kicks:
+			burstUntil = clk.Now().Add(BurstLength)
+		case l := <-a.o.Logins:
+			a.login(l)
 			burstUntil = clk.Now().Add(BurstLength)
 		case rc := <-a.reconfig:
 			if err := a.o.Policy.SetConfig(rc.Policy); err != nil {
@@ -233,7 +264,9 @@ func (a *Agent) step(ctx context.Context) time.Time {
 	for _, e := range a.tracker.Apply(snap) {
 		a.emit(e)
 	}
-	in := policy.Input{Sessions: a.tracker.Sessions(), Blind: snap.Blind()}
+	a.matchLogins(now)
+	in := policy.Input{Sessions: a.tracker.Sessions(), Blind: snap.Blind(), Transient: a.transient}
+	a.transient = nil
 	for _, h := range a.o.Holds {
 		holds, err := h(now)
 		if err != nil {
@@ -265,6 +298,65 @@ func (a *Agent) step(ctx context.Context) time.Time {
 	}
 	a.persist(now, snap)
 	return now
+}
+
+func loginKey(addr string, port int) string { return fmt.Sprintf("%s %d", addr, port) }
+
+// login records a login or logout from sshd's log.
+func (a *Agent) login(l Login) {
+	key := loginKey(l.Addr, l.Port)
+	if !l.End {
+		a.logins[key] = &loginState{login: l}
+		return
+	}
+	st, ok := a.logins[key]
+	if !ok {
+		return // not a login we saw begin: nothing to add
+	}
+	delete(a.logins, key)
+	if st.seen {
+		return // the scans saw it; they report its end
+	}
+	// A session too short for any scan: report it from the log.
+	s := session.Session{
+		ID: fmt.Sprintf("ssh-log-%s-%d-%d", l.Addr, l.Port, st.login.Time.UnixNano()), Kind: session.KindSSH,
+		User: st.login.User, RemoteAddr: l.Addr, RemotePort: l.Port, StartedAt: st.login.Time,
+	}
+	reason := "seen only in sshd's log: it ended before a scan could see it"
+	a.emit(event.Event{Time: st.login.Time, Type: event.SessionStart, Session: &s, Reason: reason})
+	a.emit(event.Event{Time: l.Time, Type: event.SessionEnd, Session: &s, Reason: reason})
+	a.transient = append(a.transient, s)
+}
+
+// matchLogins marks logins that a scan has seen as sessions and forgets
+// old ones.
+func (a *Agent) matchLogins(now time.Time) {
+	if len(a.logins) == 0 {
+		return
+	}
+	for _, s := range a.tracker.Sessions() {
+		if st, ok := a.logins[loginKey(s.RemoteAddr, s.RemotePort)]; ok {
+			st.seen = true
+			continue
+		}
+		if s.RemoteAddr != "" {
+			continue
+		}
+		// Without root the scan may not know addresses: match by user and
+		// time instead.
+		for _, st := range a.logins {
+			if d := s.StartedAt.Sub(st.login.Time); st.login.User == s.User && d > -LoginGrace && d < LoginGrace {
+				st.seen = true
+			}
+		}
+	}
+	for key, st := range a.logins {
+		// A login whose end never shows in the log (killed clients may
+		// leave none) is forgotten after a while; scans cover it.
+		if now.Sub(st.login.Time) > time.Hour {
+			delete(a.logins, key)
+		}
+	}
 }
 
 func (a *Agent) runAction(ctx context.Context, reason string, idleSince time.Time) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -186,5 +187,35 @@ func TestAgentRestartKeepsCountdown(t *testing.T) {
 	}
 	if _, err := LoadView(filepath.Join(dir, "none")); err == nil {
 		t.Error("missing view: want error")
+	}
+}
+
+func TestLoginSeenOnlyInLog(t *testing.T) {
+	clk := clock.NewFake(t0)
+	src := &scripted{clk: clk}
+	a, rec := newTestAgent(t, clk, src, &countingActor{}, "")
+	drive(a, clk, 3*time.Second) // idle_start
+
+	// A 100 ms session between two scans: only the log saw it.
+	a.login(Login{Time: clk.Now(), User: "bob", Addr: "198.51.100.7", Port: 40000})
+	clk.Advance(100 * time.Millisecond)
+	a.login(Login{Time: clk.Now(), User: "bob", Addr: "198.51.100.7", Port: 40000, End: true})
+	// A session the scans saw: its log end adds nothing.
+	seen := session.Session{ID: "ssh-9-9", User: "carol", RemoteAddr: "198.51.100.8", RemotePort: 40001, StartedAt: clk.Now()}
+	a.login(Login{Time: clk.Now(), User: "carol", Addr: "198.51.100.8", Port: 40001})
+	src.set(seen)
+	drive(a, clk, time.Second)
+	src.set()
+	a.login(Login{Time: clk.Now(), User: "carol", Addr: "198.51.100.8", Port: 40001, End: true})
+	drive(a, clk, time.Second)
+
+	want := "idle_start session_start session_end session_start idle_cancel session_end idle_start"
+	if got := strings.Join(rec.types(), " "); got != want {
+		t.Errorf("events:\n got %s\nwant %s", got, want)
+	}
+	for _, e := range rec.evs {
+		if e.Session != nil && e.Session.User == "bob" && !strings.Contains(e.Reason, "log") {
+			t.Errorf("log-only session event without reason: %+v", e)
+		}
 	}
 }

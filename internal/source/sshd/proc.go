@@ -25,6 +25,8 @@ type proc struct {
 	titled bool
 	// unreadableTitle is set when the cmdline could not be read.
 	unreadableTitle bool
+	// rawTitle is kept for listeners only (their options matter).
+	rawTitle string
 }
 
 // procTable is the result of one walk over a procfs tree.
@@ -172,7 +174,11 @@ func (w *procWalker) readProc(dirfd, pid int, pname []byte) (p proc, keep bool, 
 	p.zombie = state == 'Z' || state == 'X'
 	if !p.zombie && p.comm != "sftp-server" {
 		if n, err := w.readAt(dirfd, string(append(pname, "/cmdline"...))); err == nil {
-			p.title, p.titled = ParseTitle(cmdlineString(w.buf[:n]))
+			raw := cmdlineString(w.buf[:n])
+			p.title, p.titled = ParseTitle(raw)
+			if p.titled && p.title.Role == RoleListener {
+				p.rawTitle = raw
+			}
 		} else if isPermission(err) {
 			p.unreadableTitle = true
 		}

@@ -414,6 +414,9 @@ func TestWatches(t *testing.T) {
 	if _, err := src.Scan(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	if l := src.Listeners(); len(l) != 1 || !strings.Contains(l[0], "/usr/local/sbin/sshd -D [listener]") {
+		t.Errorf("listeners %q", l)
+	}
 	for pid, want := range map[int]bool{100: true, 200: true, 201: true, 232: true, 202: false, 350: false, 360: false} {
 		if got := src.Watches(pid); got != want {
 			t.Errorf("Watches(%d) = %v, want %v", pid, got, want)

@@ -67,6 +67,8 @@ type Source struct {
 	sockets map[connKey]mappedSocket
 	// pids holds the sshd processes of the last scan, for Watches.
 	pids atomic.Pointer[map[int]struct{}]
+	// listeners holds the listener titles of the last scan.
+	listeners atomic.Pointer[[]string]
 }
 
 // connKey identifies a connection by its monitor process.
@@ -144,12 +146,17 @@ func (s *Source) Scan(ctx context.Context) (session.Snapshot, error) {
 	}
 
 	pids := make(map[int]struct{}, len(tab.procs))
+	var listeners []string
 	for _, p := range tab.procs {
 		if !p.zombie {
 			pids[p.pid] = struct{}{}
 		}
+		if p.titled && p.title.Role == RoleListener {
+			listeners = append(listeners, p.rawTitle)
+		}
 	}
 	s.pids.Store(&pids)
+	s.listeners.Store(&listeners)
 
 	conns := assemble(tab.procs)
 	if len(conns) == 0 {
@@ -260,6 +267,16 @@ func (s *Source) Watches(pid int) bool {
 	}
 	_, ok := (*m)[pid]
 	return ok
+}
+
+// Listeners returns the process titles of the sshd listeners seen in the
+// last scan ("sshd: /usr/sbin/sshd -D -E /var/log/sshd.log [listener] …").
+func (s *Source) Listeners() []string {
+	l := s.listeners.Load()
+	if l == nil {
+		return nil
+	}
+	return append([]string(nil), (*l)...)
 }
 
 // socketOf finds the TCP connection of c: through the monitor's fds, else
