@@ -28,7 +28,7 @@ func signals(ctx context.Context, cfg config.Agent, src *sshd.Source, logins cha
 		out = append(out, sig)
 	}
 	if sig, err := procEventSignal(src); err != nil {
-		log.Warn("no process events (they need root); scanning every scan interval and on sshd log lines", "err", err)
+		log.Warn("no process events; scanning every scan interval and on sshd log lines", "err", err)
 	} else {
 		log.Info("subscribed to process events")
 		out = append(out, sig)

@@ -9,10 +9,21 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// BootTime reads the boot time from the "btime" line of PROCROOT/stat.
+// BootTime returns when the machine booted. For the live "/proc" it is
+// the wall clock minus CLOCK_BOOTTIME, exact to the microsecond (process
+// start times count from it); for any other root, the whole second in the
+// "btime" line of PROCROOT/stat.
 func BootTime(procRoot string) (time.Time, error) {
+	if procRoot == "/proc" {
+		var ts unix.Timespec
+		if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err == nil {
+			return time.Now().Add(-time.Duration(ts.Nano())), nil
+		}
+	}
 	b, err := os.ReadFile(procRoot + "/stat")
 	if err != nil {
 		return time.Time{}, fmt.Errorf("read boot time: %w", err)

@@ -1,6 +1,7 @@
 package host
 
 import (
+	"os"
 	"testing"
 	"time"
 )
@@ -22,6 +23,15 @@ func TestLive(t *testing.T) {
 	bt, err := BootTime("/proc")
 	if err != nil || bt.After(time.Now()) || bt.Before(time.Now().AddDate(-5, 0, 0)) {
 		t.Errorf("boot time %v %v", bt, err)
+	}
+	// The exact boot time agrees with the kernel's whole-second btime.
+	b, _ := os.ReadFile("/proc/stat")
+	whole, err := ParseBootTime(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := bt.Sub(whole); d < -2*time.Second || d > 2*time.Second {
+		t.Errorf("exact boot time %v is %v from btime %v", bt, d, whole)
 	}
 	id, err := BootID("/proc")
 	if err != nil || len(id) != 36 {

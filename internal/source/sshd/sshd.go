@@ -320,7 +320,8 @@ func (s *Source) ttyAtime(tty string) (time.Time, bool) {
 	return time.Unix(st.Atim.Unix()), true
 }
 
-// boot returns the boot time from ProcRoot/stat, read once.
+// boot returns the boot time, read once (its only change is the wall
+// clock being set, which the live computation follows at the next Source).
 func (s *Source) boot() (time.Time, error) {
 	if !s.bootTime.IsZero() {
 		return s.bootTime, nil
