@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -75,6 +76,8 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("warn-before", func(d *config.Agent) { d.Idle.WarnBefore = i.WarnBefore })
 	fs.BoolVar(&i.Wall, "wall", i.Wall, "send the warning to logged-in terminals with wall")
 	bind("wall", func(d *config.Agent) { d.Idle.Wall = i.Wall })
+	fs.StringVar(&i.WarnCommand, "warn-command", "", "notification hook: shell command run when the warning goes out (gets CONNWATCH_STOP_AT, CONNWATCH_REASON, CONNWATCH_EVENT)")
+	bind("warn-command", func(d *config.Agent) { d.Idle.WarnCommand = i.WarnCommand })
 	fs.DurationVar(&i.IgnoreIdleAfter.Duration, "ignore-idle-after", 0, "sessions idle for longer do not keep the machine up (0: off)")
 	bind("ignore-idle-after", func(d *config.Agent) { d.Idle.IgnoreIdleAfter = i.IgnoreIdleAfter })
 	fs.StringSliceVar(&i.IgnoreUsers, "ignore-user", nil, "sessions of this user do not keep the machine up (repeatable)")
@@ -229,6 +232,9 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
 		return fmt.Errorf("create state directory: %w", err)
 	}
+	if err := hold.EnsureDir(filepath.Join(cfg.StateDir, "holds")); err != nil {
+		return err
+	}
 	var events io.Writer = stdout
 	if cfg.Events != "-" {
 		ef, err := os.OpenFile(cfg.Events, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
@@ -276,6 +282,13 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 	}
 	if cfg.Idle.Wall {
 		opts.Warn = wall
+	}
+	if cfg.Idle.WarnCommand != "" {
+		opts.OnWarning = func(ctx context.Context, e event.Event) {
+			if err := runHook(ctx, cfg.Idle.WarnCommand, e); err != nil {
+				log.Warn("warn command failed", "err", err)
+			}
+		}
 	}
 	if interval, err := daemon.SdWatchdogEnabled(false); err == nil && interval > 0 {
 		var last time.Time
@@ -327,6 +340,25 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 		})
 	}
 	return g.Wait()
+}
+
+// runHook runs a notification command for event e, bounded in time.
+func runHook(ctx context.Context, command string, e event.Event) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
+	cmd.Env = append(os.Environ(), "CONNWATCH_EVENT="+string(b), "CONNWATCH_REASON="+e.Reason)
+	if e.StopAt != nil {
+		cmd.Env = append(cmd.Env, "CONNWATCH_STOP_AT="+e.StopAt.UTC().Format(time.RFC3339))
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("run %q: %w: %s", command, err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // wall writes msg to every logged-in terminal.

@@ -23,6 +23,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	os.WriteFile(filepath.Join(proc, "sys", "kernel", "random", "boot_id"), []byte("3a1f6c1e-0000-4000-8000-000000000001\n"), 0o644)
 	os.MkdirAll(filepath.Join(proc, "net"), 0o755)
 	marker := filepath.Join(dir, "stopped")
+	warned := filepath.Join(dir, "warned")
 	events := filepath.Join(dir, "events.jsonl")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
@@ -31,7 +32,8 @@ func TestAgentEndToEnd(t *testing.T) {
 	go func() {
 		code, _, _ := runCLIContext(ctx, []string{"agent", "--proc", proc, "--state-dir", filepath.Join(dir, "state"),
 			"--events", events, "--period", "1s", "--idle-after", "2s", "--boot-grace", "0", "--warn-before", "1s",
-			"--action", "command", "--action-command", "echo \"$CONNWATCH_REASON\" >> " + marker, "--wall=false", "--sshd-log", ""})
+			"--action", "command", "--action-command", "echo \"$CONNWATCH_REASON\" >> " + marker, "--wall=false", "--sshd-log", "",
+			"--warn-command", "echo \"$CONNWATCH_STOP_AT\" > " + warned})
 		done <- code
 	}()
 	deadline := time.Now().Add(6 * time.Second)
@@ -51,6 +53,9 @@ func TestAgentEndToEnd(t *testing.T) {
 	}
 	if n := strings.Count(readFile(marker), "\n"); n != 1 {
 		t.Errorf("action ran %d times", n)
+	}
+	if w := strings.TrimSpace(readFile(warned)); !strings.HasPrefix(w, "20") {
+		t.Errorf("warn command did not get CONNWATCH_STOP_AT: %q", w)
 	}
 	var types []string
 	f, _ := os.Open(events)

@@ -70,7 +70,7 @@ process still runs, so a killed inhibit never holds the machine forever.`,
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "the lock ends after this long even if the command still runs")
 	cmd.Flags().BoolVar(&list, "list", false, "list the locks held now")
 	cmd.Flags().StringVar(&release, "release", "", "release the lock with this id")
-	cmd.Flags().StringVar(&stateDir, "state-dir", config.Default().StateDir, "the agent's state directory")
+	cmd.Flags().StringVar(&stateDir, "state-dir", config.DefaultStateDir(), "the agent's state directory")
 	return cmd
 }
 

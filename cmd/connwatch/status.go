@@ -68,7 +68,7 @@ Exit status: 0 when the scan ran (check "complete" for partial views),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: {sessions, pending_auth, complete, warnings}")
 	cmd.Flags().StringVar(&procRoot, "proc", "/proc", "procfs root to read (a recorded procfs-shaped tree for fixtures)")
-	cmd.Flags().StringVar(&stateDir, "state-dir", config.Default().StateDir, "state directory of a running agent, whose view (idle since, stop due, holds) is shown too")
+	cmd.Flags().StringVar(&stateDir, "state-dir", config.DefaultStateDir(), "state directory of a running agent, whose view (idle since, stop due, holds) is shown too")
 	return cmd
 }
 

@@ -54,6 +54,9 @@ type Options struct {
 	Holds  []HoldSource
 	// Warn tells the people still logged in that a stop is coming (wall).
 	Warn func(ctx context.Context, msg string) error
+	// OnWarning is the notification hook for stop warnings. It runs on
+	// its own goroutine: a slow hook never delays the loop.
+	OnWarning func(ctx context.Context, e event.Event)
 	// StateDir holds policy.json and agent.json. Empty: nothing persisted.
 	StateDir string
 	Clock    clock.Clock
@@ -285,6 +288,9 @@ func (a *Agent) step(ctx context.Context) time.Time {
 			if err := a.o.Warn(ctx, msg); err != nil {
 				a.log.Warn("warning logged-in users failed", "err", err)
 			}
+		}
+		if e.Type == event.StopWarning && a.o.OnWarning != nil {
+			go a.o.OnWarning(ctx, e)
 		}
 	}
 	if d.Act && !a.acting {

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -71,7 +72,10 @@ type Idle struct {
 	BootGrace         Duration `toml:"boot_grace"`
 	WarnBefore        Duration `toml:"warn_before"`
 	// Wall sends the warning to logged-in terminals.
-	Wall            bool     `toml:"wall"`
+	Wall bool `toml:"wall"`
+	// WarnCommand runs (/bin/sh -c) when the warning goes out, with
+	// CONNWATCH_STOP_AT, CONNWATCH_REASON and CONNWATCH_EVENT (JSON).
+	WarnCommand     string   `toml:"warn_command"`
 	IgnoreIdleAfter Duration `toml:"ignore_idle_after"`
 	IgnoreUsers     []string `toml:"ignore_users"`
 	IgnoreCIDRs     []string `toml:"ignore_cidrs"`
@@ -94,11 +98,33 @@ type Action struct {
 // Actions are the valid action types.
 var Actions = []string{"dry-run", "poweroff", "ec2-stop", "ec2-hibernate", "command"}
 
+// SystemStateDir is the agent's state directory when it runs as root.
+const SystemStateDir = "/var/lib/connwatch"
+
+// DefaultStateDir is SystemStateDir for root or when it exists (so that
+// users' `connwatch inhibit` and `status` find the system agent), else
+// $XDG_STATE_HOME/connwatch (~/.local/state/connwatch).
+func DefaultStateDir() string {
+	if os.Geteuid() == 0 {
+		return SystemStateDir
+	}
+	if st, err := os.Stat(SystemStateDir); err == nil && st.IsDir() {
+		return SystemStateDir
+	}
+	if x := os.Getenv("XDG_STATE_HOME"); x != "" {
+		return filepath.Join(x, "connwatch")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "state", "connwatch")
+	}
+	return SystemStateDir
+}
+
 // Default returns the defaults: the classic 15 of 15 one-minute
 // datapoints, dry-run.
 func Default() Agent {
 	return Agent{
-		StateDir:     "/var/lib/connwatch",
+		StateDir:     DefaultStateDir(),
 		Events:       "-",
 		Proc:         "/proc",
 		ScanInterval: Duration{time.Second},

@@ -60,8 +60,8 @@ func (s Store) Acquire(reason, command string, pid int, now time.Time, ttl time.
 	if pid == 0 && ttl <= 0 {
 		return Lock{}, ErrNoLimit
 	}
-	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
-		return Lock{}, fmt.Errorf("create hold directory: %w", err)
+	if err := EnsureDir(s.Dir); err != nil {
+		return Lock{}, err
 	}
 	var b [6]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -82,6 +82,20 @@ func (s Store) Acquire(reason, command string, pid int, now time.Time, ttl time.
 		return Lock{}, fmt.Errorf("acquire hold: %w", err)
 	}
 	return l, nil
+}
+
+// EnsureDir creates the lock directory so that every user can take locks
+// and none can remove another's (mode 1777, like /tmp).
+func EnsureDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create hold directory: %w", err)
+	}
+	if os.Geteuid() == 0 {
+		if err := os.Chmod(dir, 0o777|os.ModeSticky); err != nil {
+			return fmt.Errorf("create hold directory: %w", err)
+		}
+	}
+	return nil
 }
 
 // Release removes a lock. Releasing a missing lock is not an error.

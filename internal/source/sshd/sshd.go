@@ -233,10 +233,12 @@ func (s *Source) Scan(ctx context.Context) (session.Snapshot, error) {
 			}
 		}
 		if !last.IsZero() {
-			if last.Before(sess.StartedAt) {
-				last = sess.StartedAt
-			}
+			// Activity is known to the millisecond; a connection cannot
+			// have been active before it started.
 			l := last.Truncate(time.Millisecond)
+			if l.Before(sess.StartedAt) {
+				l = sess.StartedAt
+			}
 			sess.LastActivityAt = &l
 		}
 		snap.Sessions = append(snap.Sessions, sess)
