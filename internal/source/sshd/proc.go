@@ -50,12 +50,27 @@ type procTable struct {
 // and it execs right after its fork. Hence a remembered process is read
 // again while it is younger than youngAge, and every process is read
 // again at least every fullEvery.
+//
+// sshd processes themselves are remembered too, to read only their
+// title (which changes) and not their stat (which does not, but for the
+// parent after a reparenting): a remembered one is read whole again when
+// its title is gone or no longer an sshd title (exit, exec), and when its
+// parent's /proc directory is not the one it had.
 type procWalker struct {
-	buf     []byte
-	dents   []byte
-	known   map[int]knownProc
-	seen    map[int]bool
+	buf   []byte
+	dents []byte
+	known map[int]knownProc
+	cands map[int]candProc
+	// seen maps the PIDs of this walk to their /proc directory inodes.
+	seen    map[int]uint64
 	lastAll time.Time
+}
+
+// candProc is a remembered sshd process.
+type candProc struct {
+	ino       uint64
+	parentIno uint64
+	p         proc
 }
 
 // knownProc is a remembered process that is of no interest.
@@ -71,7 +86,7 @@ const (
 )
 
 func newProcWalker() *procWalker {
-	return &procWalker{buf: make([]byte, readBufSize), dents: make([]byte, 64<<10), known: map[int]knownProc{}, seen: map[int]bool{}}
+	return &procWalker{buf: make([]byte, readBufSize), dents: make([]byte, 64<<10), known: map[int]knownProc{}, cands: map[int]candProc{}, seen: map[int]uint64{}}
 }
 
 // walk lists the processes under root that matter to sshd detection. now
@@ -94,6 +109,7 @@ func (w *procWalker) walk(root string, now, boot time.Time) (procTable, error) {
 		oldTicks = uint64(age / (time.Second / userHZ))
 	}
 	var name [24]byte
+	var fast []int // indexes in tab.procs read by title only
 	for {
 		n, err := unix.Getdents(dirfd, w.dents)
 		if err == unix.EINTR {
@@ -120,36 +136,93 @@ func (w *procWalker) walk(root string, now, boot time.Time) (procTable, error) {
 			if !ok {
 				continue
 			}
-			w.seen[pid] = true
+			w.seen[pid] = ino
 			if k, ok := w.known[pid]; ok && !full && k.ino == ino && k.start < oldTicks {
 				continue
 			}
 			pname := append(name[:0], raw...)
+			if c, ok := w.cands[pid]; ok && !full && c.ino == ino && c.p.comm != "sftp-server" {
+				if p, ok := w.retitle(dirfd, c.p, pname); ok {
+					tab.procs = append(tab.procs, p)
+					fast = append(fast, len(tab.procs)-1)
+					continue
+				}
+			}
 			p, keep, perr := w.readProc(dirfd, pid, pname)
 			if perr != nil {
 				if isPermission(perr) {
 					tab.unreadable++
 				}
 				delete(w.known, pid)
+				delete(w.cands, pid)
 				continue
 			}
 			if !keep {
 				w.known[pid] = knownProc{ino: ino, start: p.start}
+				delete(w.cands, pid)
 				continue
 			}
 			delete(w.known, pid)
+			w.cands[pid] = candProc{ino: ino, p: p}
 			tab.procs = append(tab.procs, p)
 			if p.unreadableTitle {
 				tab.unreadable++
 			}
 		}
 	}
+	// A process whose parent's /proc directory changed may have been
+	// reparented: read its stat again.
+	for _, i := range fast {
+		p := tab.procs[i]
+		c := w.cands[p.pid]
+		if w.seen[p.ppid] == c.parentIno {
+			continue
+		}
+		var pname []byte
+		pname = strconv.AppendInt(name[:0], int64(p.pid), 10)
+		np, keep, err := w.readProc(dirfd, p.pid, pname)
+		if err != nil || !keep {
+			np.pid, np.zombie = p.pid, true // gone: count it as nothing
+		}
+		tab.procs[i] = np
+		c.p = np
+		w.cands[p.pid] = c
+	}
+	for pid, c := range w.cands {
+		ino, ok := w.seen[pid]
+		if !ok || ino != c.ino {
+			delete(w.cands, pid)
+			continue
+		}
+		c.parentIno = w.seen[c.p.ppid]
+		w.cands[pid] = c
+	}
 	for pid := range w.known {
-		if !w.seen[pid] {
+		if _, ok := w.seen[pid]; !ok {
 			delete(w.known, pid)
 		}
 	}
 	return tab, nil
+}
+
+// retitle reads a remembered sshd process's title. It returns false when
+// the process must be read whole: its title is gone (exited, zombie) or
+// not an sshd title any more (it exec'd something else).
+func (w *procWalker) retitle(dirfd int, p proc, pname []byte) (proc, bool) {
+	n, err := w.readAt(dirfd, string(append(pname, "/cmdline"...)))
+	if err != nil || n == 0 {
+		return p, false
+	}
+	raw := cmdlineString(w.buf[:n])
+	t, ok := ParseTitle(raw)
+	if !ok {
+		return p, false
+	}
+	p.title, p.titled, p.rawTitle = t, true, ""
+	if t.Role == RoleListener {
+		p.rawTitle = raw
+	}
+	return p, true
 }
 
 // readProc reads one process. keep is false for processes of no interest.

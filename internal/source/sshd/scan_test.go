@@ -423,3 +423,61 @@ func TestWatches(t *testing.T) {
 		}
 	}
 }
+
+// TestScanRemembersSSHDSafely checks the title-only reads of remembered
+// sshd processes: an exec into sftp-server is noticed, and a child whose
+// monitor died is not given to a new monitor that reuses the PID.
+func TestScanRemembersSSHDSafely(t *testing.T) {
+	clk := clock.NewFake(time.Unix(bootTime+600, 0))
+	tree := procfixture.Tree{BootTime: bootTime, Procs: []procfixture.Proc{
+		{PID: 1, Comm: "init", Title: "/sbin/init"},
+		{PID: 10, PPID: 1, Comm: "sshd", Title: "sshd: alice [priv]", StartTicks: 100},
+		{PID: 11, PPID: 10, Comm: "sshd", Title: "sshd: alice@notty", StartTicks: 101},
+		{PID: 12, PPID: 11, Comm: "sshd", Title: "sshd: alice@notty", StartTicks: 102}, // forked, not yet exec'd
+		{PID: 20, PPID: 1, Comm: "sshd", Title: "sshd: bob [priv]", StartTicks: 200},
+		{PID: 21, PPID: 20, Comm: "sshd", Title: "sshd: bob", StartTicks: 201},
+	}}
+	root := writeTree(t, tree)
+	src := New(Options{ProcRoot: root, Clock: clk})
+	scan := func() map[string]session.Session {
+		t.Helper()
+		clk.Advance(time.Second)
+		snap, err := src.Scan(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]session.Session{}
+		for _, s := range snap.Sessions {
+			out[s.User] = s
+		}
+		return out
+	}
+	if got := scan(); got["alice"].Mode != session.ModeNoTTY || got["bob"].Mode != session.ModeForward {
+		t.Fatalf("first scan %+v", got)
+	}
+	// 12 execs sftp-server: same /proc directory, new comm and cmdline.
+	os.WriteFile(filepath.Join(root, "12", "stat"), []byte("12 (sftp-server) S 11 12 12 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 102 0 0\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "12", "cmdline"), []byte("/usr/lib/openssh/sftp-server\x00"), 0o644)
+	if got := scan(); got["alice"].Mode != session.ModeSFTP {
+		t.Errorf("after exec: alice mode %v, want sftp", got["alice"].Mode)
+	}
+	// Bob's monitor dies; its child is reparented to init and lingers;
+	// a new monitor (carol, still at the password prompt) gets PID 20.
+	staging := t.TempDir()
+	carol := procfixture.Tree{BootTime: bootTime, Procs: []procfixture.Proc{{PID: 20, PPID: 1, Comm: "sshd", Title: "sshd: carol [priv]", StartTicks: 300}}}
+	if err := carol.Write(staging); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(filepath.Join(root, "20"))
+	if err := os.Rename(filepath.Join(staging, "20"), filepath.Join(root, "20")); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(root, "21", "stat"), []byte("21 (sshd) S 1 21 21 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 201 0 0\n"), 0o644)
+	got := scan()
+	if _, ok := got["carol"]; ok {
+		t.Errorf("carol at the password prompt counted as a session through bob's orphaned child: %+v", got["carol"])
+	}
+	if _, ok := got["bob"]; ok {
+		t.Errorf("bob still counted after his monitor died")
+	}
+}
