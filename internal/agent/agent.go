@@ -42,6 +42,27 @@ type EventSink interface {
 	Write(e event.Event) error
 }
 
+// Observation is what one loop iteration saw and did, for metrics and
+// publishers.
+type Observation struct {
+	Now          time.Time
+	Source       string
+	ScanDuration time.Duration
+	ScanErr      error
+	Snapshot     session.Snapshot
+	// Sessions are the tracker's sessions (a blind scan keeps the last
+	// known ones).
+	Sessions []session.Session
+	Events   []event.Event
+	Policy   policy.Status
+}
+
+// Observer is told about every loop iteration. It must return quickly:
+// the loop waits for it.
+type Observer interface {
+	Observe(o Observation)
+}
+
 // HoldSource reports reasons to stay up other than sessions.
 type HoldSource func(now time.Time) ([]policy.Hold, error)
 
@@ -71,6 +92,8 @@ type Options struct {
 	// still becomes a session_start and session_end, and keeps the
 	// machine up for its period.
 	Logins <-chan Login
+	// Observers are told about every loop iteration (metrics, publishers).
+	Observers []Observer
 	// Ready is called once the first scan is done (sd_notify READY=1).
 	Ready func()
 	// Alive is called after every loop iteration (the systemd watchdog).
@@ -116,6 +139,8 @@ type Agent struct {
 	// "addr port".
 	logins    map[string]*loginState
 	transient []session.Session
+	// emitted collects the events of the current iteration for observers.
+	emitted []event.Event
 }
 
 type loginState struct {
@@ -256,8 +281,10 @@ func (a *Agent) Run(ctx context.Context) error {
 // step scans once and runs everything downstream. It returns the time of
 // the scan.
 func (a *Agent) step(ctx context.Context) time.Time {
+	began := a.o.Clock.Now()
 	snap, err := a.o.Source.Scan(ctx)
 	now := a.o.Clock.Now()
+	obs := Observation{Now: now, Source: a.o.Source.Name(), ScanDuration: now.Sub(began), ScanErr: err}
 	if err != nil {
 		// Cannot look at all: blind.
 		a.log.Error("scan failed", "source", a.o.Source.Name(), "err", err)
@@ -303,6 +330,16 @@ func (a *Agent) step(ctx context.Context) time.Time {
 		go a.runAction(ctx, d.Reason, idleSince)
 	}
 	a.persist(now, snap)
+	if len(a.o.Observers) > 0 {
+		obs.Snapshot, obs.Sessions, obs.Policy = snap, a.tracker.Sessions(), a.o.Policy.Status(now)
+		obs.Events = append([]event.Event(nil), a.emitted...)
+		for _, o := range a.o.Observers {
+			o.Observe(obs)
+		}
+	}
+	// Events emitted between iterations (action results, log-only
+	// sessions) are reported with the next one.
+	a.emitted = a.emitted[:0]
 	return now
 }
 
@@ -373,6 +410,7 @@ func (a *Agent) runAction(ctx context.Context, reason string, idleSince time.Tim
 }
 
 func (a *Agent) emit(e event.Event) {
+	a.emitted = append(a.emitted, e)
 	a.log.Info("event", "type", e.Type, "session", sessionKey(e.Session), "reason", e.Reason)
 	if err := a.o.Events.Write(e); err != nil {
 		a.log.Error("write event", "err", err)

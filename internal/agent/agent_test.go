@@ -219,3 +219,33 @@ func TestLoginSeenOnlyInLog(t *testing.T) {
 		}
 	}
 }
+
+type observerFunc func(Observation)
+
+func (f observerFunc) Observe(o Observation) { f(o) }
+
+func TestObserversSeeEveryEvent(t *testing.T) {
+	clk := clock.NewFake(t0)
+	src := &scripted{clk: clk}
+	a, rec := newTestAgent(t, clk, src, &countingActor{}, "")
+	var seen []string
+	var scans int
+	a.o.Observers = []Observer{observerFunc(func(o Observation) {
+		scans++
+		for _, e := range o.Events {
+			seen = append(seen, string(e.Type))
+		}
+	})}
+	src.set(session.Session{ID: "a", User: "alice", StartedAt: t0})
+	drive(a, clk, 2*time.Second)
+	a.login(Login{Time: clk.Now(), User: "bob", Addr: "198.51.100.9", Port: 1})
+	a.login(Login{Time: clk.Now(), User: "bob", Addr: "198.51.100.9", Port: 1, End: true})
+	src.set()
+	drive(a, clk, 10*time.Minute)
+	if got, want := strings.Join(seen, " "), strings.Join(rec.types(), " "); got != want {
+		t.Errorf("observers saw %q, the event sink %q", got, want)
+	}
+	if scans < 600 {
+		t.Errorf("observed %d iterations", scans)
+	}
+}
