@@ -221,7 +221,7 @@ func buildParts(cfg config.Agent) (parts, error) {
 		actor: act,
 		holds: []agent.HoldSource{
 			locks.Holds,
-			func(time.Time) ([]policy.Hold, error) { return hold.Processes(cfg.Proc, patterns) },
+			hold.Every(5*time.Second, func(time.Time) ([]policy.Hold, error) { return hold.Processes(cfg.Proc, patterns) }),
 			func(time.Time) ([]policy.Hold, error) { return hold.Load(cfg.Proc, cfg.Idle.KeepAwakeLoad) },
 		},
 	}, nil

@@ -267,3 +267,22 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
+
+// Every wraps a hold source so that it is consulted at most once per
+// interval (scanning every process's command line each second would
+// cost more than the rest of the agent); in between, the last answer
+// stands.
+func Every(interval time.Duration, f func(now time.Time) ([]policy.Hold, error)) func(now time.Time) ([]policy.Hold, error) {
+	var (
+		last  time.Time
+		holds []policy.Hold
+		err   error
+	)
+	return func(now time.Time) ([]policy.Hold, error) {
+		if last.IsZero() || now.Sub(last) >= interval || now.Before(last) {
+			holds, err = f(now)
+			last = now
+		}
+		return holds, err
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/connwatch/connwatch/internal/atomicfile"
+	"github.com/connwatch/connwatch/internal/policy"
 )
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
@@ -102,5 +103,21 @@ func TestProcessesAndLoad(t *testing.T) {
 	}
 	if h, _ := Load(dir, 0); len(h) != 0 {
 		t.Errorf("threshold 0: %v", h)
+	}
+}
+
+func TestEvery(t *testing.T) {
+	calls := 0
+	f := Every(5*time.Second, func(time.Time) ([]policy.Hold, error) {
+		calls++
+		return []policy.Hold{{Kind: "process"}}, nil
+	})
+	for i := 0; i < 12; i++ {
+		if h, _ := f(t0.Add(time.Duration(i) * time.Second)); len(h) != 1 {
+			t.Fatalf("call %d: %v", i, h)
+		}
+	}
+	if calls != 3 { // at 0s, 5s, 10s
+		t.Errorf("consulted %d times, want 3", calls)
 	}
 }
