@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"github.com/connwatch/connwatch/internal/hold"
 	"github.com/connwatch/connwatch/internal/host"
 	"github.com/connwatch/connwatch/internal/policy"
+	"github.com/connwatch/connwatch/internal/session"
 	"github.com/connwatch/connwatch/internal/source/sshd"
 )
 
@@ -54,6 +56,8 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("proc", func(d *config.Agent) { d.Proc = v.Proc })
 	fs.DurationVar(&v.ScanInterval.Duration, "scan-interval", v.ScanInterval.Duration, "periodic scan of /proc (process events trigger quicker scans)")
 	bind("scan-interval", func(d *config.Agent) { d.ScanInterval = v.ScanInterval })
+	fs.IntSliceVar(&v.SSHPorts, "ssh-port", nil, "count only connections to this local port (repeatable; default: every sshd)")
+	bind("ssh-port", func(d *config.Agent) { d.SSHPorts = v.SSHPorts })
 	fs.StringVar(&v.SSHDLog, "sshd-log", v.SSHDLog, `sshd log file to follow: "auto", a path, or "" for none`)
 	bind("sshd-log", func(d *config.Agent) { d.SSHDLog = v.SSHDLog })
 	fs.StringVar(&v.LogFormat, "log-format", v.LogFormat, "log format: text or json")
@@ -275,7 +279,7 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 		}
 	}
 	opts := agent.Options{
-		Source: src, Policy: pol, Actor: pp.actor, Events: event.NewWriter(events), Holds: pp.holds,
+		Source: portFilter{src, cfg.SSHPorts}, Policy: pol, Actor: pp.actor, Events: event.NewWriter(events), Holds: pp.holds,
 		StateDir: cfg.StateDir, Clock: clock.Real{}, Logger: log, ScanInterval: cfg.ScanInterval.Duration,
 		Kicks: kicks, Logins: logins, ActionTimeout: cfg.Action.Timeout.Duration,
 		Ready: func() { daemon.SdNotify(false, daemon.SdNotifyReady) },
@@ -373,4 +377,33 @@ func wall(ctx context.Context, msg string) error {
 		return fmt.Errorf("send wall message: %w: %s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// portFilter keeps only connections to the given local ports (all when
+// there are none).
+type portFilter struct {
+	*sshd.Source
+	ports []int
+}
+
+func (f portFilter) Scan(ctx context.Context) (session.Snapshot, error) {
+	snap, err := f.Source.Scan(ctx)
+	if err != nil || len(f.ports) == 0 {
+		return snap, err
+	}
+	sess := snap.Sessions[:0]
+	for _, s := range snap.Sessions {
+		if slices.Contains(f.ports, s.LocalPort) {
+			sess = append(sess, s)
+		}
+	}
+	snap.Sessions = sess
+	pending := snap.PendingAuth[:0]
+	for _, p := range snap.PendingAuth {
+		if slices.Contains(f.ports, p.LocalPort) {
+			pending = append(pending, p)
+		}
+	}
+	snap.PendingAuth = pending
+	return snap, nil
 }

@@ -53,6 +53,9 @@ type Agent struct {
 	// ScanInterval is the periodic scan; process events and sshd's log
 	// trigger quicker ones.
 	ScanInterval Duration `toml:"scan_interval"`
+	// SSHPorts, when set, limits the agent to connections to these local
+	// ports (another sshd for automation, say, is then ignored).
+	SSHPorts []int `toml:"ssh_ports"`
 	// SSHDLog is sshd's log file to follow ("auto": the -E file on the
 	// listener's command line, else /var/log/auth.log; "" off).
 	SSHDLog   string `toml:"sshd_log"`
@@ -201,6 +204,11 @@ func (c Agent) Validate() error {
 	}
 	if c.StateDir == "" {
 		bad("state_dir", `""`, "must be set")
+	}
+	for _, p := range c.SSHPorts {
+		if p < 1 || p > 65535 {
+			bad("ssh_ports", p, "not a TCP port")
+		}
 	}
 	if c.ScanInterval.Duration < 10*time.Millisecond {
 		bad("scan_interval", c.ScanInterval, "must be at least 10ms")
