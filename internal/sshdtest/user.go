@@ -62,7 +62,7 @@ func createUser(t testing.TB, name string) {
 // fine: with UsePAM yes sshd leaves the lock check to PAM, and pam_unix's
 // account stage does not look at the password field.
 func loginBlocker(name, passwdFile, shadowFile string, now time.Time) string {
-	if pw := field(passwdFile, name); pw != nil && len(pw) >= 7 {
+	if pw := field(passwdFile, name); len(pw) >= 7 {
 		shell := pw[6]
 		if shell == "" {
 			shell = "/bin/sh"
@@ -72,7 +72,7 @@ func loginBlocker(name, passwdFile, shadowFile string, now time.Time) string {
 		}
 	}
 	sp := field(shadowFile, name)
-	if sp == nil || len(sp) < 8 {
+	if len(sp) < 8 {
 		return "" // not a local shadow user: nothing to check
 	}
 	today := now.Unix() / 86400

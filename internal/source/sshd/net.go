@@ -1,13 +1,19 @@
 package sshd
 
 import (
+	"bufio"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
-	"github.com/prometheus/procfs"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -29,32 +35,70 @@ type tcpTable map[uint64]tcpConn
 // readTCPTable reads net/tcp and net/tcp6 below root (a procfs mount, or
 // one process's directory for its network namespace).
 func readTCPTable(root string) (tcpTable, error) {
-	pfs, err := procfs.NewFS(root)
-	if err != nil {
-		return nil, fmt.Errorf("open procfs %s: %w", root, err)
-	}
 	tab := tcpTable{}
-	v4, err4 := pfs.NetTCP()
-	v6, err6 := pfs.NetTCP6()
-	if err4 != nil && err6 != nil {
-		return nil, fmt.Errorf("read %s/net/tcp: %w", root, err4)
-	}
-	// tcp6 is absent on kernels without IPv6: that is not an error.
-	if err6 != nil && !errors.Is(err6, fs.ErrNotExist) && err4 == nil {
-		return nil, fmt.Errorf("read %s/net/tcp6: %w", root, err6)
-	}
-	for _, lines := range []procfs.NetTCP{v4, v6} {
-		for _, l := range lines {
-			tab[l.Inode] = tcpConn{
-				localAddr:  unmapV4(l.LocalAddr),
-				localPort:  int(l.LocalPort),
-				remoteAddr: unmapV4(l.RemAddr),
-				remotePort: int(l.RemPort),
-				state:      l.St,
+	for _, name := range []string{"tcp", "tcp6"} {
+		f, err := os.Open(root + "/net/" + name)
+		if err != nil {
+			if name == "tcp6" && errors.Is(err, fs.ErrNotExist) {
+				continue // a kernel without IPv6
 			}
+			return nil, fmt.Errorf("read TCP table: %w", err)
+		}
+		err = parseNetTCP(f, tab)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read %s/net/%s: %w", root, name, err)
 		}
 	}
 	return tab, nil
+}
+
+// parseNetTCP adds the rows of a /proc/net/tcp or tcp6 text to tab:
+// "sl local_address rem_address st ... uid timeout inode", addresses as
+// hex words in host byte order followed by a hex port.
+func parseNetTCP(r io.Reader, tab tcpTable) error {
+	sc := bufio.NewScanner(r)
+	first := true
+	for sc.Scan() {
+		if first {
+			first = false // header
+			continue
+		}
+		f := strings.Fields(sc.Text())
+		if len(f) < 10 {
+			continue
+		}
+		la, lp, err1 := parseHexAddr(f[1])
+		ra, rp, err2 := parseHexAddr(f[2])
+		st, err3 := strconv.ParseUint(f[3], 16, 8)
+		ino, err4 := strconv.ParseUint(f[9], 10, 64)
+		if err := errors.Join(err1, err2, err3, err4); err != nil {
+			return fmt.Errorf("parse line %q: %w", sc.Text(), err)
+		}
+		tab[ino] = tcpConn{localAddr: unmapV4(la), localPort: lp, remoteAddr: unmapV4(ra), remotePort: rp, state: st}
+	}
+	return sc.Err()
+}
+
+// parseHexAddr parses "0100007F:0016" (IPv4) or 32 hex digits and a port
+// (IPv6): each 32-bit word is in host (little-endian) byte order.
+func parseHexAddr(s string) (net.IP, int, error) {
+	addr, port, ok := strings.Cut(s, ":")
+	if !ok || (len(addr) != 8 && len(addr) != 32) {
+		return nil, 0, fmt.Errorf("bad address %q", s)
+	}
+	raw, err := hex.DecodeString(addr)
+	if err != nil {
+		return nil, 0, fmt.Errorf("bad address %q: %w", s, err)
+	}
+	for i := 0; i < len(raw); i += 4 {
+		binary.BigEndian.PutUint32(raw[i:], binary.LittleEndian.Uint32(raw[i:]))
+	}
+	p, err := strconv.ParseUint(port, 16, 16)
+	if err != nil {
+		return nil, 0, fmt.Errorf("bad port in %q: %w", s, err)
+	}
+	return net.IP(raw), int(p), nil
 }
 
 // unmapV4 shows IPv4-mapped IPv6 addresses (::ffff:1.2.3.4) as IPv4.

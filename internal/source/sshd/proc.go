@@ -178,8 +178,7 @@ func (w *procWalker) walk(root string, now, boot time.Time) (procTable, error) {
 		if w.seen[p.ppid] == c.parentIno {
 			continue
 		}
-		var pname []byte
-		pname = strconv.AppendInt(name[:0], int64(p.pid), 10)
+		pname := strconv.AppendInt(name[:0], int64(p.pid), 10)
 		np, keep, err := w.readProc(dirfd, p.pid, pname)
 		if err != nil || !keep {
 			np.pid, np.zombie = p.pid, true // gone: count it as nothing

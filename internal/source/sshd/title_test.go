@@ -1,6 +1,7 @@
 package sshd
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -119,5 +120,39 @@ func TestHidepidOption(t *testing.T) {
 	}
 	if got := hidepidOption(mi, "/nope"); got != "" {
 		t.Errorf("hidepid /nope = %q, want none", got)
+	}
+}
+
+func TestParseNetTCP(t *testing.T) {
+	// Real lines from this machine's /proc/net/tcp and tcp6.
+	v4 := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:5606 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4866 1 00000000f4f75781 100 0 0 10 0
+   2: 0100007F:5606 0100007F:BCA8 01 00000000:00000000 02:000AFBE3 00000000     0        0 4890 2 0000000093de52d9 20 4 16 18 -1
+  17: 020200C0:D246 507100CB:01BB 06 00000000:00000000 03:0000137C 00000000     0        0 0 3 000000002f65afc1
+`
+	v6 := `  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000001000000:0016 00000000000000000000000001000000:D431 01 00000000:00000000 02:00000A3C 00000000     0        0 77 1 0000000000000000 20 4 30 10 -1
+   1: 0000000000000000FFFF00000100007F:0016 0000000000000000FFFF00000100007F:D432 01 00000000:00000000 02:00000A3C 00000000     0        0 78 1 0000000000000000 20 4 30 10 -1
+`
+	tab := tcpTable{}
+	if err := parseNetTCP(strings.NewReader(v4), tab); err != nil {
+		t.Fatal(err)
+	}
+	if err := parseNetTCP(strings.NewReader(v6), tab); err != nil {
+		t.Fatal(err)
+	}
+	check := func(ino uint64, local string, lport int, remote string, rport int, st uint64) {
+		t.Helper()
+		c, ok := tab[ino]
+		if !ok || c.localAddr.String() != local || c.localPort != lport || c.remoteAddr.String() != remote || c.remotePort != rport || c.state != st {
+			t.Errorf("inode %d: %+v", ino, c)
+		}
+	}
+	check(4866, "127.0.0.1", 22022, "0.0.0.0", 0, 10)
+	check(4890, "127.0.0.1", 22022, "127.0.0.1", 48296, 1)
+	check(77, "::1", 22, "::1", 54321, 1)
+	check(78, "127.0.0.1", 22, "127.0.0.1", 54322, 1) // v4-mapped shown as v4
+	if err := parseNetTCP(strings.NewReader("hdr\n 0: zz:0016 00000000:0000 0A 0 0 0 0 0 1\n"), tcpTable{}); err == nil {
+		t.Error("bad address accepted")
 	}
 }
