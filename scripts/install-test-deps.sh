@@ -5,6 +5,8 @@
 set -euo pipefail
 
 packages=(openssh-server openssh-client iproute2 nftables procps)
+# Prometheus server and promtool, for internal/sink/prometheus.
+packages+=(prometheus)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -30,6 +30,7 @@ import (
 	"github.com/connwatch/connwatch/internal/host"
 	"github.com/connwatch/connwatch/internal/policy"
 	"github.com/connwatch/connwatch/internal/session"
+	promsink "github.com/connwatch/connwatch/internal/sink/prometheus"
 	"github.com/connwatch/connwatch/internal/source/sshd"
 )
 
@@ -60,6 +61,10 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("ssh-port", func(d *config.Agent) { d.SSHPorts = v.SSHPorts })
 	fs.StringVar(&v.SSHDLog, "sshd-log", v.SSHDLog, `sshd log file to follow: "auto", a path, or "" for none`)
 	bind("sshd-log", func(d *config.Agent) { d.SSHDLog = v.SSHDLog })
+	fs.StringVar(&v.MetricsAddr, "metrics-addr", v.MetricsAddr, `serve Prometheus metrics on this address ("" for none); anything but loopback exposes who is connected`)
+	bind("metrics-addr", func(d *config.Agent) { d.MetricsAddr = v.MetricsAddr })
+	fs.BoolVar(&v.MetricsPerUser, "metrics-per-user", false, "add a user label to connwatch_sessions (one series per user)")
+	bind("metrics-per-user", func(d *config.Agent) { d.MetricsPerUser = v.MetricsPerUser })
 	fs.StringVar(&v.LogFormat, "log-format", v.LogFormat, "log format: text or json")
 	bind("log-format", func(d *config.Agent) { d.LogFormat = v.LogFormat })
 	fs.StringVar(&v.LogLevel, "log-level", v.LogLevel, "log level: debug, info, warn, error")
@@ -303,6 +308,11 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 			}
 		}
 	}
+	var metrics *promsink.Metrics
+	if cfg.MetricsAddr != "" {
+		metrics = promsink.New(promsink.Options{PerUserLabels: cfg.MetricsPerUser})
+		opts.Observers = append(opts.Observers, metricsObserver{metrics})
+	}
 	a, err := agent.New(opts)
 	if err != nil {
 		return err
@@ -313,6 +323,15 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Run(gctx) })
+	if metrics != nil {
+		g.Go(func() error {
+			// Not fatal: watching sessions matters more than serving metrics.
+			if err := metrics.Serve(gctx, cfg.MetricsAddr); err != nil {
+				log.Error("metrics endpoint failed; continuing without it", "addr", cfg.MetricsAddr, "err", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
@@ -406,4 +425,13 @@ func (f portFilter) Scan(ctx context.Context) (session.Snapshot, error) {
 	}
 	snap.PendingAuth = pending
 	return snap, nil
+}
+
+// metricsObserver feeds every agent iteration to the Prometheus metrics.
+type metricsObserver struct{ m *promsink.Metrics }
+
+func (o metricsObserver) Observe(ob agent.Observation) {
+	o.m.ObserveScan(ob.Source, ob.ScanDuration, ob.Snapshot, ob.ScanErr)
+	o.m.ObserveEvents(ob.Events)
+	o.m.ObservePolicy(ob.Now, ob.Policy)
 }

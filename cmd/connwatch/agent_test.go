@@ -32,7 +32,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	go func() {
 		code, _, _ := runCLIContext(ctx, []string{"agent", "--proc", proc, "--state-dir", filepath.Join(dir, "state"),
 			"--events", events, "--period", "1s", "--idle-after", "2s", "--boot-grace", "0", "--warn-before", "1s",
-			"--action", "command", "--action-command", "echo \"$CONNWATCH_REASON\" >> " + marker, "--wall=false", "--sshd-log", "",
+			"--action", "command", "--action-command", "echo \"$CONNWATCH_REASON\" >> " + marker, "--wall=false", "--metrics-addr", "", "--sshd-log", "",
 			"--warn-command", "echo \"$CONNWATCH_STOP_AT\" > " + warned})
 		done <- code
 	}()

@@ -70,7 +70,7 @@ func TestKillNineMidCountdown(t *testing.T) {
 	events := filepath.Join(dir, "events.jsonl")
 	marker := filepath.Join(dir, "stopped")
 	args := []string{"agent", "--proc", proc, "--state-dir", filepath.Join(dir, "state"), "--events", events,
-		"--period", "1s", "--idle-after", "6s", "--boot-grace", "0", "--warn-before", "0", "--wall=false", "--sshd-log", "",
+		"--period", "1s", "--idle-after", "6s", "--boot-grace", "0", "--warn-before", "0", "--wall=false", "--metrics-addr", "", "--sshd-log", "",
 		"--action", "command", "--action-command", "date +%s.%N >> " + marker}
 
 	first := connwatchCmd(t, args...)

@@ -152,7 +152,7 @@ func startAgent(t *testing.T, srv *sshdtest.Server, extra ...string) *agentProc 
 	dir := t.TempDir()
 	events := filepath.Join(dir, "events.jsonl")
 	args := append([]string{"agent", "--state-dir", filepath.Join(dir, "state"), "--events", events,
-		"--sshd-log", srv.LogFile, "--ssh-port", strconv.Itoa(srv.Port), "--wall=false", "--boot-grace", "0", "--log-level", "debug"}, extra...)
+		"--sshd-log", srv.LogFile, "--ssh-port", strconv.Itoa(srv.Port), "--wall=false", "--metrics-addr", "", "--boot-grace", "0", "--log-level", "debug"}, extra...)
 	cmd := connwatchCmd(t, args...)
 	if bin := os.Getenv("CONNWATCH_BIN"); bin != "" {
 		// The benchmark measures the real binary, not this test binary.

@@ -58,11 +58,17 @@ type Agent struct {
 	SSHPorts []int `toml:"ssh_ports"`
 	// SSHDLog is sshd's log file to follow ("auto": the -E file on the
 	// listener's command line, else /var/log/auth.log; "" off).
-	SSHDLog   string `toml:"sshd_log"`
-	LogFormat string `toml:"log_format"`
-	LogLevel  string `toml:"log_level"`
-	Idle      Idle   `toml:"idle"`
-	Action    Action `toml:"action"`
+	SSHDLog string `toml:"sshd_log"`
+	// MetricsAddr serves Prometheus metrics ("" off). Loopback by
+	// default: the metrics say who is connected.
+	MetricsAddr string `toml:"metrics_addr"`
+	// MetricsPerUser adds a user label to connwatch_sessions (one series
+	// per user: mind the cardinality).
+	MetricsPerUser bool   `toml:"metrics_per_user"`
+	LogFormat      string `toml:"log_format"`
+	LogLevel       string `toml:"log_level"`
+	Idle           Idle   `toml:"idle"`
+	Action         Action `toml:"action"`
 }
 
 // Idle is the idle policy.
@@ -132,6 +138,7 @@ func Default() Agent {
 		Proc:         "/proc",
 		ScanInterval: Duration{time.Second},
 		SSHDLog:      "auto",
+		MetricsAddr:  "127.0.0.1:9810",
 		LogFormat:    "text",
 		LogLevel:     "info",
 		Idle: Idle{

@@ -1,0 +1,101 @@
+package promsink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// DefaultAddr is where Serve listens when given no address: loopback
+// only. The metrics say who is connected and when the machine stops (and,
+// with PerUserLabels, user names); listen on another address only behind
+// a firewall or on a private network, e.g. "10.0.0.5:9810" or ":9810".
+const DefaultAddr = "127.0.0.1:9810"
+
+// Timeouts of the HTTP server.
+const (
+	readHeaderTimeout = 10 * time.Second
+	writeTimeout      = 30 * time.Second
+	idleTimeout       = 2 * time.Minute
+	// shutdownTimeout bounds how long Serve waits for scrapes in flight
+	// once its context is cancelled.
+	shutdownTimeout = 5 * time.Second
+)
+
+const indexText = `connwatch agent
+
+Prometheus metrics: /metrics
+`
+
+// Handler serves the registry in the Prometheus exposition formats. It
+// also counts its own requests (promhttp_metric_handler_requests_total).
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.InstrumentMetricHandler(m.reg, promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		Registry: m.reg,
+		// One failing collector should not hide all the others.
+		ErrorHandling:     promhttp.ContinueOnError,
+		EnableOpenMetrics: true,
+		Timeout:           writeTimeout - time.Second,
+	}))
+}
+
+// mux serves /metrics and a short text at /.
+func (m *Metrics) mux() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte(indexText))
+	})
+	return mux
+}
+
+// Serve listens on addr (DefaultAddr when empty) and serves /metrics and
+// an index at / until ctx is cancelled; then it lets scrapes in flight
+// finish (for a few seconds at most) and returns nil. It returns an
+// error when it cannot listen or the server fails.
+func (m *Metrics) Serve(ctx context.Context, addr string) error {
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen for metrics: %w", err)
+	}
+	return m.ServeListener(ctx, ln)
+}
+
+// ServeListener is Serve on a listener the caller opened (tests use
+// 127.0.0.1:0). It closes ln.
+func (m *Metrics) ServeListener(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           m.mux(),
+		ReadHeaderTimeout: readHeaderTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve metrics on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		// A scrape hung past the grace period: cut it off. Stopping is
+		// still a clean exit.
+		_ = srv.Close()
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve metrics on %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
