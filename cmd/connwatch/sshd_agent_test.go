@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connwatch/connwatch/internal/promtest"
 	"github.com/connwatch/connwatch/internal/sshdtest"
 )
 
@@ -384,3 +385,48 @@ func rssOf(t *testing.T, pid int) string {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// TestPrometheusScrapesAgent has a real Prometheus scrape the real agent
+// while a real SSH session is open, and reads the session count back
+// through Prometheus's query API.
+func TestPrometheusScrapesAgent(t *testing.T) {
+	sshdtest.RequireRoot(t)
+	sshdtest.RequireBinary(t, "sshd")
+	prom := sshdtest.RequireBinary(t, "prometheus")
+	srv := sshdtest.Start(t, sshdtest.Options{})
+	addr := promtest.FreeAddr(t)
+	ag := startAgent(t, srv, "--metrics-addr", addr)
+	ag.events.waitFor(t, "idle_start", 10*time.Second, func(as []arrival) bool { return count(as, "idle_start") == 1 })
+	held := srv.SSH(t, []string{"-N"})
+	held.WaitLocalPort(t, 10*time.Second)
+
+	p := promtest.Start(t, prom, addr)
+	deadline := time.Now().Add(30 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = p.QueryValue(`connwatch_sessions{mode="forward"}`, "1"); err == nil {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("prometheus never saw the session: %v\n%s", err, p.Log())
+	}
+	held.Stop()
+	deadline = time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if err = p.QueryValue(`connwatch_sessions{mode="forward"}`, "0"); err == nil {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("prometheus never saw the session end: %v", err)
+	}
+	if err := p.QueryValue(`connwatch_session_starts_total`, "1"); err != nil {
+		t.Errorf("starts: %v", err)
+	}
+	if err := p.Stop(); err != nil {
+		t.Errorf("stop prometheus: %v", err)
+	}
+}

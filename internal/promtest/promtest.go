@@ -1,0 +1,197 @@
+// Package promtest runs a real Prometheus server (Debian's package) for
+// tests: it listens on loopback, scrapes one static loopback target every
+// second, keeps its data in a temporary directory, and has no remote
+// write, service discovery, alerting or rules.
+package promtest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// StopTimeout bounds Stop.
+const StopTimeout = 10 * time.Second
+
+type Server struct {
+	t       *testing.T
+	url     string
+	cmd     *exec.Cmd
+	waited  chan struct{}
+	err     error // of Wait, once waited is closed
+	logPath string
+	client  *http.Client
+}
+
+// Start starts Prometheus on a free loopback port, scraping
+// target every second; it is killed at the end of the test unless
+// stopped before.
+func Start(t *testing.T, bin, target string) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: connwatch
+    static_configs:
+      - targets: [%q]
+`, target)
+	cfgPath := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := FreeAddr(t)
+	p := &Server{
+		t: t, url: "http://" + addr, waited: make(chan struct{}), logPath: filepath.Join(dir, "prometheus.log"),
+		client: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}},
+	}
+	p.cmd = exec.Command(bin,
+		"--config.file="+cfgPath,
+		"--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--storage.tsdb.retention.time=1h",
+		"--web.listen-address="+addr,
+		"--web.external-url="+p.url+"/",
+		"--web.console.templates="+dir,
+		"--web.console.libraries="+dir,
+		"--log.level=info",
+	)
+	// No proxies or anything else from the caller's environment.
+	p.cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + dir, "TMPDIR=" + dir}
+	p.cmd.Dir = dir
+	logFile, err := os.Create(p.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close() // the child has its own copy
+	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start prometheus: %v", err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.waited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.waited:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.waited
+		}
+	})
+	return p
+}
+
+// Log is what Prometheus has written so far.
+func (p *Server) Log() string {
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	return string(b)
+}
+
+// Get fetches path from the Prometheus server.
+func (p *Server) Get(path string) ([]byte, error) {
+	select {
+	case <-p.waited:
+		return nil, fmt.Errorf("prometheus exited: %v", p.err)
+	default:
+	}
+	resp, err := p.client.Get(p.url + path)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	if _, err := b.ReadFrom(resp.Body); err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return b.Bytes(), fmt.Errorf("get %s: %s: %s", path, resp.Status, bytes.TrimSpace(b.Bytes()))
+	}
+	return b.Bytes(), nil
+}
+
+func (p *Server) Ready() error {
+	_, err := p.Get("/-/ready")
+	return err
+}
+
+// QueryValue runs an instant query and checks that it returns exactly
+// one series with the value want.
+func (p *Server) QueryValue(query, want string) error {
+	b, err := p.Get("/api/v1/query?query=" + url.QueryEscape(query))
+	if err != nil {
+		return err
+	}
+	var r struct {
+		Status string `json:"status"`
+		Data   struct {
+			ResultType string `json:"resultType"`
+			Result     []struct {
+				Metric map[string]string `json:"metric"`
+				Value  [2]any            `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("decode query response %s: %w", b, err)
+	}
+	if r.Status != "success" || r.Data.ResultType != "vector" {
+		return fmt.Errorf("query response: %s", b)
+	}
+	if len(r.Data.Result) != 1 {
+		return fmt.Errorf("%d series, want 1: %s", len(r.Data.Result), b)
+	}
+	res := r.Data.Result[0]
+	if res.Metric["kind"] != "ssh" || res.Metric["job"] != "connwatch" {
+		return fmt.Errorf("unexpected series %v", res.Metric)
+	}
+	if got, _ := res.Value[1].(string); got != want {
+		return fmt.Errorf("value %q, want %q", got, want)
+	}
+	return nil
+}
+
+// Stop asks Prometheus to shut down (SIGTERM) and waits for a clean exit.
+func (p *Server) Stop() error {
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("signal prometheus: %w", err)
+	}
+	timer := time.NewTimer(StopTimeout)
+	defer timer.Stop()
+	select {
+	case <-p.waited:
+		if p.err != nil {
+			return fmt.Errorf("prometheus exit: %w", p.err)
+		}
+		return nil
+	case <-timer.C:
+		return errors.New("prometheus did not exit within " + StopTimeout.String() + " of SIGTERM")
+	}
+}
+
+// FreeAddr returns a loopback address that was free a moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
