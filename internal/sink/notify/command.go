@@ -1,0 +1,145 @@
+package notify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/connwatch/connwatch/internal/outbox"
+)
+
+// Environment variables a command hook sees, besides the agent's own.
+const (
+	EnvEvent     = "CONNWATCH_EVENT"      // the Message as JSON
+	EnvEventType = "CONNWATCH_EVENT_TYPE" // e.g. session_start
+	EnvKey       = "CONNWATCH_KEY"        // the idempotency key
+	EnvText      = "CONNWATCH_TEXT"       // Text(m)
+)
+
+// DefaultCommandTimeout bounds one run of a command hook when its Timeout
+// is zero.
+const DefaultCommandTimeout = 30 * time.Second
+
+// CommandOptions configure a Command.
+type CommandOptions struct {
+	// Name names the sink (and its outbox); default "command".
+	Name string
+	// Command is run as `/bin/sh -c Command` once per message.
+	Command string
+	// Timeout bounds one run, after which the command's whole process
+	// group is killed; zero means DefaultCommandTimeout.
+	Timeout time.Duration
+	// Shell replaces /bin/sh.
+	Shell string
+	// Env is the environment the variables above are added to; nil means
+	// the agent's.
+	Env []string
+}
+
+// Command runs a shell command for each message, with the message in its
+// environment. Exit status 0 is a delivery; anything else (a non-zero
+// exit, a timeout, a shell that cannot start) is retried.
+type Command struct {
+	o CommandOptions
+}
+
+// NewCommand checks o and returns the sink.
+func NewCommand(o CommandOptions) (*Command, error) {
+	if o.Name == "" {
+		o.Name = "command"
+	}
+	if strings.TrimSpace(o.Command) == "" {
+		return nil, fmt.Errorf("command %s: empty command: %w", o.Name, ErrInvalidConfig)
+	}
+	if o.Timeout < 0 {
+		return nil, fmt.Errorf("command %s: negative timeout %s: %w", o.Name, o.Timeout, ErrInvalidConfig)
+	}
+	if o.Timeout == 0 {
+		o.Timeout = DefaultCommandTimeout
+	}
+	if o.Shell == "" {
+		o.Shell = "/bin/sh"
+	}
+	return &Command{o: o}, nil
+}
+
+// Name is the sink's name.
+func (c *Command) Name() string { return c.o.Name }
+
+// Format returns the variables the command gets for m, as NAME=VALUE.
+func (c *Command) Format(m Message) ([]string, error) {
+	js, err := m.MarshalJSON()
+	if err != nil {
+		return nil, fmt.Errorf("format command environment: %w", err)
+	}
+	return []string{
+		EnvEvent + "=" + string(js),
+		EnvEventType + "=" + string(m.Event.Type),
+		EnvKey + "=" + m.Key,
+		EnvText + "=" + Text(m),
+	}, nil
+}
+
+var _ outbox.Deliver = (*Command)(nil).Deliver
+
+// Deliver runs the command once per record, in order; it is an
+// outbox.Deliver.
+func (c *Command) Deliver(ctx context.Context, recs []outbox.Record) (int, error) {
+	return deliverEach(ctx, recs, c.run)
+}
+
+func (c *Command) run(ctx context.Context, m Message) error {
+	vars, err := c.Format(m)
+	if err != nil {
+		return fmt.Errorf("%w (%w)", err, outbox.ErrPermanent)
+	}
+	env := c.o.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	env = append(env[:len(env):len(env)], vars...)
+
+	ctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
+	defer cancel()
+	var stderr tail
+	cmd := exec.CommandContext(ctx, c.o.Shell, "-c", c.o.Command)
+	cmd.Env = env
+	cmd.Stderr = &stderr
+	// Its own process group, so that a timeout kills what the shell
+	// started too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
+
+	err = cmd.Run()
+	if err == nil {
+		return nil
+	}
+	said := ""
+	if s := oneLine(stderr.String(), 300); s != "" {
+		said = ": " + s
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("run hook %q: killed after %s: %w%s", c.o.Command, c.o.Timeout, ctx.Err(), said)
+	}
+	return fmt.Errorf("run hook %q: %w%s", c.o.Command, err, said)
+}
+
+// tail keeps the last 4 KiB written to it.
+type tail struct{ b []byte }
+
+func (t *tail) Write(p []byte) (int, error) {
+	const max = 4 << 10
+	t.b = append(t.b, p...)
+	if len(t.b) > max {
+		t.b = append(t.b[:0], t.b[len(t.b)-max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string { return string(t.b) }
