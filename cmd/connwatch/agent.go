@@ -98,6 +98,20 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	fs.Float64Var(&i.KeepAwakeLoad, "keep-awake-load", 0, "keep the machine up while the 1-minute load average is at least this (0: off)")
 	bind("keep-awake-load", func(d *config.Agent) { d.Idle.KeepAwakeLoad = i.KeepAwakeLoad })
 
+	n := &v.Notify
+	fs.StringVar(&n.Events, "notify-events", n.Events, "event types sent to notification sinks (comma-separated)")
+	bind("notify-events", func(d *config.Agent) { d.Notify.Events = n.Events })
+	fs.StringVar(&n.Webhook, "webhook", "", "POST every event as JSON to this URL (durable outbox, retries)")
+	bind("webhook", func(d *config.Agent) { d.Notify.Webhook = n.Webhook })
+	fs.BoolVar(&n.WebhookSlack, "webhook-slack", false, `send {"text": "..."} for Slack-compatible incoming webhooks`)
+	bind("webhook-slack", func(d *config.Agent) { d.Notify.WebhookSlack = n.WebhookSlack })
+	fs.StringVar(&n.SNSTopic, "sns-topic", "", "publish every event to this SNS topic ARN")
+	bind("sns-topic", func(d *config.Agent) { d.Notify.SNSTopic = n.SNSTopic })
+	fs.StringVar(&n.Command, "notify-command", "", "run this shell command per event (gets CONNWATCH_EVENT, CONNWATCH_TEXT, CONNWATCH_KEY)")
+	bind("notify-command", func(d *config.Agent) { d.Notify.Command = n.Command })
+	fs.StringVar(&n.SpoolDir, "spool-dir", "", "directory of the notification outboxes (default STATE_DIR/spool)")
+	bind("spool-dir", func(d *config.Agent) { d.Notify.SpoolDir = n.SpoolDir })
+
 	a := &v.Action
 	fs.StringVar(&a.Type, "action", a.Type, "what to do when idle: "+strings.Join(config.Actions, ", "))
 	bind("action", func(d *config.Agent) { d.Action.Type = a.Type })
@@ -283,8 +297,14 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 		default:
 		}
 	}
+	sinks, err := openSinks(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer sinks.close()
 	opts := agent.Options{
-		Source: portFilter{src, cfg.SSHPorts}, Policy: pol, Actor: pp.actor, Events: event.NewWriter(events), Holds: pp.holds,
+		Source: portFilter{src, cfg.SSHPorts}, Policy: pol, Actor: pp.actor, Holds: pp.holds,
+		Events:   eventFanout{event.NewWriter(events), sinks.publisher},
 		StateDir: cfg.StateDir, Clock: clock.Real{}, Logger: log, ScanInterval: cfg.ScanInterval.Duration,
 		Kicks: kicks, Logins: logins, ActionTimeout: cfg.Action.Timeout.Duration,
 		Ready: func() { daemon.SdNotify(false, daemon.SdNotifyReady) },
@@ -323,6 +343,9 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Run(gctx) })
+	for _, run := range sinks.runs(metrics) {
+		g.Go(func() error { return run(gctx) })
+	}
 	if metrics != nil {
 		g.Go(func() error {
 			// Not fatal: watching sessions matters more than serving metrics.

@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"sync"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,14 +29,40 @@ func TestAgentEndToEnd(t *testing.T) {
 	warned := filepath.Join(dir, "warned")
 	events := filepath.Join(dir, "events.jsonl")
 
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
+	// A webhook that is down for its first three requests.
+	var (
+		mu       sync.Mutex
+		received []string
+		attempts int
+	)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		attempts++
+		if attempts <= 3 {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		var m struct {
+			Type string `json:"type"`
+			Key  string `json:"key"`
+			Host string `json:"host"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&m); err != nil || m.Key == "" || m.Key != r.Header.Get("Idempotency-Key") || m.Host == "" {
+			t.Errorf("webhook body: %+v %v", m, err)
+		}
+		received = append(received, m.Type)
+	}))
+	defer hook.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Second)
 	defer cancel()
 	done := make(chan int, 1)
 	go func() {
 		code, _, _ := runCLIContext(ctx, []string{"agent", "--proc", proc, "--state-dir", filepath.Join(dir, "state"),
 			"--events", events, "--period", "1s", "--idle-after", "2s", "--boot-grace", "0", "--warn-before", "1s",
 			"--action", "command", "--action-command", "echo \"$CONNWATCH_REASON\" >> " + marker, "--wall=false", "--metrics-addr", "", "--sshd-log", "",
-			"--warn-command", "echo \"$CONNWATCH_STOP_AT\" > " + warned})
+			"--warn-command", "echo \"$CONNWATCH_STOP_AT\" > " + warned, "--webhook", hook.URL})
 		done <- code
 	}()
 	deadline := time.Now().Add(6 * time.Second)
@@ -47,6 +76,19 @@ func TestAgentEndToEnd(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(1500 * time.Millisecond) // another period: no second action
+	// The webhook gets the warning and the stop, in order, once it is up
+	// (the outbox backs off 1 s, 2 s, 4 s…).
+	for deadline := time.Now().Add(8 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		mu.Lock()
+		got := strings.Join(received, " ")
+		mu.Unlock()
+		if got == "stop_warning stop" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("webhook received %q after %d attempts, want \"stop_warning stop\"", got, attempts)
+		}
+	}
 	cancel()
 	if code := <-done; code != exitOK {
 		t.Errorf("agent exit %d", code)

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/connwatch/connwatch/internal/sink/notify"
 )
 
 // Sentinels callers branch on.
@@ -69,6 +71,23 @@ type Agent struct {
 	LogLevel       string `toml:"log_level"`
 	Idle           Idle   `toml:"idle"`
 	Action         Action `toml:"action"`
+	Notify         Notify `toml:"notify"`
+}
+
+// Notify is where events are sent, through a durable outbox per sink.
+type Notify struct {
+	// Events lists the event types sent (comma-separated).
+	Events string `toml:"events"`
+	// Webhook is a URL that gets a JSON POST per event; WebhookSlack
+	// sends {"text": …} for Slack-compatible incoming webhooks.
+	Webhook      string `toml:"webhook"`
+	WebhookSlack bool   `toml:"webhook_slack"`
+	// SNSTopic is an SNS topic ARN to publish to.
+	SNSTopic string `toml:"sns_topic"`
+	// Command runs (/bin/sh -c) per event with CONNWATCH_EVENT etc.
+	Command string `toml:"command"`
+	// SpoolDir holds the outboxes; default STATE_DIR/spool.
+	SpoolDir string `toml:"spool_dir"`
 }
 
 // Idle is the idle policy.
@@ -149,6 +168,7 @@ func Default() Agent {
 			Wall:       true,
 		},
 		Action: Action{Type: "dry-run", Timeout: Duration{2 * time.Minute}},
+		Notify: Notify{Events: "session_start,session_end,stop_warning,stop,stop_failed"},
 	}
 }
 
@@ -260,6 +280,15 @@ func (c Agent) Validate() error {
 	}
 	if c.Action.Type == "command" && strings.TrimSpace(c.Action.Command) == "" {
 		bad("action.command", `""`, "must be set when action.type = command")
+	}
+	if _, err := notify.ParseFilter(c.Notify.Events); err != nil {
+		bad("notify.events", c.Notify.Events, "%v", err)
+	}
+	if w := c.Notify.Webhook; w != "" && !strings.HasPrefix(w, "http://") && !strings.HasPrefix(w, "https://") {
+		bad("notify.webhook", "(hidden)", "must be an http:// or https:// URL")
+	}
+	if t := c.Notify.SNSTopic; t != "" && !strings.HasPrefix(t, "arn:") {
+		bad("notify.sns_topic", t, "must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)")
 	}
 	if c.Action.Timeout.Duration <= 0 {
 		bad("action.timeout", c.Action.Timeout, "must be positive")
