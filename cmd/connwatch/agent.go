@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,6 +31,7 @@ import (
 	"github.com/connwatch/connwatch/internal/host"
 	"github.com/connwatch/connwatch/internal/policy"
 	"github.com/connwatch/connwatch/internal/session"
+	"github.com/connwatch/connwatch/internal/sink/cloudwatch"
 	promsink "github.com/connwatch/connwatch/internal/sink/prometheus"
 	"github.com/connwatch/connwatch/internal/source/sshd"
 )
@@ -111,6 +113,20 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("notify-command", func(d *config.Agent) { d.Notify.Command = n.Command })
 	fs.StringVar(&n.SpoolDir, "spool-dir", "", "directory of the notification outboxes (default STATE_DIR/spool)")
 	bind("spool-dir", func(d *config.Agent) { d.Notify.SpoolDir = n.SpoolDir })
+
+	cw := &v.CloudWatch
+	fs.BoolVar(&cw.Enabled, "cloudwatch", false, `publish the session count to CloudWatch (default: namespace EC2, metric "SSH Connections", dimension InstanceId, one value a minute)`)
+	bind("cloudwatch", func(d *config.Agent) { d.CloudWatch.Enabled = cw.Enabled })
+	fs.StringVar(&cw.Namespace, "cloudwatch-namespace", cw.Namespace, "CloudWatch namespace")
+	bind("cloudwatch-namespace", func(d *config.Agent) { d.CloudWatch.Namespace = cw.Namespace })
+	fs.StringVar(&cw.MetricName, "cloudwatch-metric", cw.MetricName, "CloudWatch metric name")
+	bind("cloudwatch-metric", func(d *config.Agent) { d.CloudWatch.MetricName = cw.MetricName })
+	fs.DurationVar(&cw.Period.Duration, "cloudwatch-period", cw.Period.Duration, "one datapoint per period: 1m or more, or 1s/5s/10s/30s (high resolution)")
+	bind("cloudwatch-period", func(d *config.Agent) { d.CloudWatch.Period = cw.Period })
+	fs.DurationVar(&cw.Batch.Duration, "cloudwatch-batch", 0, "send datapoints every this long (fewer API calls; a first session after idleness goes at once)")
+	bind("cloudwatch-batch", func(d *config.Agent) { d.CloudWatch.Batch = cw.Batch })
+	fs.StringVar(&cw.ResetAlarm, "cloudwatch-reset-alarm", "", `at start, take this alarm out of a stale ALARM state so it can fire again ("auto": connwatch-idle-<instance-id>)`)
+	bind("cloudwatch-reset-alarm", func(d *config.Agent) { d.CloudWatch.ResetAlarm = cw.ResetAlarm })
 
 	a := &v.Action
 	fs.StringVar(&a.Type, "action", a.Type, "what to do when idle: "+strings.Join(config.Actions, ", "))
@@ -333,6 +349,18 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 		metrics = promsink.New(promsink.Options{PerUserLabels: cfg.MetricsPerUser})
 		opts.Observers = append(opts.Observers, metricsObserver{metrics})
 	}
+	var cwPub *cloudwatch.Publisher
+	if cfg.CloudWatch.Enabled {
+		cwPub, err = cloudwatch.New(cloudwatch.Options{
+			SpoolDir: filepath.Join(cfg.StateDir, "cloudwatch"), Namespace: cfg.CloudWatch.Namespace, MetricName: cfg.CloudWatch.MetricName,
+			Period: cfg.CloudWatch.Period.Duration, BatchInterval: cfg.CloudWatch.Batch.Duration, Logger: log.With("sink", "cloudwatch"),
+		})
+		if err != nil {
+			return fmt.Errorf("start CloudWatch publisher: %w", err)
+		}
+		defer cwPub.Close()
+		opts.Observers = append(opts.Observers, cloudWatchObserver{cwPub})
+	}
 	a, err := agent.New(opts)
 	if err != nil {
 		return err
@@ -343,6 +371,24 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Run(gctx) })
+	if cwPub != nil {
+		g.Go(func() error { return cwPub.Run(gctx) })
+		if name := cfg.CloudWatch.ResetAlarm; name != "" {
+			if name == "auto" {
+				name = ""
+			}
+			g.Go(func() error {
+				reset, err := cwPub.ResetAlarmIfStuck(gctx, name)
+				switch {
+				case err != nil && !errors.Is(err, cloudwatch.ErrAlarmNotFound) && gctx.Err() == nil:
+					log.Warn("could not check the CloudWatch alarm", "err", err)
+				case reset:
+					log.Info("CloudWatch alarm was stuck in ALARM; reset to OK so it can fire again")
+				}
+				return nil
+			})
+		}
+	}
 	for _, run := range sinks.runs(metrics) {
 		g.Go(func() error { return run(gctx) })
 	}
@@ -457,4 +503,26 @@ func (o metricsObserver) Observe(ob agent.Observation) {
 	o.m.ObserveScan(ob.Source, ob.ScanDuration, ob.Snapshot, ob.ScanErr)
 	o.m.ObserveEvents(ob.Events)
 	o.m.ObservePolicy(ob.Now, ob.Policy)
+}
+
+// cloudWatchObserver gives the CloudWatch publisher the session count of
+// every iteration, including sessions seen only in sshd's log; a blind
+// iteration gives nothing, so CloudWatch sees missing data, not a false 0.
+type cloudWatchObserver struct{ p *cloudwatch.Publisher }
+
+func (o cloudWatchObserver) Observe(ob agent.Observation) {
+	if ob.Snapshot.Blind() {
+		return
+	}
+	n := len(ob.Sessions)
+	open := make(map[string]bool, n)
+	for _, s := range ob.Sessions {
+		open[s.ID] = true
+	}
+	for _, e := range ob.Events {
+		if e.Type == event.SessionStart && e.Session != nil && !open[e.Session.ID] {
+			n++ // began and ended between two scans
+		}
+	}
+	o.p.Observe(ob.Now, n)
 }

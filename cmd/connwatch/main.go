@@ -83,6 +83,7 @@ Commands:
   agent    watch sessions, emit events, stop the machine when nobody uses it
   inhibit  keep the machine awake while a command runs
   alarm    evaluate CloudWatch alarm semantics locally ("what would my alarm do?")
+  aws      set up the CloudWatch alarm that stops an idle instance
   config   check a configuration file
 `,
 		SilenceErrors: true,
@@ -101,6 +102,6 @@ Commands:
 		return usageError{err}
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newStatusCmd(), newAgentCmd(), newInhibitCmd(), newAlarmCmd(), newConfigCmd())
+	root.AddCommand(newStatusCmd(), newAgentCmd(), newInhibitCmd(), newAlarmCmd(), newAWSCmd(), newConfigCmd())
 	return root
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"strings"
+
 	"bufio"
 	"encoding/json"
 	"os"
@@ -9,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/connwatch/connwatch/internal/awstest"
 )
 
 // The test binary doubles as connwatch when CONNWATCH_TEST_MAIN is set, so
@@ -136,4 +140,46 @@ func countLines(s string) int {
 		}
 	}
 	return n
+}
+
+// TestAgentPublishesToCloudWatch runs the agent with --cloudwatch against
+// the loopback AWS server, reached through the SDK's standard endpoint
+// settings: datapoints arrive as the classic recipe sent them.
+func TestAgentPublishesToCloudWatch(t *testing.T) {
+	aws := awstest.New(t)
+	aws.Env(t)
+	dir := t.TempDir()
+	proc := filepath.Join(dir, "proc")
+	os.MkdirAll(filepath.Join(proc, "sys", "kernel", "random"), 0o755)
+	os.MkdirAll(filepath.Join(proc, "net"), 0o755)
+	os.WriteFile(filepath.Join(proc, "stat"), []byte("btime 1700000000\n"), 0o644)
+	os.WriteFile(filepath.Join(proc, "sys", "kernel", "random", "boot_id"), []byte("3a1f6c1e-0000-4000-8000-000000000003\n"), 0o644)
+	cmd := connwatchCmd(t, "agent", "--proc", proc, "--state-dir", filepath.Join(dir, "state"), "--events", filepath.Join(dir, "events"),
+		"--wall=false", "--metrics-addr", "", "--sshd-log", "", "--cloudwatch", "--cloudwatch-period", "1s")
+	var stderr strings.Builder
+	cmd.Stderr = &lockedWriter{w: &stderr}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	deadline := time.Now().Add(15 * time.Second)
+	for len(aws.Datapoints()) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no datapoints; agent log:\n%s", stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, d := range aws.Datapoints() {
+		if d.Namespace != "EC2" || d.MetricName != "SSH Connections" || d.Dimension("InstanceId") != aws.InstanceID {
+			t.Errorf("datapoint %+v", d)
+		}
+		if d.Value == nil || *d.Value != 0 {
+			t.Errorf("value %v, want 0 (nobody connected)", d.Value)
+		}
+	}
+	for _, r := range aws.Requests() {
+		if r.Service == "monitoring" && (r.Auth == nil || !r.Auth.Verified) {
+			t.Errorf("unsigned or badly signed CloudWatch request: %+v", r.Auth)
+		}
+	}
 }

@@ -2,9 +2,9 @@
 // talks to, for tests in any package. One httptest server on 127.0.0.1
 // serves the EC2 instance metadata service (IMDSv2 only) and AWS API calls,
 // speaking the wire protocols the AWS SDK for Go v2 sends: EC2 Query
-// (form-encoded POST, XML reply) today, with routing already in place for
-// AWS Query (SNS), Smithy RPC v2 CBOR (CloudWatch) and AWS JSON
-// (X-Amz-Target) operations that later tests register with Handle.
+// (form-encoded POST, XML reply) for EC2, Smithy RPC v2 CBOR for CloudWatch
+// (see cloudwatch.go), with routing in place for AWS Query (SNS) and AWS
+// JSON (X-Amz-Target) operations that later tests register with Handle.
 //
 // Every AWS API request must carry a valid Signature Version 4 signature
 // made with AccessKeyID and SecretAccessKey, scoped to the server's region;
@@ -91,7 +91,12 @@ type Request struct {
 	// Params are the decoded form parameters of a Query request
 	// (Action, Version, InstanceId.1, Hibernate, ...).
 	Params url.Values
-	Body   []byte
+	// Body is the request body as it came over the wire (what the
+	// signature covers); Payload is the same with any Content-Encoding
+	// (gzip, which the SDK uses for CloudWatch PutMetricData) undone: the
+	// CBOR document of an RPC v2 request.
+	Body    []byte
+	Payload []byte
 	// Auth is the parsed and verified SigV4 signature of an AWS API request;
 	// nil for IMDS and for requests without an Authorization header.
 	Auth *Signature
@@ -142,6 +147,7 @@ type Server struct {
 	handlers map[string]Handler // service + "/" + action
 	tokens   map[string]time.Time
 	ec2      ec2State
+	cw       cwState
 }
 
 // New starts a server on 127.0.0.1 and closes it when the test ends.
@@ -160,6 +166,7 @@ func New(t testing.TB, opts ...Option) *Server {
 		o(s)
 	}
 	s.registerEC2()
+	s.registerCloudWatch()
 	// httptest.NewServer listens on 127.0.0.1:0 (or [::1]:0 without IPv4).
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
 	s.URL = s.srv.URL
@@ -247,11 +254,16 @@ func (s *Server) serveHTTP(w http.ResponseWriter, hr *http.Request) {
 		return
 	}
 	r := &Request{
-		Time:   s.clock.Now(),
-		Method: hr.Method,
-		Path:   hr.URL.Path,
-		Header: hr.Header.Clone(),
-		Body:   body,
+		Time:    s.clock.Now(),
+		Method:  hr.Method,
+		Path:    hr.URL.Path,
+		Header:  hr.Header.Clone(),
+		Body:    body,
+		Payload: body,
+	}
+	if s.cloudWatchDown(hr) {
+		s.dropConnection(w, r)
+		return
 	}
 	var resp Response
 	if strings.HasPrefix(hr.URL.Path, "/latest/") {
@@ -282,6 +294,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, hr *http.Request) {
 // serveAPI recognises the protocol, checks the signature and dispatches.
 func (s *Server) serveAPI(hr *http.Request, r *Request) Response {
 	r.Protocol, r.Action = classify(hr, r)
+	if enc := hr.Header.Get("Content-Encoding"); enc != "" {
+		p, err := decodeContent(enc, r.Body)
+		if err != nil {
+			return ErrorResponse(r, http.StatusBadRequest, "InvalidEncoding", err.Error())
+		}
+		r.Payload = p
+	}
 	if r.Protocol == ProtocolUnknown {
 		return Response{Status: http.StatusBadRequest, ContentType: "text/plain",
 			Body: []byte("awstest: unrecognised request\n"), ErrorCode: "UnknownOperationException"}
@@ -347,12 +366,15 @@ func classify(hr *http.Request, r *Request) (Protocol, string) {
 
 // ErrorResponse builds an AWS error reply in r's protocol: the EC2 Query
 // form (Response/Errors/Error) for ec2, the AWS Query form
-// (ErrorResponse/Error) for other Query services, and for JSON and RPC v2
-// a minimal reply carrying the code in X-Amzn-ErrorType (a complete RPC v2
-// CBOR error body is left to whoever adds the first CBOR operation).
+// (ErrorResponse/Error) for other Query services, for RPC v2 CBOR a CBOR
+// body {"__type": shape id, "message": msg} with the awsQueryCompatible
+// X-Amzn-Query-Error header (see RPCv2Error), and for JSON a minimal reply
+// carrying the code in X-Amzn-ErrorType.
 func ErrorResponse(r *Request, status int, code, msg string) Response {
 	reqID := newRequestID()
 	switch {
+	case r.Protocol == ProtocolRPCv2CBOR:
+		return RPCv2Error(status, code, msg)
 	case r.Protocol == ProtocolQuery && r.Service == "ec2":
 		return Response{
 			Status: status, ContentType: "text/xml;charset=UTF-8", ErrorCode: code,

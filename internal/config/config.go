@@ -18,6 +18,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/connwatch/connwatch/internal/sink/cloudwatch"
 	"github.com/connwatch/connwatch/internal/sink/notify"
 )
 
@@ -66,12 +67,31 @@ type Agent struct {
 	MetricsAddr string `toml:"metrics_addr"`
 	// MetricsPerUser adds a user label to connwatch_sessions (one series
 	// per user: mind the cardinality).
-	MetricsPerUser bool   `toml:"metrics_per_user"`
-	LogFormat      string `toml:"log_format"`
-	LogLevel       string `toml:"log_level"`
-	Idle           Idle   `toml:"idle"`
-	Action         Action `toml:"action"`
-	Notify         Notify `toml:"notify"`
+	MetricsPerUser bool       `toml:"metrics_per_user"`
+	LogFormat      string     `toml:"log_format"`
+	LogLevel       string     `toml:"log_level"`
+	Idle           Idle       `toml:"idle"`
+	Action         Action     `toml:"action"`
+	Notify         Notify     `toml:"notify"`
+	CloudWatch     CloudWatch `toml:"cloudwatch"`
+}
+
+// CloudWatch publishes the session count, by default exactly as the
+// classic cron recipe did (namespace EC2, metric "SSH Connections",
+// dimension InstanceId), so existing alarms keep working.
+type CloudWatch struct {
+	Enabled    bool   `toml:"enabled"`
+	Namespace  string `toml:"namespace"`
+	MetricName string `toml:"metric_name"`
+	// Period of one datapoint: 1m (default) or more, or 1s/5s/10s/30s
+	// (high resolution).
+	Period Duration `toml:"period"`
+	// Batch sends datapoints every Batch instead of every Period (fewer
+	// API calls; a first session after idleness is sent at once).
+	Batch Duration `toml:"batch"`
+	// ResetAlarm names an alarm to take out of a stale ALARM state at
+	// start ("auto": connwatch-idle-<instance-id>; "" none).
+	ResetAlarm string `toml:"reset_alarm"`
 }
 
 // Notify is where events are sent, through a durable outbox per sink.
@@ -167,8 +187,9 @@ func Default() Agent {
 			WarnBefore: Duration{5 * time.Minute},
 			Wall:       true,
 		},
-		Action: Action{Type: "dry-run", Timeout: Duration{2 * time.Minute}},
-		Notify: Notify{Events: "session_start,session_end,stop_warning,stop,stop_failed"},
+		Action:     Action{Type: "dry-run", Timeout: Duration{2 * time.Minute}},
+		Notify:     Notify{Events: "session_start,session_end,stop_warning,stop,stop_failed"},
+		CloudWatch: CloudWatch{Namespace: "EC2", MetricName: "SSH Connections", Period: Duration{time.Minute}},
 	}
 }
 
@@ -289,6 +310,14 @@ func (c Agent) Validate() error {
 	}
 	if t := c.Notify.SNSTopic; t != "" && !strings.HasPrefix(t, "arn:") {
 		bad("notify.sns_topic", t, "must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)")
+	}
+	if c.CloudWatch.Enabled {
+		if !cloudwatch.ValidPeriod(c.CloudWatch.Period.Duration) {
+			bad("cloudwatch.period", c.CloudWatch.Period, "must be 1s, 5s, 10s, 30s or a whole number of minutes")
+		}
+		if c.CloudWatch.Namespace == "" || c.CloudWatch.MetricName == "" {
+			bad("cloudwatch.namespace", c.CloudWatch.Namespace, "namespace and metric_name must be set")
+		}
 	}
 	if c.Action.Timeout.Duration <= 0 {
 		bad("action.timeout", c.Action.Timeout, "must be positive")
