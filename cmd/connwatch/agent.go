@@ -123,6 +123,8 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("cloudwatch-metric", func(d *config.Agent) { d.CloudWatch.MetricName = cw.MetricName })
 	fs.DurationVar(&cw.Period.Duration, "cloudwatch-period", cw.Period.Duration, "one datapoint per period: 1m or more, or 1s/5s/10s/30s (high resolution)")
 	bind("cloudwatch-period", func(d *config.Agent) { d.CloudWatch.Period = cw.Period })
+	fs.StringToStringVar(&cw.Dimensions, "cloudwatch-dimension", nil, "extra dimension NAME=VALUE besides InstanceId (repeatable)")
+	bind("cloudwatch-dimension", func(d *config.Agent) { d.CloudWatch.Dimensions = cw.Dimensions })
 	fs.DurationVar(&cw.Batch.Duration, "cloudwatch-batch", 0, "send datapoints every this long (fewer API calls; a first session after idleness goes at once)")
 	bind("cloudwatch-batch", func(d *config.Agent) { d.CloudWatch.Batch = cw.Batch })
 	fs.StringVar(&cw.ResetAlarm, "cloudwatch-reset-alarm", "", `at start, take this alarm out of a stale ALARM state so it can fire again ("auto": connwatch-idle-<instance-id>)`)
@@ -353,7 +355,7 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 	if cfg.CloudWatch.Enabled {
 		cwPub, err = cloudwatch.New(cloudwatch.Options{
 			SpoolDir: filepath.Join(cfg.StateDir, "cloudwatch"), Namespace: cfg.CloudWatch.Namespace, MetricName: cfg.CloudWatch.MetricName,
-			Period: cfg.CloudWatch.Period.Duration, BatchInterval: cfg.CloudWatch.Batch.Duration, Logger: log.With("sink", "cloudwatch"),
+			Dimensions: cfg.CloudWatch.Dimensions, Period: cfg.CloudWatch.Period.Duration, BatchInterval: cfg.CloudWatch.Batch.Duration, Logger: log.With("sink", "cloudwatch"),
 		})
 		if err != nil {
 			return fmt.Errorf("start CloudWatch publisher: %w", err)

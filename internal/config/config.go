@@ -89,6 +89,8 @@ type CloudWatch struct {
 	// Batch sends datapoints every Batch instead of every Period (fewer
 	// API calls; a first session after idleness is sent at once).
 	Batch Duration `toml:"batch"`
+	// Dimensions are added to InstanceId ("Role" = "bastion").
+	Dimensions map[string]string `toml:"dimensions"`
 	// ResetAlarm names an alarm to take out of a stale ALARM state at
 	// start ("auto": connwatch-idle-<instance-id>; "" none).
 	ResetAlarm string `toml:"reset_alarm"`
