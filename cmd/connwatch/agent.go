@@ -79,7 +79,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("idle-after", func(d *config.Agent) { d.Idle.IdleAfter = i.IdleAfter })
 	fs.IntVar(&i.DatapointsToAlarm, "datapoints-to-alarm", 0, "M: how many of the N periods must be idle (default: all)")
 	bind("datapoints-to-alarm", func(d *config.Agent) { d.Idle.DatapointsToAlarm = i.DatapointsToAlarm })
-	fs.StringVar(&i.TreatMissingData, "treat-missing-data", "", "periods the agent could not see: missing (default), notBreaching, breaching, ignore")
+	fs.StringVar(&i.TreatMissingData, "treat-missing-data", "", "periods the agent could not see (blind, not running): notBreaching (default: they break the idle run), missing, breaching, ignore")
 	bind("treat-missing-data", func(d *config.Agent) { d.Idle.TreatMissingData = i.TreatMissingData })
 	fs.DurationVar(&i.BootGrace.Duration, "boot-grace", i.BootGrace.Duration, "never stop within this long after boot")
 	bind("boot-grace", func(d *config.Agent) { d.Idle.BootGrace = i.BootGrace })
@@ -258,6 +258,9 @@ func buildParts(cfg config.Agent) (parts, error) {
 			IgnoreIdleAfter:   cfg.Idle.IgnoreIdleAfter.Duration,
 			IgnoreUsers:       cfg.Idle.IgnoreUsers,
 			IgnoreNets:        cfg.IgnoreNets(),
+			// The agent steps every scan: a longer silence means it was
+			// stopped or frozen, or the clock jumped.
+			MaxGap: max(30*time.Second, 10*cfg.ScanInterval.Duration),
 		},
 		actor: act,
 		holds: []agent.HoldSource{
@@ -463,6 +466,9 @@ func wall(ctx context.Context, msg string) error {
 	}
 	cmd := exec.CommandContext(ctx, path)
 	cmd.Stdin = strings.NewReader(msg + "\n")
+	// wall's per-terminal writers inherit its output: do not wait for
+	// them beyond a moment after wall itself is done or killed.
+	cmd.WaitDelay = 2 * time.Second
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("send wall message: %w: %s", err, strings.TrimSpace(string(out)))
 	}
@@ -483,7 +489,9 @@ func (f portFilter) Scan(ctx context.Context) (session.Snapshot, error) {
 	}
 	sess := snap.Sessions[:0]
 	for _, s := range snap.Sessions {
-		if slices.Contains(f.ports, s.LocalPort) {
+		// A session whose port could not be read might be on a watched
+		// port: it counts.
+		if s.LocalPort == 0 || slices.Contains(f.ports, s.LocalPort) {
 			sess = append(sess, s)
 		}
 	}

@@ -336,6 +336,10 @@ func TestAgentBench(t *testing.T) {
 		}
 		startLat = append(startLat, s.at.Sub(s.line.Session.StartedAt))
 		endLat = append(endLat, e.at.Sub(exits[i]))
+		if d := e.at.Sub(exits[i]); d > time.Second {
+			fmt.Printf("slow end: session %d port %d: client exit %v, end event %v (event time %v, reason %q)\n",
+				i, p, exits[i].Format(time.StampMicro), e.at.Format(time.StampMicro), e.line.Time.Format(time.StampMicro), e.line.Reason)
+		}
 	}
 	pct := func(ds []time.Duration, p float64) time.Duration {
 		if len(ds) == 0 {

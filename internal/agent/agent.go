@@ -102,6 +102,9 @@ type Options struct {
 	ActionTimeout time.Duration
 }
 
+// WarnTimeout bounds the wall message.
+const WarnTimeout = 30 * time.Second
+
 // Login is an authenticated connection (or its end) from sshd's log.
 type Login struct {
 	Time time.Time
@@ -174,6 +177,7 @@ func (a *Agent) Reconfigure(r Reconfig) {
 
 type actionResult struct {
 	at     time.Time
+	action string
 	result string
 	err    error
 }
@@ -245,7 +249,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		case r := <-a.actions:
 			a.acting = false
-			for _, e := range a.o.Policy.ActionDone(r.at, a.o.Actor.Name(), r.result, r.err) {
+			for _, e := range a.o.Policy.ActionDone(r.at, r.action, r.result, r.err) {
 				a.emit(e)
 			}
 		}
@@ -312,9 +316,15 @@ func (a *Agent) step(ctx context.Context) time.Time {
 		if e.Type == event.StopWarning && a.o.Warn != nil {
 			msg := "connwatch: this machine has been idle and will be stopped at " + e.StopAt.Local().Format("15:04:05 MST") +
 				" unless someone connects or runs `connwatch inhibit`."
-			if err := a.o.Warn(ctx, msg); err != nil {
-				a.log.Warn("warning logged-in users failed", "err", err)
-			}
+			// Off the loop and bounded: a stuck terminal must not stall
+			// detection.
+			go func(warn func(context.Context, string) error) {
+				wctx, cancel := context.WithTimeout(ctx, WarnTimeout)
+				defer cancel()
+				if err := warn(wctx, msg); err != nil {
+					a.log.Warn("warning logged-in users failed", "err", err)
+				}
+			}(a.o.Warn)
 		}
 		if e.Type == event.StopWarning && a.o.OnWarning != nil {
 			go a.o.OnWarning(ctx, e)
@@ -327,7 +337,9 @@ func (a *Agent) step(ctx context.Context) time.Time {
 			idleSince = *st.IdleSince
 		}
 		a.log.Warn("stopping the machine", "action", a.o.Actor.Name(), "reason", d.Reason)
-		go a.runAction(ctx, d.Reason, idleSince)
+		// Persist first: the action may take the machine down.
+		a.persist(now, snap)
+		go a.runAction(ctx, a.o.Actor, d.Reason, idleSince)
 	}
 	a.persist(now, snap)
 	if len(a.o.Observers) > 0 {
@@ -402,11 +414,13 @@ func (a *Agent) matchLogins(now time.Time) {
 	}
 }
 
-func (a *Agent) runAction(ctx context.Context, reason string, idleSince time.Time) {
+// runAction runs act on its own goroutine; act is passed in so that a
+// reload replacing the actor meanwhile does not race with it.
+func (a *Agent) runAction(ctx context.Context, act Actor, reason string, idleSince time.Time) {
 	actx, cancel := context.WithTimeout(ctx, a.o.ActionTimeout)
 	defer cancel()
-	res, err := a.o.Actor.Do(actx, action.Request{Reason: reason, IdleSince: idleSince})
-	a.actions <- actionResult{at: a.o.Clock.Now(), result: res.Summary, err: err}
+	res, err := act.Do(actx, action.Request{Reason: reason, IdleSince: idleSince})
+	a.actions <- actionResult{at: a.o.Clock.Now(), action: act.Name(), result: res.Summary, err: err}
 }
 
 func (a *Agent) emit(e event.Event) {
@@ -462,9 +476,17 @@ func (a *Agent) persist(now time.Time, snap session.Snapshot) {
 	a.lastView = v
 }
 
+// withoutTime leaves out what changes all the time (activity, the time
+// of the view): a change of only those does not rewrite the file.
 func withoutTime(v View) View {
 	v.Updated = time.Time{}
 	v.Policy.StopDueAt = nil
+	sess := make([]session.Session, len(v.Sessions))
+	for i, s := range v.Sessions {
+		s.LastActivityAt = nil
+		sess[i] = s
+	}
+	v.Sessions = sess
 	return v
 }
 

@@ -108,8 +108,9 @@ func (s Store) Release(id string) error {
 
 func (s Store) path(id string) string { return filepath.Join(s.Dir, id+".json") }
 
-// List returns the live locks and the stale ones (process gone, TTL
-// over, unreadable), oldest first. It does not remove anything.
+// List returns the live locks (an unreadable lock file counts as live)
+// and the stale ones (process gone, TTL over), oldest first. It does not
+// remove anything.
 func (s Store) List(now time.Time) (live, stale []Lock, err error) {
 	ents, err := os.ReadDir(s.Dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -128,7 +129,9 @@ func (s Store) List(now time.Time) (live, stale []Lock, err error) {
 			if errors.Is(err, fs.ErrNotExist) {
 				continue // released meanwhile
 			}
-			stale = append(stale, Lock{ID: strings.TrimSuffix(name, ".json"), Reason: "unreadable: " + err.Error()})
+			// A lock that cannot be read may be a real one (another
+			// version, a torn write): it holds, like a failing hold source.
+			live = append(live, Lock{ID: strings.TrimSuffix(name, ".json"), Reason: "unreadable lock file: " + err.Error()})
 			continue
 		}
 		if s.alive(l, now) {

@@ -121,3 +121,14 @@ func TestEvery(t *testing.T) {
 		t.Errorf("consulted %d times, want 3", calls)
 	}
 }
+
+func TestUnreadableLockHolds(t *testing.T) {
+	s := Store{Dir: t.TempDir()}
+	if err := os.WriteFile(filepath.Join(s.Dir, "abc.json"), []byte(`{"id":"abc","pid":`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	live, _, err := s.List(t0)
+	if err != nil || len(live) != 1 || live[0].ID != "abc" {
+		t.Errorf("a torn lock file must hold: live %v err %v", live, err)
+	}
+}

@@ -29,9 +29,16 @@ type Config struct {
 	// M of the last N periods were idle. The classic recipe is 15 of 15.
 	EvaluationPeriods int
 	DatapointsToAlarm int
-	// TreatMissingData applies to periods with a blind view or with the
-	// agent not running. Default missing.
+	// TreatMissingData applies to periods with a blind view, or not
+	// watched (the agent not running). Default notBreaching: a period
+	// nobody could see breaks the idle run, so the stop needs N periods
+	// seen idle. ("missing" would let earlier idle periods complete the
+	// alarm across an unseen gap, per CloudWatch's rules.)
 	TreatMissingData alarm.TreatMissingData
+	// MaxGap: a Step more than this after the previous one (the agent was
+	// stopped or frozen, or the clock jumped) restarts the idle period.
+	// Zero: off. The agent sets it.
+	MaxGap time.Duration
 	// BootGrace keeps the machine up for this long after boot.
 	BootGrace time.Duration
 	// WarnBefore is how long before the stop a warning goes out; the stop
@@ -72,7 +79,7 @@ func (c Config) WithDefaults() Config {
 		c.DatapointsToAlarm = c.EvaluationPeriods
 	}
 	if c.TreatMissingData == "" {
-		c.TreatMissingData = alarm.TreatMissing
+		c.TreatMissingData = alarm.TreatNotBreaching
 	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = DefaultMaxAttempts
@@ -106,6 +113,12 @@ func (c Config) alarm() alarm.Config {
 		Threshold:          0,
 		TreatMissingData:   c.TreatMissingData,
 	}
+}
+
+// identity names what the datapoints mean: their period and how they are
+// evaluated.
+func (c Config) identity() string {
+	return fmt.Sprintf("%v %d/%d %s", c.Period, c.DatapointsToAlarm, c.EvaluationPeriods, c.TreatMissingData)
 }
 
 // rangeLen is how many closed periods the policy keeps: the alarm's
@@ -156,6 +169,10 @@ type State struct {
 	RetryAt  *time.Time `json:"retry_at,omitempty"`
 	// Seen is the time of the last Step, to tell downtime after a restart.
 	Seen time.Time `json:"seen"`
+	// Window identifies the configuration the marks were taken under,
+	// Period their length.
+	Window string        `json:"window"`
+	Period time.Duration `json:"period"`
 }
 
 // Policy is the idle policy's state machine. Not safe for concurrent use.
@@ -194,10 +211,32 @@ func New(cfg Config, boot time.Time, bootID string, saved *State) (*Policy, erro
 			p.st.AlarmState = alarm.InitialState
 		}
 		p.busyNow, p.blindNow = p.st.Busy, p.st.Blind
+		p.adopt(cfg)
 		return p, nil
 	}
-	p.st = State{BootID: bootID, AlarmState: alarm.InitialState, Marks: fitMarks(nil, cfg.rangeLen())}
+	p.st = State{BootID: bootID, AlarmState: alarm.InitialState, Marks: fitMarks(nil, cfg.rangeLen()), Window: cfg.identity(), Period: cfg.Period}
 	return p, nil
+}
+
+// adopt makes the state fit cfg: datapoints of another period length mean
+// nothing and are dropped; under another N, M or missing-data rule the
+// alarm state is evaluated again from the datapoints.
+func (p *Policy) adopt(cfg Config) {
+	p.cfg = cfg
+	if p.st.Window == cfg.identity() {
+		return
+	}
+	if p.st.Period != cfg.Period {
+		p.st.Marks = nil
+		p.st.PeriodStart = time.Time{}
+		p.st.Busy, p.st.Blind, p.st.Partial = false, false, false
+	}
+	p.st.Marks = fitMarks(p.st.Marks, cfg.rangeLen())
+	p.st.AlarmState = alarm.InitialState
+	if res, err := alarm.EvaluateMarks(cfg.alarm(), p.st.Marks, alarm.InitialState); err == nil {
+		p.st.AlarmState = res.State
+	}
+	p.st.Window, p.st.Period = cfg.identity(), cfg.Period
 }
 
 // fitMarks returns marks cut or padded (with missing, at the old end) to n.
@@ -218,13 +257,7 @@ func (p *Policy) SetConfig(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	if cfg.Period != p.cfg.Period {
-		// Datapoints of another period length mean nothing now.
-		p.st.Marks = nil
-		p.st.PeriodStart = time.Time{}
-	}
-	p.cfg = cfg
-	p.st.Marks = fitMarks(p.st.Marks, cfg.rangeLen())
+	p.adopt(cfg)
 	return nil
 }
 
@@ -246,8 +279,20 @@ func (p *Policy) Step(now time.Time, in Input) Decision {
 		p.st.PeriodStart = now.Truncate(p.cfg.Period)
 		p.st.Partial = p.st.PeriodStart.Before(now)
 	}
+	gap := p.cfg.MaxGap > 0 && !p.st.Seen.IsZero() && (now.Sub(p.st.Seen) > p.cfg.MaxGap || now.Before(p.st.Seen))
 	// Close the periods that ended before now, with what was seen in them.
 	p.closePeriods(now)
+	if gap {
+		// Nobody watched for a while (agent down or frozen, clock jump):
+		// the open period was not seen whole, and an idle period cannot
+		// be trusted across the gap.
+		p.st.Partial = true
+		if p.st.IdleSince != nil {
+			d.Events = append(d.Events, event.Event{Time: now, Type: event.IdleCancel,
+				Reason: fmt.Sprintf("nothing was watched from %s to %s: the idle countdown starts again", p.st.Seen.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))})
+			p.st.IdleSince, p.st.WarnedAt, p.st.Acted, p.st.Attempts, p.st.RetryAt = nil, nil, false, 0, nil
+		}
+	}
 
 	// What counts now.
 	p.lastInput = in

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -416,5 +417,34 @@ func TestSetConfig(t *testing.T) {
 	}
 	if err := p.SetConfig(Config{Period: time.Millisecond}); err == nil {
 		t.Error("invalid config accepted")
+	}
+}
+
+func TestRestartUnderAnotherWindow(t *testing.T) {
+	short := Config{Period: time.Minute, EvaluationPeriods: 15}
+	p, _ := New(short, t0.Add(-time.Hour), "b", nil)
+	run(t, p, t0, t0.Add(10*time.Minute), 10*time.Second, func(time.Time) Input { return Input{} })
+	saved := p.State()
+	// Restarted with 5-minute periods and a 30-minute window: the ten
+	// one-minute datapoints are not five-minute ones.
+	long := Config{Period: 5 * time.Minute, EvaluationPeriods: 6}
+	p2, _ := New(long, t0.Add(-time.Hour), "b", &saved)
+	_, acts := run(t, p2, t0.Add(10*time.Minute+10*time.Second), t0.Add(60*time.Minute), 10*time.Second, func(time.Time) Input { return Input{} })
+	if len(acts) != 1 || acts[0].Before(t0.Add(40*time.Minute)) {
+		t.Errorf("acts %v: want one no sooner than 30 min after the restart", acts)
+	}
+}
+
+func TestGapRestartsTheIdlePeriod(t *testing.T) {
+	p, _ := New(Config{Period: time.Minute, EvaluationPeriods: 5, MaxGap: 30 * time.Second}, t0.Add(-time.Hour), "b", nil)
+	evs, _ := run(t, p, t0, t0.Add(3*time.Minute), time.Second, func(time.Time) Input { return Input{} })
+	// The agent is frozen (or hibernated) for 4 minutes.
+	more, acts := run(t, p, t0.Add(7*time.Minute), t0.Add(20*time.Minute), time.Second, func(time.Time) Input { return Input{} })
+	evs = append(evs, more...)
+	if got := fmt.Sprint(types(evs)); !strings.Contains(got, "idle_cancel@7m0s idle_start@7m0s") {
+		t.Errorf("events %v: want the idle period restarted at 7m", got)
+	}
+	if len(acts) != 1 || acts[0].Before(t0.Add(12*time.Minute)) {
+		t.Errorf("acts %v: want one no sooner than 5 min after the gap", acts)
 	}
 }
