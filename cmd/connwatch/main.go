@@ -82,6 +82,7 @@ Commands:
   status   list the authenticated sessions and pending connections now
   agent    watch sessions, emit events, stop the machine when nobody uses it
   inhibit  keep the machine awake while a command runs
+  doctor   audit sshd/ssh keepalive and idle settings, and fix them
   alarm    evaluate CloudWatch alarm semantics locally ("what would my alarm do?")
   aws      set up the CloudWatch alarm that stops an idle instance
   config   check a configuration file
@@ -102,6 +103,6 @@ Commands:
 		return usageError{err}
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newStatusCmd(), newAgentCmd(), newInhibitCmd(), newAlarmCmd(), newAWSCmd(), newConfigCmd())
+	root.AddCommand(newStatusCmd(), newAgentCmd(), newInhibitCmd(), newDoctorCmd(), newAlarmCmd(), newAWSCmd(), newConfigCmd())
 	return root
 }

@@ -1,0 +1,7 @@
+package doctor
+
+import "os/exec"
+
+func execCombined(name string, args ...string) ([]byte, error) {
+	return exec.Command(name, args...).CombinedOutput()
+}
