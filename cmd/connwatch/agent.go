@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"syscall"
@@ -418,6 +419,13 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 			}
 			newCfg, err := reload()
 			if err == nil {
+				if fixed := restartOnly(cfg, newCfg); len(fixed) > 0 {
+					if slices.Contains(fixed, "state_dir") || slices.Contains(fixed, "proc") {
+						log.Error("reload refused: state_dir and proc can only change with a restart", "changed", fixed)
+						continue
+					}
+					log.Warn("reload: these settings take effect only after a restart", "changed", fixed)
+				}
 				var np parts
 				if np, err = buildParts(newCfg); err == nil {
 					a.Reconfigure(agent.Reconfig{Policy: np.policy, Actor: np.actor, Holds: np.holds})
@@ -535,4 +543,30 @@ func (o cloudWatchObserver) Observe(ob agent.Observation) {
 		}
 	}
 	o.p.Observe(ob.Now, n)
+}
+
+// restartOnly lists the settings that differ between old and new but are
+// not applied by a reload (only the idle policy, holds and action are).
+func restartOnly(old, new config.Agent) []string {
+	var out []string
+	diff := func(key string, a, b any) {
+		if !reflect.DeepEqual(a, b) {
+			out = append(out, key)
+		}
+	}
+	diff("state_dir", old.StateDir, new.StateDir)
+	diff("proc", old.Proc, new.Proc)
+	diff("events", old.Events, new.Events)
+	diff("scan_interval", old.ScanInterval, new.ScanInterval)
+	diff("ssh_ports", old.SSHPorts, new.SSHPorts)
+	diff("sshd_log", old.SSHDLog, new.SSHDLog)
+	diff("metrics_addr", old.MetricsAddr, new.MetricsAddr)
+	diff("metrics_per_user", old.MetricsPerUser, new.MetricsPerUser)
+	diff("log_format", old.LogFormat, new.LogFormat)
+	diff("log_level", old.LogLevel, new.LogLevel)
+	diff("idle.wall", old.Idle.Wall, new.Idle.Wall)
+	diff("idle.warn_command", old.Idle.WarnCommand, new.Idle.WarnCommand)
+	diff("notify", old.Notify, new.Notify)
+	diff("cloudwatch", old.CloudWatch, new.CloudWatch)
+	return out
 }

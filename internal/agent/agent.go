@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -141,6 +142,7 @@ type Agent struct {
 	// logins are log logins not (yet) matched to a scanned session, by
 	// "addr port".
 	logins    map[string]*loginState
+	ended     map[string]time.Time
 	transient []session.Session
 	// emitted collects the events of the current iteration for observers.
 	emitted []event.Event
@@ -199,7 +201,7 @@ func New(o Options) (*Agent, error) {
 	if o.ActionTimeout <= 0 {
 		o.ActionTimeout = 2 * time.Minute
 	}
-	return &Agent{o: o, log: o.Logger, tracker: tracker.New(), actions: make(chan actionResult, 1), reconfig: make(chan Reconfig, 1), logins: map[string]*loginState{}}, nil
+	return &Agent{o: o, log: o.Logger, tracker: tracker.New(), actions: make(chan actionResult, 1), reconfig: make(chan Reconfig, 1), logins: map[string]*loginState{}, ended: map[string]time.Time{}}, nil
 }
 
 // View is what the agent publishes in STATE_DIR/agent.json for
@@ -297,6 +299,11 @@ func (a *Agent) step(ctx context.Context) time.Time {
 	}
 	for _, e := range a.tracker.Apply(snap) {
 		a.emit(e)
+		if e.Type == event.SessionEnd && e.Session != nil {
+			// A short session may end before its login line is read:
+			// remember it for a while so the login still matches it.
+			a.ended[loginKey(e.Session.RemoteAddr, e.Session.RemotePort)] = now
+		}
 	}
 	a.matchLogins(now)
 	in := policy.Input{Sessions: a.tracker.Sessions(), Blind: snap.Blind(), Transient: a.transient}
@@ -355,7 +362,14 @@ func (a *Agent) step(ctx context.Context) time.Time {
 	return now
 }
 
-func loginKey(addr string, port int) string { return fmt.Sprintf("%s %d", addr, port) }
+// loginKey names a connection by its client address, so that the log's
+// "::ffff:192.0.2.1" and the scan's "192.0.2.1" agree.
+func loginKey(addr string, port int) string {
+	if a, err := netip.ParseAddr(addr); err == nil {
+		addr = a.Unmap().String()
+	}
+	return fmt.Sprintf("%s %d", addr, port)
+}
 
 // login records a login or logout from sshd's log.
 func (a *Agent) login(l Login) {
@@ -369,7 +383,7 @@ func (a *Agent) login(l Login) {
 		return // not a login we saw begin: nothing to add
 	}
 	delete(a.logins, key)
-	if st.seen {
+	if _, ended := a.ended[key]; st.seen || ended {
 		return // the scans saw it; they report its end
 	}
 	// A session too short for any scan: report it from the log.
@@ -386,6 +400,11 @@ func (a *Agent) login(l Login) {
 // matchLogins marks logins that a scan has seen as sessions and forgets
 // old ones.
 func (a *Agent) matchLogins(now time.Time) {
+	for key, at := range a.ended {
+		if now.Sub(at) > time.Minute {
+			delete(a.ended, key)
+		}
+	}
 	if len(a.logins) == 0 {
 		return
 	}
@@ -403,6 +422,11 @@ func (a *Agent) matchLogins(now time.Time) {
 			if d := s.StartedAt.Sub(st.login.Time); st.login.User == s.User && d > -LoginGrace && d < LoginGrace {
 				st.seen = true
 			}
+		}
+	}
+	for key := range a.ended {
+		if st, ok := a.logins[key]; ok {
+			st.seen = true
 		}
 	}
 	for key, st := range a.logins {

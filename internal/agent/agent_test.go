@@ -249,3 +249,28 @@ func TestObserversSeeEveryEvent(t *testing.T) {
 		t.Errorf("observed %d iterations", scans)
 	}
 }
+
+// TestLoginAfterScanSawTheSession: the scans saw a short session begin
+// and end before its login line was read (journald lag); the log must
+// not report it a second time.
+func TestLoginAfterScanSawTheSession(t *testing.T) {
+	clk := clock.NewFake(t0)
+	src := &scripted{clk: clk}
+	a, rec := newTestAgent(t, clk, src, &countingActor{}, "")
+	src.set(session.Session{ID: "ssh-5-5", User: "dave", RemoteAddr: "192.0.2.7", RemotePort: 41000, StartedAt: t0})
+	drive(a, clk, time.Second)
+	src.set()
+	drive(a, clk, time.Second)
+	a.login(Login{Time: t0, User: "dave", Addr: "::ffff:192.0.2.7", Port: 41000})
+	a.login(Login{Time: t0.Add(time.Second), User: "dave", Addr: "::ffff:192.0.2.7", Port: 41000, End: true})
+	drive(a, clk, time.Second)
+	starts := 0
+	for _, typ := range rec.types() {
+		if typ == "session_start" {
+			starts++
+		}
+	}
+	if starts != 1 {
+		t.Errorf("events %v: the session was reported %d times", rec.types(), starts)
+	}
+}

@@ -456,8 +456,8 @@ func TestScanRemembersSSHDSafely(t *testing.T) {
 		t.Fatalf("first scan %+v", got)
 	}
 	// 12 execs sftp-server: same /proc directory, new comm and cmdline.
-	os.WriteFile(filepath.Join(root, "12", "stat"), []byte("12 (sftp-server) S 11 12 12 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 102 0 0\n"), 0o644)
-	os.WriteFile(filepath.Join(root, "12", "cmdline"), []byte("/usr/lib/openssh/sftp-server\x00"), 0o644)
+	mustWrite(t, filepath.Join(root, "12", "stat"), []byte("12 (sftp-server) S 11 12 12 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 102 0 0\n"))
+	mustWrite(t, filepath.Join(root, "12", "cmdline"), []byte("/usr/lib/openssh/sftp-server\x00"))
 	if got := scan(); got["alice"].Mode != session.ModeSFTP {
 		t.Errorf("after exec: alice mode %v, want sftp", got["alice"].Mode)
 	}
@@ -468,16 +468,25 @@ func TestScanRemembersSSHDSafely(t *testing.T) {
 	if err := carol.Write(staging); err != nil {
 		t.Fatal(err)
 	}
-	os.RemoveAll(filepath.Join(root, "20"))
+	if err := os.RemoveAll(filepath.Join(root, "20")); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Rename(filepath.Join(staging, "20"), filepath.Join(root, "20")); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(root, "21", "stat"), []byte("21 (sshd) S 1 21 21 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 201 0 0\n"), 0o644)
+	mustWrite(t, filepath.Join(root, "21", "stat"), []byte("21 (sshd) S 1 21 21 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 201 0 0\n"))
 	got := scan()
 	if _, ok := got["carol"]; ok {
 		t.Errorf("carol at the password prompt counted as a session through bob's orphaned child: %+v", got["carol"])
 	}
 	if _, ok := got["bob"]; ok {
 		t.Errorf("bob still counted after his monitor died")
+	}
+}
+
+func mustWrite(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
