@@ -302,7 +302,8 @@ func TestAgentBench(t *testing.T) {
 	}
 	sshdtest.RequireRoot(t)
 	srv := sshdtest.Start(t, sshdtest.Options{})
-	ag := startAgent(t, srv)
+	// As deployed: default log level, no metrics endpoint.
+	ag := startAgent(t, srv, "--log-level", "info")
 	ag.events.waitFor(t, "idle_start", 10*time.Second, func(as []arrival) bool { return count(as, "idle_start") == 1 })
 	exits := shortSessions(t, srv, n)
 	ports := acceptedPorts(srv)
