@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connwatch/connwatch/internal/promtest"
 	"github.com/connwatch/connwatch/internal/session"
 )
 
@@ -120,18 +120,6 @@ func TestIndexAndMetrics(t *testing.T) {
 	}
 }
 
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // eventually polls f every 50 ms until it returns nil or d has passed,
 // and returns f's last error.
 func eventually(d time.Duration, f func() error) error {
@@ -153,7 +141,7 @@ func TestServe(t *testing.T) {
 	}
 	before := runtime.NumGoroutine()
 	m, _ := newTest(t, false)
-	addr := freeAddr(t)
+	addr := promtest.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Serve(ctx, addr) }()
