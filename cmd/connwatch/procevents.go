@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 
 	"github.com/connwatch/connwatch/internal/procevents"
 	"github.com/connwatch/connwatch/internal/source/sshd"
@@ -18,30 +17,20 @@ func procEventSignal(src *sshd.Source) (fastSignal, error) {
 	}
 	return func(ctx context.Context, kick func()) error {
 		defer l.Close()
-		evs := make(chan procevents.Event, 256)
-		errc := make(chan error, 1)
-		go func() { errc <- l.Run(ctx, evs) }()
-		for {
-			select {
-			case err := <-errc:
-				if errors.Is(err, context.Canceled) {
-					return nil
-				}
-				return err
-			case e := <-evs:
-				switch e.Kind {
-				case procevents.Fork:
-					if src.Watches(e.ParentPID) {
-						kick()
-					}
-				case procevents.Exec, procevents.Exit:
-					if src.Watches(e.PID) {
-						kick()
-					}
-				case procevents.Overrun:
+		return pump(ctx, 256, l.Run, func(e procevents.Event) bool {
+			switch e.Kind {
+			case procevents.Fork:
+				if src.Watches(e.ParentPID) {
 					kick()
 				}
+			case procevents.Exec, procevents.Exit:
+				if src.Watches(e.PID) {
+					kick()
+				}
+			case procevents.Overrun:
+				kick()
 			}
-		}
+			return true
+		})
 	}, nil
 }

@@ -74,32 +74,48 @@ func sshdLogSignal(ctx context.Context, cfg config.Agent, src *sshd.Source, logi
 		run = authlog.NewFileTailer(what, authlog.FileOptions{Logger: log}).Run
 	}
 	return func(ctx context.Context, kick func()) error {
-		evs := make(chan authlog.Event, 64)
-		errc := make(chan error, 1)
-		go func() { errc <- run(ctx, evs) }()
-		for {
+		return pump(ctx, 64, run, func(e authlog.Event) bool {
+			var l agent.Login
+			switch {
+			case e.Kind == authlog.Accepted:
+				l = agent.Login{Time: e.Time, User: e.User, Addr: e.Addr, Port: e.Port}
+			case e.Kind.Ends():
+				l = agent.Login{Time: e.Time, User: e.User, Addr: e.Addr, Port: e.Port, End: true}
+			default:
+				return true // pre-auth noise never makes a session
+			}
 			select {
-			case err := <-errc:
-				if errors.Is(err, context.Canceled) {
-					return nil
-				}
-				return err
-			case e := <-evs:
-				var l agent.Login
-				switch {
-				case e.Kind == authlog.Accepted:
-					l = agent.Login{Time: e.Time, User: e.User, Addr: e.Addr, Port: e.Port}
-				case e.Kind.Ends():
-					l = agent.Login{Time: e.Time, User: e.User, Addr: e.Addr, Port: e.Port, End: true}
-				default:
-					continue // pre-auth noise never makes a session
-				}
-				select {
-				case logins <- l:
-				case <-ctx.Done():
-					return nil
-				}
+			case logins <- l:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		})
+	}, what, nil
+}
+
+// pump runs a producer that sends on a channel until ctx ends, handing
+// each value to handle (which returns false to stop). Cancellation is a
+// clean end.
+func pump[T any](ctx context.Context, buffer int, run func(context.Context, chan<- T) error, handle func(T) bool) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	vals := make(chan T, buffer)
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, vals) }()
+	for {
+		select {
+		case err := <-errc:
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		case v := <-vals:
+			if !handle(v) {
+				cancel()
+				<-errc
+				return nil
 			}
 		}
-	}, what, nil
+	}
 }
