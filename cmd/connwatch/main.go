@@ -82,6 +82,7 @@ Commands:
   status   list the authenticated sessions and pending connections now
   agent    watch sessions, emit events, stop the machine when nobody uses it
   inhibit  keep the machine awake while a command runs
+  tunnel   keep the forwards of ssh_config hosts up (autossh replacement)
   doctor   audit sshd/ssh keepalive and idle settings, and fix them
   alarm    evaluate CloudWatch alarm semantics locally ("what would my alarm do?")
   aws      set up the CloudWatch alarm that stops an idle instance
@@ -103,6 +104,6 @@ Commands:
 		return usageError{err}
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newStatusCmd(), newAgentCmd(), newInhibitCmd(), newDoctorCmd(), newAlarmCmd(), newAWSCmd(), newConfigCmd())
+	root.AddCommand(newStatusCmd(), newAgentCmd(), newInhibitCmd(), newTunnelCmd(), newDoctorCmd(), newAlarmCmd(), newAWSCmd(), newConfigCmd())
 	return root
 }

@@ -1,0 +1,236 @@
+package tunnel
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// acceptPause is the pause after an Accept error that is not a closed
+// listener (e.g. EMFILE), so the loop does not spin.
+const acceptPause = 100 * time.Millisecond
+
+// socksTimeout bounds the SOCKS5 greeting and request of a client.
+const socksTimeout = 10 * time.Second
+
+// serveLocal accepts on a LocalForward or DynamicForward listener until
+// it is closed. Connections accepted while the link is down wait for it
+// (Options.WaitWhileDown) and are then closed.
+func (t *Tunnel) serveLocal(ctx context.Context, wg *sync.WaitGroup, i int, ln net.Listener) {
+	f := t.spec.Forwards[i]
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			t.setForward(i, StateListening, err)
+			if !t.wait(ctx, acceptPause) {
+				return
+			}
+			continue
+		}
+		wg.Go(func() {
+			var err error
+			if f.Kind == Dynamic {
+				err = t.handleSOCKS(ctx, i, c)
+			} else {
+				err = t.handleLocal(ctx, i, c, f.DestAddr())
+			}
+			t.forwardEvent(i, err)
+		})
+	}
+}
+
+func (t *Tunnel) handleLocal(ctx context.Context, i int, c net.Conn, dest string) error {
+	client, cctx, err := t.waitClient(ctx)
+	if err != nil {
+		c.Close()
+		return fmt.Errorf("forward to %s: %w", dest, err)
+	}
+	r, err := client.Dial("tcp", dest)
+	if err != nil {
+		c.Close()
+		return fmt.Errorf("open channel to %s: %w", dest, err)
+	}
+	pipe(cctx, c, r)
+	return nil
+}
+
+// serveRemote binds a RemoteForward on the server and carries what
+// arrives to its destination, until the connection ends. A refused bind
+// is retried with a short backoff (or, with ExitOnForwardFailure, ends
+// the connection so that it is retried with the tunnel's backoff).
+func (t *Tunnel) serveRemote(ctx context.Context, wg *sync.WaitGroup, i int, client *ssh.Client) error {
+	f := t.spec.Forwards[i]
+	bind := f.BindAddr()
+	if f.BindHost == "*" {
+		bind = net.JoinHostPort("0.0.0.0", strconv.Itoa(f.BindPort))
+	}
+	bo := Backoff{Min: 500 * time.Millisecond, Max: t.opt.RemoteBindRetry}
+	for ctx.Err() == nil {
+		ln, err := client.Listen("tcp", bind)
+		if err != nil {
+			err = fmt.Errorf("remote listen on %s: %w", bind, err)
+			t.setForward(i, StateRemoteBindFailed, err)
+			if t.spec.ExitOnForwardFailure {
+				return err
+			}
+			if !t.wait(ctx, bo.Next()) {
+				return nil
+			}
+			continue
+		}
+		bo.Reset()
+		t.setForward(i, StateUp, nil)
+		stop := context.AfterFunc(ctx, func() { ln.Close() })
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				break
+			}
+			wg.Go(func() {
+				var d net.Dialer
+				l, err := d.DialContext(ctx, "tcp", f.DestAddr())
+				if err != nil {
+					c.Close()
+					t.forwardEvent(i, fmt.Errorf("connect to %s: %w", f.DestAddr(), err))
+					return
+				}
+				pipe(ctx, c, l)
+				t.forwardEvent(i, nil)
+			})
+		}
+		stop()
+		ln.Close()
+	}
+	return nil
+}
+
+// handleSOCKS serves one SOCKS5 client: no authentication, CONNECT only.
+func (t *Tunnel) handleSOCKS(ctx context.Context, i int, c net.Conn) error {
+	_ = c.SetDeadline(time.Now().Add(socksTimeout))
+	dest, err := socksRequest(c)
+	if err != nil {
+		c.Close()
+		return fmt.Errorf("socks: %w", err)
+	}
+	client, cctx, err := t.waitClient(ctx)
+	if err != nil {
+		socksReply(c, 1) // general failure
+		c.Close()
+		return fmt.Errorf("socks connect to %s: %w", dest, err)
+	}
+	r, err := client.Dial("tcp", dest)
+	if err != nil {
+		socksReply(c, 5) // connection refused
+		c.Close()
+		return fmt.Errorf("socks connect to %s: %w", dest, err)
+	}
+	if err := socksReply(c, 0); err != nil {
+		c.Close()
+		r.Close()
+		return fmt.Errorf("socks reply: %w", err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	pipe(cctx, c, r)
+	return nil
+}
+
+// socksRequest reads a SOCKS5 greeting and CONNECT request and returns
+// the destination host:port.
+func socksRequest(c io.ReadWriter) (string, error) {
+	var hdr [2]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return "", fmt.Errorf("read greeting: %w", err)
+	}
+	if hdr[0] != 5 {
+		return "", fmt.Errorf("version %d is not SOCKS5", hdr[0])
+	}
+	methods := make([]byte, hdr[1])
+	if _, err := io.ReadFull(c, methods); err != nil {
+		return "", fmt.Errorf("read methods: %w", err)
+	}
+	ok := false
+	for _, m := range methods {
+		ok = ok || m == 0
+	}
+	if !ok {
+		_, _ = c.Write([]byte{5, 0xff})
+		return "", errors.New("client offers no unauthenticated method")
+	}
+	if _, err := c.Write([]byte{5, 0}); err != nil {
+		return "", fmt.Errorf("write method: %w", err)
+	}
+	var req [4]byte
+	if _, err := io.ReadFull(c, req[:]); err != nil {
+		return "", fmt.Errorf("read request: %w", err)
+	}
+	if req[0] != 5 || req[1] != 1 {
+		socksReply(c, 7) // command not supported
+		return "", fmt.Errorf("command %d not supported", req[1])
+	}
+	var host string
+	switch req[3] {
+	case 1, 4:
+		ip := make(net.IP, map[byte]int{1: 4, 4: 16}[req[3]])
+		if _, err := io.ReadFull(c, ip); err != nil {
+			return "", fmt.Errorf("read address: %w", err)
+		}
+		host = ip.String()
+	case 3:
+		var n [1]byte
+		if _, err := io.ReadFull(c, n[:]); err != nil {
+			return "", fmt.Errorf("read name: %w", err)
+		}
+		name := make([]byte, n[0])
+		if _, err := io.ReadFull(c, name); err != nil {
+			return "", fmt.Errorf("read name: %w", err)
+		}
+		host = string(name)
+	default:
+		socksReply(c, 8) // address type not supported
+		return "", fmt.Errorf("address type %d not supported", req[3])
+	}
+	var port [2]byte
+	if _, err := io.ReadFull(c, port[:]); err != nil {
+		return "", fmt.Errorf("read port: %w", err)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(int(binary.BigEndian.Uint16(port[:])))), nil
+}
+
+func socksReply(w io.Writer, code byte) error {
+	_, err := w.Write([]byte{5, code, 0, 1, 0, 0, 0, 0, 0, 0})
+	return err
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+// pipe copies both ways, passing half-closes on, until both directions
+// are done or ctx ends; then it closes both.
+func pipe(ctx context.Context, a, b net.Conn) {
+	stop := context.AfterFunc(ctx, func() { a.Close(); b.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	cp := func(dst, src net.Conn) {
+		_, _ = io.Copy(dst, src)
+		if cw, ok := dst.(closeWriter); ok {
+			_ = cw.CloseWrite()
+		} else {
+			dst.Close()
+		}
+	}
+	wg.Go(func() { cp(a, b) })
+	wg.Go(func() { cp(b, a) })
+	wg.Wait()
+	a.Close()
+	b.Close()
+}

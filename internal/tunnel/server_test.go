@@ -1,0 +1,274 @@
+package tunnel
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// testServer is an in-process SSH server on 127.0.0.1 that serves
+// direct-tcpip channels, tcpip-forward requests and keepalives, and that
+// a test can stop and start again on the same port, or make deaf to
+// keepalives while keeping TCP open.
+type testServer struct {
+	t      *testing.T
+	addr   string
+	config *ssh.ServerConfig
+	hostPK ssh.PublicKey
+	mute   atomic.Bool // ignore keepalive requests (no reply at all)
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[net.Conn]bool
+	wg    sync.WaitGroup
+}
+
+// clientKey writes an unencrypted ed25519 key to dir and returns its
+// path and public key.
+func clientKey(t *testing.T, dir string) (string, ssh.PublicKey) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "id_ed25519")
+	if err := os.WriteFile(path, pem.EncodeToMemory(blk), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, s.PublicKey()
+}
+
+func newTestServer(t *testing.T, authorized ssh.PublicKey) *testServer {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hk, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &ssh.ServerConfig{
+		PublicKeyCallback: func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
+			if string(k.Marshal()) == string(authorized.Marshal()) {
+				return nil, nil
+			}
+			return nil, fmt.Errorf("unknown key")
+		},
+	}
+	cfg.AddHostKey(hk)
+	s := &testServer{t: t, config: cfg, hostPK: hk.PublicKey(), conns: map[net.Conn]bool{}}
+	s.start("127.0.0.1:0")
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *testServer) port() int {
+	_, p, _ := net.SplitHostPort(s.addr)
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// knownHosts writes a known_hosts file holding the server's key.
+func (s *testServer) knownHosts(t *testing.T, dir string) string {
+	path := filepath.Join(dir, "known_hosts")
+	line := knownhosts.Line([]string{knownhosts.Normalize(s.addr)}, s.hostPK)
+	if err := os.WriteFile(path, []byte(line+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func (s *testServer) start(addr string) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		s.t.Fatalf("listen: %v", err)
+	}
+	s.mu.Lock()
+	s.ln, s.addr = ln, ln.Addr().String()
+	s.mu.Unlock()
+	s.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns[c] = true
+			s.mu.Unlock()
+			s.wg.Go(func() { s.serve(c) })
+		}
+	})
+}
+
+// restart starts listening again on the same port.
+func (s *testServer) restart() { s.start(s.addr) }
+
+// stop closes the listener and every connection.
+func (s *testServer) stop() {
+	s.mu.Lock()
+	if s.ln != nil {
+		s.ln.Close()
+		s.ln = nil
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+func (s *testServer) serve(c net.Conn) {
+	defer func() {
+		c.Close()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+	sc, chans, reqs, err := ssh.NewServerConn(c, s.config)
+	if err != nil {
+		return
+	}
+	defer sc.Close()
+	var listeners sync.Map
+	defer listeners.Range(func(k, _ any) bool { k.(net.Listener).Close(); return true })
+	s.wg.Go(func() {
+		for r := range reqs {
+			switch r.Type {
+			case "keepalive@openssh.com":
+				if !s.mute.Load() {
+					_ = r.Reply(false, nil) // as OpenSSH does
+				}
+			case "tcpip-forward":
+				var m struct {
+					Addr string
+					Port uint32
+				}
+				if ssh.Unmarshal(r.Payload, &m) != nil {
+					_ = r.Reply(false, nil)
+					continue
+				}
+				ln, err := net.Listen("tcp", net.JoinHostPort(m.Addr, strconv.Itoa(int(m.Port))))
+				if err != nil {
+					_ = r.Reply(false, nil)
+					continue
+				}
+				listeners.Store(ln, true)
+				port := uint32(ln.Addr().(*net.TCPAddr).Port)
+				_ = r.Reply(true, binary.BigEndian.AppendUint32(nil, port))
+				s.wg.Go(func() { s.forwardOut(sc, ln, m.Addr, port) })
+			default:
+				_ = r.Reply(false, nil)
+			}
+		}
+	})
+	for nc := range chans {
+		if nc.ChannelType() != "direct-tcpip" {
+			_ = nc.Reject(ssh.UnknownChannelType, "no")
+			continue
+		}
+		var m struct {
+			Host     string
+			Port     uint32
+			OrigHost string
+			OrigPort uint32
+		}
+		if ssh.Unmarshal(nc.ExtraData(), &m) != nil {
+			_ = nc.Reject(ssh.ConnectionFailed, "bad payload")
+			continue
+		}
+		d, err := net.Dial("tcp", net.JoinHostPort(m.Host, strconv.Itoa(int(m.Port))))
+		if err != nil {
+			_ = nc.Reject(ssh.ConnectionFailed, err.Error())
+			continue
+		}
+		ch, creqs, err := nc.Accept()
+		if err != nil {
+			d.Close()
+			continue
+		}
+		go ssh.DiscardRequests(creqs)
+		s.wg.Go(func() { relay(ch, d) })
+	}
+}
+
+func (s *testServer) forwardOut(sc *ssh.ServerConn, ln net.Listener, addr string, port uint32) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		ra := c.RemoteAddr().(*net.TCPAddr)
+		payload := ssh.Marshal(struct {
+			Addr     string
+			Port     uint32
+			OrigAddr string
+			OrigPort uint32
+		}{addr, port, ra.IP.String(), uint32(ra.Port)})
+		ch, reqs, err := sc.OpenChannel("forwarded-tcpip", payload)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		go ssh.DiscardRequests(reqs)
+		s.wg.Go(func() { relay(ch, c) })
+	}
+}
+
+func relay(ch ssh.Channel, c net.Conn) {
+	var wg sync.WaitGroup
+	wg.Go(func() { _, _ = io.Copy(ch, c); _ = ch.CloseWrite() })
+	wg.Go(func() { _, _ = io.Copy(c, ch); _ = c.(*net.TCPConn).CloseWrite() })
+	wg.Wait()
+	ch.Close()
+	c.Close()
+}
+
+// echoServer echoes on 127.0.0.1 until the test ends.
+func echoServer(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { _, _ = io.Copy(c, c); c.Close() })
+		}
+	})
+	return ln.Addr().String()
+}
+
+// freeLocalPort returns a 127.0.0.1 port that was free a moment ago.
+func freeLocalPort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}

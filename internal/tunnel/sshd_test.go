@@ -1,0 +1,63 @@
+package tunnel
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/connwatch/connwatch/internal/sshdtest"
+)
+
+// TestLocalForwardThroughRealSSHD carries data through a LocalForward of
+// a real OpenSSH sshd, with the host key checked strictly against a
+// known_hosts file holding the server's key.
+func TestLocalForwardThroughRealSSHD(t *testing.T) {
+	srv := sshdtest.Start(t, sshdtest.Options{})
+	pub, err := os.ReadFile(filepath.Join(srv.Dir, "host_ed25519.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	kh := filepath.Join(dir, "known_hosts")
+	host := "[" + srv.Addr + "]:" + strconv.Itoa(srv.Port)
+	if err := os.WriteFile(kh, []byte(host+" "+strings.TrimSpace(string(pub))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	echo := echoServer(t)
+	eh, ep, _ := net.SplitHostPort(echo)
+	epn, _ := strconv.Atoi(ep)
+	lport := freeLocalPort(t)
+	spec := Spec{
+		Host: "sshdtest", HostName: srv.Addr, Port: srv.Port, User: srv.User,
+		IdentityFiles: []string{srv.ClientKey}, IdentitiesOnly: true,
+		UserKnownHostsFiles:   []string{kh},
+		StrictHostKeyChecking: HostKeyStrict,
+		ServerAliveInterval:   time.Second, ServerAliveCountMax: 3,
+		ConnectTimeout: 5 * time.Second,
+		Forwards:       []Forward{{Kind: Local, BindHost: "127.0.0.1", BindPort: lport, DestHost: eh, DestPort: epn}},
+	}
+	tun := New(spec, Options{Logger: slog.New(slog.DiscardHandler), AgentSocket: "/nonexistent"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tun.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	within(t, 10*time.Second, "up", func() bool { return tun.Status().State == StateUp })
+	for i := range 3 {
+		if err := roundTrip(net.JoinHostPort("127.0.0.1", strconv.Itoa(lport)), "through sshd "+strconv.Itoa(i)); err != nil {
+			t.Fatalf("round trip %d: %v\nstatus %+v\nsshd log:\n%s", i, err, tun.Status(), srv.Log())
+		}
+	}
+	within(t, 3*time.Second, "keepalive answered by sshd", func() bool { return tun.Status().KeepaliveRTT > 0 })
+	t.Logf("keepalive RTT with sshd: %s", tun.Status().KeepaliveRTT)
+}
