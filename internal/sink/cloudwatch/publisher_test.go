@@ -559,7 +559,9 @@ func TestRunLoop(t *testing.T) {
 		return ok && d.Equal(t0.Add(time.Minute+cloudwatch.DefaultCloseGrace))
 	})
 	h.clk.Set(t0.Add(time.Minute + cloudwatch.DefaultCloseGrace))
-	waitFor(t, "the first datapoint", func() bool { return len(h.delivered()) == 1 })
+	// Wait until the call has returned too: cancelling while its answer
+	// is in flight would (rightly, at least once) send it again.
+	waitFor(t, "the first datapoint", func() bool { return len(h.delivered()) == 1 && h.pub.Stats().Pending == 0 })
 	h.pub.Observe(t0.Add(70*time.Second), 1)
 	cancel()
 	if err := <-done; err != nil {
