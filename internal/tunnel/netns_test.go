@@ -1,0 +1,495 @@
+package tunnel
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/connwatch/connwatch/internal/sshdtest"
+)
+
+// TestTunnelSurvivesBlackhole runs a LocalForward through a real sshd in
+// a network namespace of its own, reached over a veth pair, and cuts the
+// link silently (an nftables drop rule inside the namespace: no RST, no
+// ICMP) while the tunnel is up. It measures how long keepalives take to
+// notice, and how long data takes to flow again once the rule is gone:
+// first on the backoff alone, then with Retry standing in for a
+// network-change signal.
+func TestTunnelSurvivesBlackhole(t *testing.T) {
+	sshdtest.RequireRoot(t)
+	for _, b := range []string{"ip", "nft", "/usr/sbin/sshd", "ssh-keygen"} {
+		sshdtest.RequireBinary(t, b)
+	}
+	const (
+		interval    = time.Second
+		countMax    = 3
+		backoffMax  = 4 * time.Second
+		connTimeout = 2 * time.Second // SYNs are retransmitted after 1 s: one retry fits
+	)
+	ns := newNetns(t)
+	ns.startSSHD(t)
+	echo := ns.echoServer(t)
+	eh, ep, _ := net.SplitHostPort(echo)
+	epn, _ := strconv.Atoi(ep)
+
+	lport := freeLocalPort(t)
+	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(lport))
+	spec := Spec{
+		Host: "netns", HostName: ns.nsAddr, Port: 22, User: "root",
+		IdentityFiles: []string{ns.clientKey}, IdentitiesOnly: true,
+		UserKnownHostsFiles:   []string{ns.knownHosts},
+		StrictHostKeyChecking: HostKeyStrict,
+		ServerAliveInterval:   interval, ServerAliveCountMax: countMax,
+		ConnectTimeout: connTimeout,
+		Forwards:       []Forward{{Kind: Local, BindHost: "127.0.0.1", BindPort: lport, DestHost: eh, DestPort: epn}},
+	}
+	tun := New(spec, Options{
+		Logger:      slog.New(slog.NewTextHandler(t.Output(), nil)),
+		AgentSocket: "/nonexistent",
+		BackoffMax:  backoffMax,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tun.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+
+	up := func() bool { return tun.Status().State == StateUp }
+	within(t, 10*time.Second, "tunnel up", up)
+	if err := roundTrip(local, "before the blackhole"); err != nil {
+		t.Fatalf("round trip before the blackhole: %v\nstatus %+v\nsshd log:\n%s", err, tun.Status(), ns.sshdLog())
+	}
+
+	// cut blackholes the link, waits for the tunnel to notice, keeps it
+	// cut for hold more, restores it (when ready says so, polled) and
+	// returns the detection time, how long until the tunnel is up again
+	// and how long until a connection opened on restore got its echo.
+	cut := func(name string, hold time.Duration, ready func() bool, onRestore func()) (detect, toUp, toData time.Duration) {
+		t.Helper()
+		ns.blackhole(t)
+		detect = within(t, 3*time.Duration(countMax)*interval, name+": dead link detected", func() bool { return !up() })
+		time.Sleep(hold)
+		if ready != nil {
+			within(t, 3*(backoffMax+connTimeout), name+": ready to restore", ready)
+		}
+		st := tun.Status()
+		ns.restore(t)
+		restored := time.Now()
+		if onRestore != nil {
+			onRestore()
+		}
+		data := make(chan error, 1)
+		go func() { data <- roundTripWithin(local, name+" after restore", backoffMax+connTimeout+5*time.Second) }()
+		toUp = within(t, backoffMax+connTimeout+5*time.Second, name+": up again", up)
+		if err := <-data; err != nil {
+			t.Fatalf("%s: round trip after restore: %v\nstatus %+v", name, err, tun.Status())
+		}
+		toData = time.Since(restored)
+		t.Logf("%s: detected after %s (%d × %s keepalives); restored in state %s (since %s); up again after %s, data after %s; last error %q",
+			name, detect.Round(time.Millisecond), countMax, interval, st.State, time.Since(st.Since).Round(time.Millisecond),
+			toUp.Round(time.Millisecond), toData.Round(time.Millisecond), st.LastError)
+		return detect, toUp, toData
+	}
+
+	// Backoff alone: restored whenever, so a connection attempt may be
+	// waiting on a SYN that was dropped.
+	detect, _, toData := cut("backoff", 3*time.Second, nil, nil)
+	if lim := time.Duration(countMax+3) * interval; detect >= lim {
+		t.Errorf("backoff: dead link detected after %s, want < %s", detect, lim)
+	}
+	if lim := backoffMax + 2*time.Second; toData >= lim {
+		t.Errorf("backoff: data flowed %s after restore, want < %s (backoff cap + 2 s)", toData, lim)
+	}
+
+	// Retry on the network's return: restored while the tunnel waits in
+	// backoff (Retry cuts a wait short, not a dial in flight).
+	within(t, 5*time.Second, "up between the cuts", up)
+	inBackoff := func() bool { return tun.Status().State == StateBackoff }
+	detect, _, toData = cut("retry", 3*time.Second, inBackoff, tun.Retry)
+	if lim := time.Duration(countMax+3) * interval; detect >= lim {
+		t.Errorf("retry: dead link detected after %s, want < %s", detect, lim)
+	}
+	if lim := 1500 * time.Millisecond; toData >= lim {
+		t.Errorf("retry: data flowed %s after restore and Retry, want < %s", toData, lim)
+	}
+	st := tun.Status()
+	t.Logf("final status: state %s, reconnects %d, forward conns %d", st.State, st.Reconnects, st.Forwards[0].Conns)
+	if st.Reconnects < 2 {
+		t.Errorf("reconnects = %d, want >= 2", st.Reconnects)
+	}
+}
+
+// roundTripWithin is roundTrip with a deadline of d for the whole
+// exchange, for a connection that waits for the link to come back.
+func roundTripWithin(addr, msg string, d time.Duration) error {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(d))
+	if _, err := io.WriteString(c, msg+"\n"); err != nil {
+		return err
+	}
+	got, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if got != msg+"\n" {
+		return errors.New("echo mismatch: " + got)
+	}
+	return nil
+}
+
+// netns is a network namespace made for one test, joined to the root
+// namespace by a veth pair on a /30 of 10.231.0.0/16.
+type netns struct {
+	name       string
+	hostIf     string // veth end in the root namespace
+	nsIf       string // veth end in the test namespace
+	hostAddr   string
+	nsAddr     string
+	dir        string
+	clientKey  string // authorised for root by the namespace's sshd
+	knownHosts string // holds the sshd's host key for nsAddr
+	sshdCmd    *exec.Cmd
+}
+
+const nftTable = "cwtun"
+
+// run runs a command and fails the test with its output when it fails.
+func run(t *testing.T, stdin string, name string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// newNetns creates the namespace, the veth pair and their addresses, and
+// registers their removal (and that of every process left inside).
+func newNetns(t *testing.T) *netns {
+	t.Helper()
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	n := &netns{name: "cwtun-" + id, hostIf: "cwth" + id, nsIf: "cwtn" + id, dir: t.TempDir()}
+	// A /30 no interface here is already on.
+	inUse := func(a string) bool {
+		addrs, _ := net.InterfaceAddrs()
+		for _, ad := range addrs {
+			if ipn, ok := ad.(*net.IPNet); ok && strings.HasPrefix(ipn.IP.String(), a) {
+				return true
+			}
+		}
+		return false
+	}
+	for range 20 {
+		x, _ := rand.Int(rand.Reader, big.NewInt(256))
+		y, _ := rand.Int(rand.Reader, big.NewInt(64))
+		prefix := fmt.Sprintf("10.231.%d.", x.Int64())
+		if inUse(prefix) {
+			continue
+		}
+		n.hostAddr = prefix + strconv.Itoa(int(y.Int64())*4+1)
+		n.nsAddr = prefix + strconv.Itoa(int(y.Int64())*4+2)
+		break
+	}
+	if n.nsAddr == "" {
+		t.Fatal("no free /30 in 10.231.0.0/16")
+	}
+	run(t, "", "ip", "netns", "add", n.name)
+	t.Cleanup(func() { n.remove(t) })
+	run(t, "", "ip", "link", "add", n.hostIf, "type", "veth", "peer", "name", n.nsIf, "netns", n.name)
+	run(t, "", "ip", "addr", "add", n.hostAddr+"/30", "dev", n.hostIf)
+	run(t, "", "ip", "link", "set", n.hostIf, "up")
+	run(t, "", "ip", "-n", n.name, "addr", "add", n.nsAddr+"/30", "dev", n.nsIf)
+	run(t, "", "ip", "-n", n.name, "link", "set", n.nsIf, "up")
+	run(t, "", "ip", "-n", n.name, "link", "set", "lo", "up")
+	t.Logf("netns %s: %s (%s) <-> %s (%s)", n.name, n.hostAddr, n.hostIf, n.nsAddr, n.nsIf)
+	return n
+}
+
+// remove kills every process in the namespace (reaping those that were
+// re-parented to this process), then deletes it and the veth pair.
+func (n *netns) remove(t *testing.T) {
+	t.Helper()
+	pids := func() []int {
+		out, _ := exec.Command("ip", "netns", "pids", n.name).Output()
+		var ps []int
+		for _, f := range strings.Fields(string(out)) {
+			if p, err := strconv.Atoi(f); err == nil {
+				ps = append(ps, p)
+			}
+		}
+		return ps
+	}
+	others := func() []int {
+		var ps []int
+		for _, p := range pids() {
+			if p != os.Getpid() {
+				ps = append(ps, p)
+			}
+		}
+		return ps
+	}
+	if slices.Contains(pids(), os.Getpid()) {
+		t.Errorf("the test process itself is in netns %s", n.name)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for ps := others(); len(ps) > 0; ps = others() {
+		if time.Now().After(deadline) {
+			t.Errorf("processes %v still in netns %s", ps, n.name)
+			break
+		}
+		for _, p := range ps {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n.sshdCmd != nil {
+		_ = n.sshdCmd.Wait()
+	}
+	// sshd's per-connection children were re-parented to this process
+	// (a child subreaper, see startSSHD): reap them, nothing else.
+	for _, p := range n.orphans() {
+		var ws unix.WaitStatus
+		_, _ = unix.Wait4(p, &ws, unix.WNOHANG, nil)
+	}
+	if out, err := exec.Command("ip", "netns", "del", n.name).CombinedOutput(); err != nil {
+		t.Errorf("ip netns del %s: %v: %s", n.name, err, out)
+	}
+	// Deleting the namespace deletes the pair; make sure of it.
+	if _, err := net.InterfaceByName(n.hostIf); err == nil {
+		if out, err := exec.Command("ip", "link", "del", n.hostIf).CombinedOutput(); err != nil {
+			t.Errorf("ip link del %s: %v: %s", n.hostIf, err, out)
+		}
+	}
+}
+
+// orphans returns the zombie children of this process whose command is
+// sshd: those left by the namespace's sshd.
+func (n *netns) orphans() []int {
+	me := os.Getpid()
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 || !strings.Contains(s[:i], "(sshd") {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) > 1 && f[0] == "Z" && f[1] == strconv.Itoa(me) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// startSSHD starts sshd -D inside the namespace on nsAddr:22, with its
+// own host key and a client key authorised for root, and waits (at most
+// 10 s) until it answers.
+func (n *netns) startSSHD(t *testing.T) {
+	t.Helper()
+	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	hostKey := filepath.Join(n.dir, "host_ed25519")
+	n.clientKey = filepath.Join(n.dir, "client_ed25519")
+	for _, k := range []string{hostKey, n.clientKey} {
+		run(t, "", "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cwtun-netns", "-f", k)
+	}
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ak := filepath.Join(n.dir, "authorized_keys")
+	if err := os.Mkdir(ak, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := os.ReadFile(n.clientKey + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ak, "root"), pub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hostPub, err := os.ReadFile(hostKey + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.knownHosts = filepath.Join(n.dir, "known_hosts")
+	if err := os.WriteFile(n.knownHosts, []byte(n.nsAddr+" "+strings.TrimSpace(string(hostPub))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	config := filepath.Join(n.dir, "sshd_config")
+	cfg := strings.Join([]string{
+		"# written by TestTunnelSurvivesBlackhole",
+		"ListenAddress " + n.nsAddr,
+		"Port 22",
+		"HostKey " + hostKey,
+		"PidFile " + filepath.Join(n.dir, "sshd.pid"),
+		"AuthorizedKeysFile " + filepath.Join(ak, "%u"),
+		"StrictModes no",
+		"UsePAM yes",
+		"PasswordAuthentication no",
+		"KbdInteractiveAuthentication no",
+		"PermitRootLogin prohibit-password",
+		"AllowTcpForwarding yes",
+		"LogLevel VERBOSE",
+		"",
+	}, "\n")
+	if err := os.WriteFile(config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "", "/usr/sbin/sshd", "-t", "-f", config)
+	out, err := os.Create(filepath.Join(n.dir, "sshd.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd := exec.Command("ip", "netns", "exec", n.name, "/usr/sbin/sshd", "-D", "-f", config, "-E", filepath.Join(n.dir, "sshd.log"))
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start sshd in %s: %v", n.name, err)
+	}
+	n.sshdCmd = cmd
+	addr := net.JoinHostPort(n.nsAddr, "22")
+	start := time.Now()
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("sshd in %s not answering on %s after 10 s: %v\nlog:\n%s", n.name, addr, err, n.sshdLog())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (n *netns) sshdLog() string {
+	b, _ := os.ReadFile(filepath.Join(n.dir, "sshd.log"))
+	o, _ := os.ReadFile(filepath.Join(n.dir, "sshd.out"))
+	return string(b) + string(o)
+}
+
+// echoServer listens on nsAddr inside the namespace and echoes what it
+// reads. The socket is made on a thread moved into the namespace (a
+// socket stays in the namespace it was made in); that thread is thrown
+// away afterwards, and the socket is served from ordinary goroutines.
+func (n *netns) echoServer(t *testing.T) string {
+	t.Helper()
+	type result struct {
+		ln  net.Listener
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// Unlocked only once back in the original namespace; a thread
+		// left locked ends with the goroutine (or, if it is the main
+		// thread, is wedged: still in the test namespace, see remove).
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer orig.Close()
+		f, err := os.Open(filepath.Join("/run/netns", n.name))
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("setns %s: %w", n.name, err)}
+			return
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(n.nsAddr, "0"))
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		ch <- result{ln, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("echo server in %s: %v", n.name, r.err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	t.Cleanup(func() {
+		r.ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := r.ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() { _, _ = io.Copy(c, c); c.Close() })
+		}
+	})
+	return r.ln.Addr().String()
+}
+
+// blackhole drops everything arriving on the namespace's veth end,
+// silently.
+func (n *netns) blackhole(t *testing.T) {
+	t.Helper()
+	rules := fmt.Sprintf("table inet %[1]s {\n chain in {\n  type filter hook input priority -300; policy accept;\n  iifname %[2]q drop\n }\n}\n", nftTable, n.nsIf)
+	run(t, rules, "ip", "netns", "exec", n.name, "nft", "-f", "-")
+}
+
+// restore removes the blackhole.
+func (n *netns) restore(t *testing.T) {
+	t.Helper()
+	run(t, "", "ip", "netns", "exec", n.name, "nft", "delete", "table", "inet", nftTable)
+}
