@@ -2,11 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
+	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
@@ -51,16 +57,30 @@ patterns) applies. From the result connwatch uses:
 Reconnects never give up: jittered exponential backoff from 250 ms to 10 s,
 starting over after a connection stayed up for 30 s. Local listeners stay
 open while the link is down; a connection arriving then waits up to 15 s
-for the link and is closed if it does not come back. SIGUSR1 makes every
-tunnel retry now (e.g. from a network-up hook). SIGINT/SIGTERM stop.
+for the link and is closed if it does not come back. SIGUSR1 (or
+'connwatch tunnel retry') makes every tunnel retry now, and so does a
+network change seen through netlink: a default route or an address added
+or changed (after 200 ms without further changes). Where netlink cannot be
+used this is logged once and only SIGUSR1 is left. SIGINT/SIGTERM stop.
 
 Every state change is logged to standard error: the tunnel's (connecting,
 up, backoff) and each forward's (listening, bind-failed, up,
-remote-bind-failed, down).
+remote-bind-failed, down). It is also written, with the process id, to
+STATE_DIR/tunnels/HOST.json (at once on a state change, at most every 5 s
+for keepalive round trips and connection counts; removed on exit), which
+'connwatch tunnel status' reads and 'connwatch tunnel retry' uses to find
+the processes to send SIGUSR1 to. STATE_DIR is --state-dir, by default the
+agent's (/var/lib/connwatch for root or when it exists, else
+$XDG_STATE_HOME/connwatch or ~/.local/state/connwatch).
+
+A Host named status, retry or keygen must be given with -o or through an
+alias: those words are subcommands.
 
 Examples:
   connwatch tunnel db-bastion
   connwatch tunnel -F ~/.ssh/tunnels.conf -o ServerAliveInterval=5 a b
+  connwatch tunnel status
+  connwatch tunnel retry
 `
 
 type tunnelFlags struct {
@@ -68,6 +88,7 @@ type tunnelFlags struct {
 	options    []string
 	logFormat  string
 	logLevel   string
+	stateDir   string
 }
 
 func newTunnelCmd() *cobra.Command {
@@ -80,10 +101,8 @@ func newTunnelCmd() *cobra.Command {
 			if len(args) == 0 {
 				return usagef("tunnel: name at least one HOST")
 			}
-			for _, o := range f.options {
-				if k, _, ok := strings.Cut(o, "="); !ok || k == "" {
-					return usagef("tunnel: -o %q: want Key=Value", o)
-				}
+			if err := checkSSHOptions("tunnel", f.options); err != nil {
+				return err
 			}
 			switch f.logFormat {
 			case "text", "json":
@@ -101,6 +120,8 @@ func newTunnelCmd() *cobra.Command {
 	fl.StringArrayVarP(&f.options, "option", "o", nil, "ssh_config option Key=Value passed to ssh -G (repeatable)")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fl.StringVar(&f.stateDir, "state-dir", "", "write status files to DIR/tunnels (default: the agent's state directory)")
+	cmd.AddCommand(newTunnelStatusCmd(), newTunnelRetryCmd(), newTunnelKeygenCmd())
 	return cmd
 }
 
@@ -126,6 +147,11 @@ func (s sshOptions) Output(ctx context.Context, name string, args ...string) ([]
 func runTunnels(ctx context.Context, f tunnelFlags, hosts []string, cmd *cobra.Command) error {
 	log := newLogger(config.Agent{LogLevel: f.logLevel, LogFormat: f.logFormat}, cmd.ErrOrStderr())
 	runner := sshOptions{r: sshconfig.Exec{}, options: f.options}
+	stateDir := f.stateDir
+	if stateDir == "" {
+		stateDir = config.DefaultStateDir()
+	}
+	sw := tunnel.NewStatusWriter(filepath.Join(stateDir, tunnel.StatusDir), log.With("source", "tunnel-status"))
 	var tunnels []*tunnel.Tunnel
 	for _, h := range hosts {
 		s, err := sshconfig.ClientSettings(ctx, runner, sshconfig.ClientOptions{Host: h, ConfigFile: f.configFile})
@@ -139,7 +165,7 @@ func runTunnels(ctx context.Context, f tunnelFlags, hosts []string, cmd *cobra.C
 		if len(spec.Forwards) == 0 {
 			log.Warn("host has no forwards; keeping the connection up anyway", "host", h)
 		}
-		tunnels = append(tunnels, tunnel.New(spec, tunnel.Options{Logger: log.With("source", "tunnel")}))
+		tunnels = append(tunnels, tunnel.New(spec, tunnel.Options{Logger: log.With("source", "tunnel"), OnChange: sw.Changed}))
 	}
 
 	usr1 := make(chan os.Signal, 1)
@@ -159,8 +185,252 @@ func runTunnels(ctx context.Context, f tunnelFlags, hosts []string, cmd *cobra.C
 			}
 		}
 	})
+	g.Go(func() error { return sw.Run(ctx, tunnels) })
+	nw := &tunnel.NetWatch{Logger: log.With("source", "netwatch"), Retry: func() {
+		for _, t := range tunnels {
+			t.Retry()
+		}
+	}}
+	g.Go(func() error { return nw.Run(ctx) })
 	for _, t := range tunnels {
 		g.Go(func() error { return t.Run(ctx) })
 	}
 	return g.Wait()
+}
+
+func newTunnelStatusCmd() *cobra.Command {
+	var (
+		asJSON   bool
+		stateDir string
+	)
+	cmd := &cobra.Command{
+		Use:   "status [--state-dir DIR] [--json]",
+		Short: "show the tunnels that connwatch tunnel processes keep up",
+		Long: `status reads the status files that running 'connwatch tunnel' processes
+write to STATE_DIR/tunnels/HOST.json and prints, per Host, the tunnel's
+state (connecting, up, backoff), since when, its last error, the last
+keepalive round trip and how often it reconnected, and the same for each
+forward (listening, bind-failed, up, remote-bind-failed, down) with the
+connections carried. A file whose process is gone (killed without
+cleaning up) is shown as stale.
+
+--json prints an array of {pid, written, host, state, since, last_error,
+keepalive_rtt_ns, reconnects, forwards: [{forward, state, since,
+last_error, conns}], stale}.`,
+		Example: `  connwatch tunnel status
+  connwatch tunnel status --json | jq '.[] | select(.state != "up") | .host'`,
+		Args: noArgs("tunnel status"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			files := readTunnelStatus(cmd, stateDir)
+			if asJSON {
+				if files == nil {
+					files = []tunnel.StatusFile{}
+				}
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(files)
+			}
+			return tunnelTable(cmd.OutOrStdout(), files, time.Now())
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (an array, one object per Host)")
+	cmd.Flags().StringVar(&stateDir, "state-dir", config.DefaultStateDir(), "state directory the tunnels write to")
+	return cmd
+}
+
+// tunnelTable prints one line per tunnel and an indented one per forward.
+func tunnelTable(w io.Writer, files []tunnel.StatusFile, now time.Time) error {
+	if len(files) == 0 {
+		_, err := fmt.Fprintln(w, "no tunnels running")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tSTATE\tFOR\tRTT\tRECONNECTS\tPID\tLAST ERROR")
+	for _, f := range files {
+		state := string(f.State)
+		if f.Stale {
+			state = "stale (" + state + ")"
+		}
+		rtt := "-"
+		if f.KeepaliveRTT > 0 {
+			rtt = f.KeepaliveRTT.Round(time.Millisecond).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", f.Host, state, ago(now, f.Since), rtt, f.Reconnects, f.PID, f.LastError)
+		for _, fw := range f.Forwards {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d conns\t\t\t%s\n", fw.Forward, fw.State, ago(now, fw.Since), fw.Conns, fw.LastError)
+		}
+	}
+	return tw.Flush()
+}
+
+func ago(now, t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return now.Sub(t).Round(time.Second).String()
+}
+
+func newTunnelRetryCmd() *cobra.Command {
+	var stateDir string
+	cmd := &cobra.Command{
+		Use:   "retry [--state-dir DIR]",
+		Short: "make running connwatch tunnel processes reconnect now",
+		Long: `retry sends SIGUSR1 to every running 'connwatch tunnel' process found
+through its status file in STATE_DIR/tunnels, which cuts each tunnel's
+backoff wait short: the next connection attempt starts at once. Use it
+from a network-up hook when netlink is not available to connwatch.
+
+Exit status: 0 when every live process was signalled (or none runs),
+1 when a signal could not be sent.`,
+		Args: noArgs("tunnel retry"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			files := readTunnelStatus(cmd, stateDir)
+			done := map[int]bool{}
+			var errs []error
+			for _, f := range files {
+				if f.Stale || done[f.PID] {
+					continue
+				}
+				done[f.PID] = true
+				if err := syscall.Kill(f.PID, syscall.SIGUSR1); err != nil {
+					errs = append(errs, fmt.Errorf("signal pid %d (%s): %w", f.PID, f.Host, err))
+					continue
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "signalled pid %d\n", f.PID)
+			}
+			if len(done) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "no tunnels running")
+			}
+			return errors.Join(errs...)
+		},
+	}
+	cmd.Flags().StringVar(&stateDir, "state-dir", config.DefaultStateDir(), "state directory the tunnels write to")
+	return cmd
+}
+
+func newTunnelKeygenCmd() *cobra.Command {
+	var (
+		sshFlags   tunnelFlags
+		out        string
+		from       string
+		permitOpen []string
+		force      bool
+	)
+	cmd := &cobra.Command{
+		Use:   "keygen [-F FILE] [-o Key=Value]... HOST [--out FILE] [--from CIDR] [--permitopen host:port]... [--force]",
+		Short: "make a dedicated tunnel key for HOST and print its restricted authorized_keys line",
+		Long: `keygen creates an ed25519 key without passphrase (mode 0600, written
+atomically; the public half in FILE.pub) to be used only by
+'connwatch tunnel HOST', and prints on standard output the line to put in
+the server's authorized_keys, which allows that key port forwarding and
+nothing else:
+
+  restrict,port-forwarding          no shell, no agent or X11 forwarding
+  permitopen="host:port"            one per LocalForward destination of
+                                    HOST (from ssh -G) and per --permitopen;
+                                    left out when HOST has a DynamicForward
+                                    and no --permitopen is given (SOCKS may
+                                    open anything), and when there is nothing
+                                    to list (local forwarding not limited)
+  permitlisten="[host:]port"        one per RemoteForward of HOST
+  from="CIDR"                       with --from: only from these addresses
+
+followed by the public key and a comment. The key file is FILE (--out),
+by default ~/.ssh/connwatch_HOST_ed25519. An existing key is never
+overwritten without --force. Then set, for HOST in ssh_config:
+IdentityFile FILE and IdentitiesOnly yes.`,
+		Example: `  connwatch tunnel keygen db-bastion --from 203.0.113.0/24 >> authorized_keys.db-bastion
+  ssh-copy-id is no help here: append the printed line on the server`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("tunnel keygen: name exactly one HOST")
+			}
+			return checkSSHOptions("tunnel keygen", sshFlags.options)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			host := args[0]
+			ctx := cmd.Context()
+			runner := sshOptions{r: sshconfig.Exec{}, options: sshFlags.options}
+			s, err := sshconfig.ClientSettings(ctx, runner, sshconfig.ClientOptions{Host: host, ConfigFile: sshFlags.configFile})
+			if err != nil {
+				return fmt.Errorf("resolve %s: %w", host, err)
+			}
+			spec, err := tunnel.SpecFromSettings(host, s)
+			if err != nil {
+				return fmt.Errorf("resolve %s: %w", host, err)
+			}
+			comment := "connwatch-tunnel-" + host
+			if hn, err := os.Hostname(); err == nil {
+				comment += "@" + hn
+			}
+			r := tunnel.Restriction{From: from, PermitOpen: permitOpen}
+			// Check the options before making a key.
+			if _, err := tunnel.AuthorizedKeyOptions(spec, r); err != nil {
+				return usagef("tunnel keygen: %v", err)
+			}
+			if out == "" {
+				home, err := os.UserHomeDir()
+				if err != nil {
+					return fmt.Errorf("find home for the default --out: %w", err)
+				}
+				name := strings.NewReplacer("/", "_", " ", "_").Replace(host)
+				out = filepath.Join(home, ".ssh", "connwatch_"+name+"_ed25519")
+				if err := os.MkdirAll(filepath.Dir(out), 0o700); err != nil {
+					return fmt.Errorf("create %s: %w", filepath.Dir(out), err)
+				}
+			}
+			pub, err := tunnel.GenerateKey(out, comment, force)
+			if errors.Is(err, tunnel.ErrKeyExists) {
+				return fmt.Errorf("%w (use --force to replace it)", err)
+			}
+			if err != nil {
+				return err
+			}
+			line, err := tunnel.AuthorizedKeysLine(spec, pub, r, comment)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s and %s.pub\nin ssh_config, under Host %s:\n  IdentityFile %s\n  IdentitiesOnly yes\non %s, append to the user's ~/.ssh/authorized_keys:\n", out, out, host, out, spec.HostName)
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), line)
+			return err
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&sshFlags.configFile, "config", "F", "", "ssh_config FILE for ssh -G")
+	fl.StringArrayVarP(&sshFlags.options, "option", "o", nil, "ssh_config option Key=Value passed to ssh -G (repeatable)")
+	fl.StringVar(&out, "out", "", "key FILE (default ~/.ssh/connwatch_HOST_ed25519)")
+	fl.StringVar(&from, "from", "", "allow the key only from this address or CIDR prefix")
+	fl.StringArrayVar(&permitOpen, "permitopen", nil, "also allow forwarding to host:port (repeatable)")
+	fl.BoolVar(&force, "force", false, "replace an existing key")
+	return cmd
+}
+
+// checkSSHOptions checks -o options for ssh -G.
+func checkSSHOptions(cmd string, options []string) error {
+	for _, o := range options {
+		if k, _, ok := strings.Cut(o, "="); !ok || k == "" {
+			return usagef("%s: -o %q: want Key=Value", cmd, o)
+		}
+	}
+	return nil
+}
+
+// noArgs is a cobra.PositionalArgs refusing arguments with a usage error.
+func noArgs(cmd string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usagef("%s takes no arguments, got %q", cmd, args[0])
+		}
+		return nil
+	}
+}
+
+// readTunnelStatus reads the status files under stateDir, warning on
+// standard error about those it cannot read.
+func readTunnelStatus(cmd *cobra.Command, stateDir string) []tunnel.StatusFile {
+	files, err := tunnel.ReadStatusFiles(filepath.Join(stateDir, tunnel.StatusDir))
+	if err != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v\n", err)
+	}
+	return files
 }

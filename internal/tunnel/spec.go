@@ -54,11 +54,11 @@ const (
 // Remote the bind address is on the server and the destination is dialled
 // from here. Dynamic has no destination.
 type Forward struct {
-	Kind     Kind
-	BindHost string // "" means loopback (ssh's default without GatewayPorts)
-	BindPort int
-	DestHost string
-	DestPort int
+	Kind     Kind   `json:"kind"`
+	BindHost string `json:"bind_host,omitempty"` // "" means loopback (ssh's default without GatewayPorts)
+	BindPort int    `json:"bind_port"`
+	DestHost string `json:"dest_host,omitempty"`
+	DestPort int    `json:"dest_port,omitempty"`
 }
 
 // BindAddr is the host:port to listen on; an empty bind host is 127.0.0.1.

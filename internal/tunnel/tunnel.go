@@ -74,26 +74,30 @@ type Options struct {
 	// Dial connects to the server; default a net.Dialer with the Spec's
 	// ConnectTimeout.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// OnChange, if set, is called after the Status changed: urgent for a
+	// tunnel or forward state change, not urgent for a new keepalive RTT,
+	// connection count or per-connection error. It is called without locks held and must not block.
+	OnChange func(urgent bool)
 }
 
 // Status is a snapshot of a tunnel.
 type Status struct {
-	Host         string
-	State        State
-	Since        time.Time
-	LastError    string // the error that ended the last connection or attempt
-	KeepaliveRTT time.Duration
-	Reconnects   int // times the link came back up after it was lost
-	Forwards     []ForwardStatus
+	Host         string          `json:"host"`
+	State        State           `json:"state"`
+	Since        time.Time       `json:"since"`
+	LastError    string          `json:"last_error,omitempty"` // the error that ended the last connection or attempt
+	KeepaliveRTT time.Duration   `json:"keepalive_rtt_ns"`
+	Reconnects   int             `json:"reconnects"` // times the link came back up after it was lost
+	Forwards     []ForwardStatus `json:"forwards"`
 }
 
 // ForwardStatus is a snapshot of one forward.
 type ForwardStatus struct {
-	Forward   Forward
-	State     State
-	Since     time.Time
-	LastError string // last bind or per-connection error
-	Conns     int    // connections carried so far
+	Forward   Forward   `json:"forward"`
+	State     State     `json:"state"`
+	Since     time.Time `json:"since"`
+	LastError string    `json:"last_error,omitempty"` // last bind or per-connection error
+	Conns     int       `json:"conns"`                // connections carried so far
 }
 
 // Tunnel keeps one Host's forwards alive. Make it with New.
@@ -164,6 +168,13 @@ func (t *Tunnel) Retry() {
 	}
 }
 
+// changed tells Options.OnChange.
+func (t *Tunnel) changed(urgent bool) {
+	if t.opt.OnChange != nil {
+		t.opt.OnChange(urgent)
+	}
+}
+
 // Status returns a snapshot.
 func (t *Tunnel) Status() Status {
 	t.mu.Lock()
@@ -188,6 +199,7 @@ func (t *Tunnel) setState(s State, err error, attrs ...any) {
 		t.everUp = true
 	}
 	t.mu.Unlock()
+	t.changed(true)
 	if changed || err != nil {
 		attrs = append([]any{keyState, s}, attrs...)
 		if err != nil {
@@ -211,6 +223,9 @@ func (t *Tunnel) setForward(i int, s State, err error) {
 		fs.LastError = err.Error()
 	}
 	t.mu.Unlock()
+	if changed || err != nil {
+		t.changed(true)
+	}
 	if changed {
 		if err != nil {
 			t.log.Warn("forward state", keyForward, fs.Forward.String(), keyState, s, keyErr, err)
@@ -231,6 +246,7 @@ func (t *Tunnel) forwardEvent(i int, err error) {
 	}
 	f := fs.Forward
 	t.mu.Unlock()
+	t.changed(false) // counters and per-connection errors can be frequent
 	if err != nil {
 		t.log.Warn("forwarded connection failed", keyForward, f.String(), keyErr, err)
 	}
@@ -423,6 +439,7 @@ func (t *Tunnel) keepalive(ctx context.Context, client *ssh.Client) error {
 			t.mu.Lock()
 			t.st.KeepaliveRTT = rtt
 			t.mu.Unlock()
+			t.changed(false)
 		case <-tm.C():
 			misses++
 			t.log.Warn("keepalive unanswered", "missed", misses, "max", t.spec.ServerAliveCountMax)
