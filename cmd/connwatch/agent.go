@@ -367,6 +367,13 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 		defer cwPub.Close()
 		opts.Observers = append(opts.Observers, cloudWatchObserver{cwPub})
 	}
+	tunnels, keepTunnels, err := agentTunnels(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if metrics != nil && len(tunnels) > 0 {
+		metrics.Registerer().MustRegister(newTunnelCollector(tunnels))
+	}
 	a, err := agent.New(opts)
 	if err != nil {
 		return err
@@ -377,6 +384,9 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Run(gctx) })
+	if keepTunnels != nil {
+		g.Go(func() error { return keepTunnels(gctx) })
+	}
 	if cwPub != nil {
 		g.Go(func() error { return cwPub.Run(gctx) })
 		if name := cfg.CloudWatch.ResetAlarm; name != "" {
@@ -568,5 +578,6 @@ func restartOnly(old, new config.Agent) []string {
 	diff("idle.warn_command", old.Idle.WarnCommand, new.Idle.WarnCommand)
 	diff("notify", old.Notify, new.Notify)
 	diff("cloudwatch", old.CloudWatch, new.CloudWatch)
+	diff("tunnels", old.Tunnels, new.Tunnels)
 	return out
 }

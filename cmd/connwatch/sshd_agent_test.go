@@ -3,6 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -434,4 +437,98 @@ func TestPrometheusScrapesAgent(t *testing.T) {
 	if err := p.Stop(); err != nil {
 		t.Errorf("stop prometheus: %v", err)
 	}
+}
+
+// TestAgentKeepsDeclaredTunnel declares a tunnel in the agent's config:
+// its LocalForward through a real sshd carries data and its state shows
+// on the agent's Prometheus endpoint.
+func TestAgentKeepsDeclaredTunnel(t *testing.T) {
+	sshdtest.RequireRoot(t)
+	sshdtest.RequireBinary(t, "sshd")
+	sshdtest.RequireBinary(t, "ssh")
+	srv := sshdtest.Start(t, sshdtest.Options{})
+	dir := t.TempDir()
+
+	// An echo server for the forward's destination.
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	pub, err := os.ReadFile(filepath.Join(srv.Dir, "host_ed25519.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kh := filepath.Join(dir, "known_hosts")
+	if err := os.WriteFile(kh, []byte(fmt.Sprintf("[%s]:%d %s", srv.Addr, srv.Port, pub)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	local := promtest.FreeAddr(t)
+	sshConfig := filepath.Join(dir, "ssh_config")
+	if err := os.WriteFile(sshConfig, []byte(fmt.Sprintf(`Host broker
+  HostName %s
+  Port %d
+  User %s
+  IdentityFile %s
+  IdentitiesOnly yes
+  UserKnownHostsFile %s
+  StrictHostKeyChecking yes
+  ServerAliveInterval 1
+  LocalForward %s %s
+`, srv.Addr, srv.Port, srv.User, srv.ClientKey, kh, local, echo.Addr())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "connwatch.toml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[tunnels]\nhosts = [\"broker\"]\nssh_config = %q\n", sshConfig)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	metrics := promtest.FreeAddr(t)
+	startAgent(t, srv, "--config", cfg, "--metrics-addr", metrics)
+
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", local, time.Second)
+		if err == nil {
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			_, werr := c.Write([]byte("ping\n"))
+			buf := make([]byte, 5)
+			_, rerr := io.ReadFull(c, buf)
+			c.Close()
+			if werr == nil && rerr == nil && string(buf) == "ping\n" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the declared tunnel never carried data to %s", local)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `connwatch_tunnel_up{host="broker"} 1`) {
+		t.Errorf("metrics lack connwatch_tunnel_up for broker:\n%s", grepLines(string(body), "connwatch_tunnel"))
+	}
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

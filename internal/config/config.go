@@ -74,6 +74,18 @@ type Agent struct {
 	Action         Action     `toml:"action"`
 	Notify         Notify     `toml:"notify"`
 	CloudWatch     CloudWatch `toml:"cloudwatch"`
+	Tunnels        Tunnels    `toml:"tunnels"`
+}
+
+// Tunnels are kept up by the agent, as `connwatch tunnel` would, with
+// their state on its Prometheus endpoint.
+type Tunnels struct {
+	// Hosts are ssh_config Host names whose forwards are kept up.
+	Hosts []string `toml:"hosts"`
+	// SSHConfig is the client config (ssh -F); empty: ssh's default.
+	SSHConfig string `toml:"ssh_config"`
+	// Options are ssh -o Key=Value options.
+	Options []string `toml:"options"`
 }
 
 // CloudWatch publishes the session count, by default exactly as the
@@ -319,6 +331,16 @@ func (c Agent) Validate() error {
 		}
 		if c.CloudWatch.Namespace == "" || c.CloudWatch.MetricName == "" {
 			bad("cloudwatch.namespace", c.CloudWatch.Namespace, "namespace and metric_name must be set")
+		}
+	}
+	for _, h := range c.Tunnels.Hosts {
+		if h == "" || strings.HasPrefix(h, "-") || strings.ContainsAny(h, " \t") {
+			bad("tunnels.hosts", fmt.Sprintf("%q", h), "not an ssh_config Host name")
+		}
+	}
+	for _, o := range c.Tunnels.Options {
+		if k, _, ok := strings.Cut(o, "="); !ok || k == "" {
+			bad("tunnels.options", o, "must be Key=Value, as for ssh -o")
 		}
 	}
 	if c.Action.Timeout.Duration <= 0 {
