@@ -53,6 +53,11 @@ patterns) applies. From the result connwatch uses:
                                 connwatch, a refused RemoteForward drops the
                                 connection; otherwise a failing forward only
                                 logs and is retried, and the others go on
+  ProxyJump                     connect through these jump hosts, each
+                                resolved with ssh -G too (the first one's
+                                own ProxyJump is followed), host keys checked
+                                per hop; keepalives run on the last hop.
+                                ProxyCommand is not supported
 
 Reconnects never give up: jittered exponential backoff from 250 ms to 10 s,
 starting over after a connection stayed up for 30 s. Local listeners stay
@@ -60,7 +65,11 @@ open while the link is down; a connection arriving then waits up to 15 s
 for the link and is closed if it does not come back. SIGUSR1 (or
 'connwatch tunnel retry') makes every tunnel retry now, and so does a
 network change seen through netlink: a default route or an address added
-or changed (after 200 ms without further changes). Where netlink cannot be
+or changed (after 200 ms without further changes). Retrying cuts a
+backoff wait short, abandons a connection attempt in progress for a fresh
+one, and checks a connection that is up with a keepalive answered within
+a second (or ServerAliveInterval if shorter): if none comes, the
+connection is made again at once; a healthy one is left alone. Where netlink cannot be
 used this is logged once and only SIGUSR1 is left. SIGINT/SIGTERM stop.
 
 Every state change is logged to standard error: the tunnel's (connecting,
@@ -152,20 +161,17 @@ func runTunnels(ctx context.Context, f tunnelFlags, hosts []string, cmd *cobra.C
 		stateDir = config.DefaultStateDir()
 	}
 	sw := tunnel.NewStatusWriter(filepath.Join(stateDir, tunnel.StatusDir), log.With("source", "tunnel-status"))
+	resolve := specResolver(runner, f.configFile)
 	var tunnels []*tunnel.Tunnel
 	for _, h := range hosts {
-		s, err := sshconfig.ClientSettings(ctx, runner, sshconfig.ClientOptions{Host: h, ConfigFile: f.configFile})
+		spec, err := resolve(ctx, h)
 		if err != nil {
-			return fmt.Errorf("resolve %s: %w", h, err)
-		}
-		spec, err := tunnel.SpecFromSettings(h, s)
-		if err != nil {
-			return fmt.Errorf("resolve %s: %w", h, err)
+			return err
 		}
 		if len(spec.Forwards) == 0 {
 			log.Warn("host has no forwards; keeping the connection up anyway", "host", h)
 		}
-		tunnels = append(tunnels, tunnel.New(spec, tunnel.Options{Logger: log.With("source", "tunnel"), OnChange: sw.Changed}))
+		tunnels = append(tunnels, tunnel.New(spec, tunnel.Options{Logger: log.With("source", "tunnel"), OnChange: sw.Changed, ResolveJump: resolve}))
 	}
 
 	usr1 := make(chan os.Signal, 1)
@@ -276,8 +282,10 @@ func newTunnelRetryCmd() *cobra.Command {
 		Use:   "retry [--state-dir DIR]",
 		Short: "make running connwatch tunnel processes reconnect now",
 		Long: `retry sends SIGUSR1 to every running 'connwatch tunnel' process found
-through its status file in STATE_DIR/tunnels, which cuts each tunnel's
-backoff wait short: the next connection attempt starts at once. Use it
+through its status file in STATE_DIR/tunnels, which makes each tunnel
+retry now: a backoff wait is cut short, an attempt in progress is started
+afresh, and a connection that is up is probed and made again at once if
+it does not answer within a second. Use it
 from a network-up hook when netlink is not available to connwatch.
 
 Exit status: 0 when every live process was signalled (or none runs),

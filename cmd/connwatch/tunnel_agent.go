@@ -22,17 +22,14 @@ func agentTunnels(ctx context.Context, cfg config.Agent, log *slog.Logger) ([]*t
 	}
 	runner := sshOptions{r: sshconfig.Exec{}, options: cfg.Tunnels.Options}
 	sw := tunnel.NewStatusWriter(filepath.Join(cfg.StateDir, tunnel.StatusDir), log.With("source", "tunnel-status"))
+	resolve := specResolver(runner, cfg.Tunnels.SSHConfig)
 	var tunnels []*tunnel.Tunnel
 	for _, h := range cfg.Tunnels.Hosts {
-		s, err := sshconfig.ClientSettings(ctx, runner, sshconfig.ClientOptions{Host: h, ConfigFile: cfg.Tunnels.SSHConfig})
+		spec, err := resolve(ctx, h)
 		if err != nil {
-			return nil, nil, fmt.Errorf("resolve tunnel %s: %w", h, err)
+			return nil, nil, fmt.Errorf("tunnel: %w", err)
 		}
-		spec, err := tunnel.SpecFromSettings(h, s)
-		if err != nil {
-			return nil, nil, fmt.Errorf("resolve tunnel %s: %w", h, err)
-		}
-		tunnels = append(tunnels, tunnel.New(spec, tunnel.Options{Logger: log.With("source", "tunnel", "host", h), OnChange: sw.Changed}))
+		tunnels = append(tunnels, tunnel.New(spec, tunnel.Options{Logger: log.With("source", "tunnel", "host", h), OnChange: sw.Changed, ResolveJump: resolve}))
 	}
 	run := func(ctx context.Context) error {
 		done := make(chan error, len(tunnels)+2)
@@ -56,6 +53,22 @@ func agentTunnels(ctx context.Context, cfg config.Agent, log *slog.Logger) ([]*t
 		return nil
 	}
 	return tunnels, run, nil
+}
+
+// specResolver resolves a Host as OpenSSH does (ssh -G with -F and -o)
+// into a tunnel Spec; tunnels also use it for their ProxyJump hosts.
+func specResolver(runner sshconfig.Runner, configFile string) tunnel.Resolver {
+	return func(ctx context.Context, h string) (tunnel.Spec, error) {
+		s, err := sshconfig.ClientSettings(ctx, runner, sshconfig.ClientOptions{Host: h, ConfigFile: configFile})
+		if err != nil {
+			return tunnel.Spec{}, fmt.Errorf("resolve %s: %w", h, err)
+		}
+		spec, err := tunnel.SpecFromSettings(h, s)
+		if err != nil {
+			return tunnel.Spec{}, fmt.Errorf("resolve %s: %w", h, err)
+		}
+		return spec, nil
+	}
 }
 
 // tunnelCollector exports the tunnels' state to Prometheus.

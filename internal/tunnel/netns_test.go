@@ -126,7 +126,7 @@ func TestTunnelSurvivesBlackhole(t *testing.T) {
 	}
 
 	// Retry on the network's return: restored while the tunnel waits in
-	// backoff (Retry cuts a wait short, not a dial in flight).
+	// backoff (Retry cuts the wait short).
 	within(t, 5*time.Second, "up between the cuts", up)
 	inBackoff := func() bool { return tun.Status().State == StateBackoff }
 	detect, _, toData = cut("retry", 3*time.Second, inBackoff, tun.Retry)
@@ -135,6 +135,18 @@ func TestTunnelSurvivesBlackhole(t *testing.T) {
 	}
 	if lim := 1500 * time.Millisecond; toData >= lim {
 		t.Errorf("retry: data flowed %s after restore and Retry, want < %s", toData, lim)
+	}
+
+	// Retry on the network's return while a dial is in flight (its SYN
+	// dropped): the attempt is abandoned for a fresh one at once.
+	within(t, 5*time.Second, "up between the cuts", up)
+	dialing := func() bool {
+		st := tun.Status()
+		return st.State == StateConnecting && time.Since(st.Since) > 200*time.Millisecond
+	}
+	_, _, toData = cut("retry-dial", time.Second, dialing, tun.Retry)
+	if lim := 1500 * time.Millisecond; toData >= lim {
+		t.Errorf("retry-dial: data flowed %s after restore and Retry, want < %s", toData, lim)
 	}
 	st := tun.Status()
 	t.Logf("final status: state %s, reconnects %d, forward conns %d", st.State, st.Reconnects, st.Forwards[0].Conns)

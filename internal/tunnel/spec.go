@@ -111,6 +111,9 @@ type Spec struct {
 	ConnectTimeout        time.Duration // 0: none
 	ExitOnForwardFailure  bool
 	Forwards              []Forward // LocalForward, RemoteForward, DynamicForward in that order
+	// ProxyJump lists the jump hosts, first to last (nil: direct). Their
+	// settings come from Options.ResolveJump. ProxyCommand is refused.
+	ProxyJump []Jump
 }
 
 // Addr is the server's host:port.
@@ -154,6 +157,12 @@ func SpecFromSettings(host string, s sshconfig.Settings) (Spec, error) {
 		return Spec{}, fmt.Errorf("read stricthostkeychecking %q: %w", v, ErrSpec)
 	}
 	var err error
+	if sp.ProxyJump, err = parseJumps(s.Get("proxyjump")); err != nil {
+		return Spec{}, err
+	}
+	if v := s.Get("proxycommand"); sp.ProxyJump == nil && v != "" && !strings.EqualFold(v, "none") {
+		return Spec{}, fmt.Errorf("proxycommand %q: ProxyCommand is not supported (ProxyJump is): %w", v, ErrSpec)
+	}
 	if sp.ServerAliveInterval, err = timeSetting(s, "serveraliveinterval"); err != nil {
 		return Spec{}, err
 	}

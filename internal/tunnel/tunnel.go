@@ -51,7 +51,14 @@ var (
 	// ErrLinkDown refuses a local connection that waited too long for
 	// the link.
 	ErrLinkDown = errors.New("tunnel is down")
+	// ErrProbe ends a connection that did not answer the keepalive sent
+	// at once on Retry; the next attempt starts without a backoff wait.
+	ErrProbe = errors.New("server did not answer the probe on retry")
 )
+
+// probeTimeout is the longest wait for the reply to the probe sent on
+// Retry (shorter when ServerAliveInterval is).
+const probeTimeout = time.Second
 
 // Options tune a Tunnel; zero values pick the defaults.
 type Options struct {
@@ -71,9 +78,14 @@ type Options struct {
 	// dynamic forward while the link is down waits for it before being
 	// closed (15 s).
 	WaitWhileDown time.Duration
-	// Dial connects to the server; default a net.Dialer with the Spec's
-	// ConnectTimeout.
+	// Dial connects to the server (the first jump host with ProxyJump);
+	// default a net.Dialer with the Spec's ConnectTimeout. It must give up
+	// when ctx ends: Retry cancels an attempt in progress that way.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// ResolveJump returns the settings of a ProxyJump host (ssh -G); it
+	// is needed only when the Spec has ProxyJump. Jump hosts are resolved
+	// on the first connection attempt that needs them and then kept.
+	ResolveJump Resolver
 	// OnChange, if set, is called after the Status changed: urgent for a
 	// tunnel or forward state change, not urgent for a new keepalive RTT,
 	// connection count or per-connection error. It is called without locks held and must not block.
@@ -108,6 +120,9 @@ type Tunnel struct {
 	log   *slog.Logger
 	keys  *hostKeys
 	retry chan struct{}
+
+	hopsMu sync.Mutex
+	hops   []hop // resolved on first use
 
 	mu       sync.Mutex
 	st       Status
@@ -159,8 +174,13 @@ func New(spec Spec, opt Options) *Tunnel {
 	return t
 }
 
-// Retry cuts a backoff wait short: the next connection attempt starts now
-// (connwatch tunnel wires SIGUSR1 to it).
+// Retry makes the tunnel check its link now (connwatch tunnel wires
+// SIGUSR1 and network changes to it). In backoff, the wait is cut short.
+// While connecting, the attempt in progress (dial or handshake) is
+// abandoned and a fresh one starts at once. While up, a keepalive is sent
+// at once with a short reply deadline (at most a second); a healthy
+// connection is left alone, one that does not answer in time is closed
+// and a new connection attempted without a backoff wait.
 func (t *Tunnel) Retry() {
 	select {
 	case t.retry <- struct{}{}:
@@ -280,16 +300,16 @@ func (t *Tunnel) Run(ctx context.Context) error {
 	bo := Backoff{Min: t.opt.BackoffMin, Max: t.opt.BackoffMax}
 	for {
 		t.setState(StateConnecting, nil)
-		client, conn, err := t.connect(ctx)
+		client, conn, retried, err := t.attempt(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
+		if retried {
+			t.log.Info("connection attempt abandoned on retry; starting a fresh one", keyErr, err)
+			continue
+		}
 		if err == nil {
 			upAt := t.clk.Now()
-			select { // a Retry while up is stale
-			case <-t.retry:
-			default:
-			}
 			t.setState(StateUp, nil, "addr", t.spec.Addr())
 			err = t.session(ctx, &wg, client, conn)
 			if ctx.Err() != nil {
@@ -297,6 +317,10 @@ func (t *Tunnel) Run(ctx context.Context) error {
 			}
 			if t.clk.Now().Sub(upAt) >= t.opt.HealthyAfter {
 				bo.Reset()
+			}
+			if errors.Is(err, ErrProbe) { // Retry found the link dead: no wait
+				t.setState(StateConnecting, err)
+				continue
 			}
 		}
 		d := bo.Next()
@@ -321,46 +345,129 @@ func (t *Tunnel) wait(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// connect dials and shakes hands within ConnectTimeout.
+// attempt runs connect, abandoning it when Retry is called meanwhile:
+// retried is then true (and err the attempt's error).
+func (t *Tunnel) attempt(ctx context.Context) (client *ssh.Client, conn net.Conn, retried bool, err error) {
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case <-t.retry:
+			retried = true
+			cancel()
+		case <-done:
+		}
+	})
+	client, conn, err = t.connect(actx)
+	close(done)
+	wg.Wait()
+	if err == nil {
+		return client, conn, false, nil // done before the Retry could stop it: fresh anyway
+	}
+	return nil, nil, retried && ctx.Err() == nil, err
+}
+
+// hop is one server on the way: the jump hosts, then the tunnel's own.
+type hop struct {
+	spec Spec
+	keys *hostKeys
+}
+
+// chain returns the hops to the server, resolving jump hosts once.
+func (t *Tunnel) chain(ctx context.Context) ([]hop, error) {
+	t.hopsMu.Lock()
+	defer t.hopsMu.Unlock()
+	if t.hops != nil {
+		return t.hops, nil
+	}
+	specs, err := resolveChain(ctx, t.spec, t.opt.ResolveJump, 0)
+	if err != nil {
+		return nil, err
+	}
+	hops := make([]hop, len(specs))
+	for i, sp := range specs {
+		hops[i] = hop{spec: sp, keys: newHostKeys(sp)}
+	}
+	hops[len(hops)-1].keys = t.keys
+	t.hops = hops
+	return hops, nil
+}
+
+// connect dials and shakes hands within ConnectTimeout (per hop when
+// going through jump hosts: each next hop is a direct-tcpip channel of
+// the one before). The returned net.Conn is the TCP connection to the
+// first hop: closing it ends the whole chain.
 func (t *Tunnel) connect(ctx context.Context) (*ssh.Client, net.Conn, error) {
-	addr := t.spec.Addr()
+	hops, err := t.chain(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	addr := hops[0].spec.Addr()
 	conn, err := t.opt.Dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
 	if t.spec.ConnectTimeout > 0 {
-		// A real deadline: the handshake is bounded by the kernel's clock.
-		_ = conn.SetDeadline(time.Now().Add(t.spec.ConnectTimeout))
+		// A real deadline: the handshakes are bounded by the kernel's
+		// clock. Through jump hosts every hop rides on this connection.
+		_ = conn.SetDeadline(time.Now().Add(t.spec.ConnectTimeout * time.Duration(len(hops))))
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	signers, closeAgent, err := t.spec.signers(t.opt.AgentSocket)
-	if err != nil {
+	var client *ssh.Client
+	hc := conn
+	for i, h := range hops {
+		if i > 0 {
+			next := h.spec.Addr()
+			hc, err = client.Dial("tcp", next)
+			if err != nil {
+				stop()
+				conn.Close()
+				return nil, nil, fmt.Errorf("connect to %s through %s: %w", next, hops[i-1].spec.Addr(), err)
+			}
+		}
+		client, err = t.handshake(h, hc)
+		if err != nil {
+			stop()
+			conn.Close()
+			return nil, nil, err
+		}
+	}
+	if !stop() { // cancelled meanwhile: conn is closed or being closed
 		conn.Close()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("connect to %s: %w", t.spec.Addr(), ctx.Err())
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return client, conn, nil
+}
+
+// handshake runs the SSH handshake with one hop over conn.
+func (t *Tunnel) handshake(h hop, conn net.Conn) (*ssh.Client, error) {
+	addr := h.spec.Addr()
+	signers, closeAgent, err := h.spec.signers(t.opt.AgentSocket)
+	if err != nil {
+		return nil, err
 	}
 	defer closeAgent()
-	user := t.spec.User
 	cfg := &ssh.ClientConfig{
-		User:              user,
+		User:              h.spec.User,
 		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signers...)},
-		HostKeyCallback:   t.keys.check,
-		HostKeyAlgorithms: t.keys.algorithms(addr, conn.RemoteAddr(), t.spec.HostKeyAlgorithms),
+		HostKeyCallback:   h.keys.check,
+		HostKeyAlgorithms: h.keys.algorithms(addr, conn.RemoteAddr(), h.spec.HostKeyAlgorithms),
 	}
 	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
 	if err != nil {
-		conn.Close()
-		return nil, nil, fmt.Errorf("ssh handshake with %s: %w", addr, err)
+		return nil, fmt.Errorf("ssh handshake with %s: %w", addr, err)
 	}
-	_ = conn.SetDeadline(time.Time{})
-	return ssh.NewClient(c, chans, reqs), conn, nil
+	return ssh.NewClient(c, chans, reqs), nil
 }
 
 // session serves one connection until it dies or ctx ends.
 func (t *Tunnel) session(ctx context.Context, wg *sync.WaitGroup, client *ssh.Client, conn net.Conn) error {
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	context.AfterFunc(sctx, func() { client.Close() })
+	context.AfterFunc(sctx, func() { client.Close(); conn.Close() })
 	t.mu.Lock()
 	t.client, t.clientCx = client, sctx
 	close(t.ready)
@@ -377,6 +484,20 @@ func (t *Tunnel) session(ctx context.Context, wg *sync.WaitGroup, client *ssh.Cl
 		if err := t.keepalive(sctx, client); err != nil {
 			cancel(err) // the cause first: closing makes client.Wait return
 			conn.Close()
+		}
+	})
+	swg.Go(func() { // Retry while up: probe at once
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-t.retry:
+			}
+			if err := t.probe(sctx, client); err != nil {
+				cancel(err)
+				conn.Close()
+				return
+			}
 		}
 	})
 	for i, f := range t.spec.Forwards {
@@ -450,6 +571,40 @@ func (t *Tunnel) keepalive(ctx context.Context, client *ssh.Client) error {
 			tm.Stop()
 			return nil
 		}
+	}
+}
+
+// probe sends one keepalive and waits at most probeTimeout (or
+// ServerAliveInterval if shorter) for the reply: ErrProbe when none came.
+func (t *Tunnel) probe(ctx context.Context, client *ssh.Client) error {
+	d := probeTimeout
+	if iv := t.spec.ServerAliveInterval; iv > 0 && iv < d {
+		d = iv
+	}
+	sent := t.clk.Now()
+	reply := make(chan error, 1)
+	go func() {
+		_, _, err := client.SendRequest("keepalive@openssh.com", true, nil)
+		reply <- err
+	}()
+	tm := t.clk.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case err := <-reply:
+		if err != nil {
+			return nil // the connection is gone; client.Wait says why
+		}
+		rtt := t.clk.Now().Sub(sent)
+		t.mu.Lock()
+		t.st.KeepaliveRTT = rtt
+		t.mu.Unlock()
+		t.changed(false)
+		t.log.Debug("retry probe answered", keyRTT, rtt)
+		return nil
+	case <-tm.C():
+		return fmt.Errorf("%w within %s", ErrProbe, d)
+	case <-ctx.Done():
+		return nil
 	}
 }
 

@@ -63,6 +63,14 @@ type fixture struct {
 // startFixture runs a Tunnel with one LocalForward to an echo server
 // through the in-process server.
 func startFixture(t *testing.T, interval time.Duration, extra ...Forward) *fixture {
+	f := runFixture(t, interval, nil, extra...)
+	within(t, 5*time.Second, "tunnel up", func() bool { return f.tun.Status().State == StateUp })
+	return f
+}
+
+// runFixture is startFixture without waiting for the link; tweak, if not
+// nil, may change the Spec and Options before the Tunnel is made.
+func runFixture(t *testing.T, interval time.Duration, tweak func(*Spec, *Options), extra ...Forward) *fixture {
 	dir := t.TempDir()
 	key, pub := clientKey(t, dir)
 	srv := newTestServer(t, pub)
@@ -83,7 +91,11 @@ func startFixture(t *testing.T, interval time.Duration, extra ...Forward) *fixtu
 	if !testing.Verbose() {
 		log = slog.New(slog.DiscardHandler)
 	}
-	tun := New(spec, Options{Logger: log, AgentSocket: "/nonexistent"})
+	opt := Options{Logger: log, AgentSocket: "/nonexistent"}
+	if tweak != nil {
+		tweak(&spec, &opt)
+	}
+	tun := New(spec, opt)
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &fixture{srv: srv, spec: spec, tun: tun, local: net.JoinHostPort("127.0.0.1", strconv.Itoa(lport)), cancel: cancel, done: make(chan error, 1)}
 	go func() { f.done <- tun.Run(ctx) }()
@@ -98,7 +110,6 @@ func startFixture(t *testing.T, interval time.Duration, extra ...Forward) *fixtu
 			t.Errorf("Run did not return after cancel")
 		}
 	})
-	within(t, 5*time.Second, "tunnel up", func() bool { return tun.Status().State == StateUp })
 	return f
 }
 
