@@ -30,26 +30,8 @@ func within(t *testing.T, d time.Duration, what string, cond func() bool) time.D
 	return time.Since(start)
 }
 
-// roundTrip sends a line through addr and expects it back.
-func roundTrip(addr, msg string) error {
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := io.WriteString(c, msg+"\n"); err != nil {
-		return err
-	}
-	got, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if got != msg+"\n" {
-		return errors.New("echo mismatch: " + got)
-	}
-	return nil
-}
+// roundTrip sends a line through addr and expects it back within 3 s.
+func roundTrip(addr, msg string) error { return roundTripWithin(addr, msg, 3*time.Second) }
 
 type fixture struct {
 	srv    *testServer
