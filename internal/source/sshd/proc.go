@@ -91,7 +91,9 @@ func newProcWalker() *procWalker {
 
 // walk lists the processes under root that matter to sshd detection. now
 // and boot decide which remembered processes are old enough to skip.
-func (w *procWalker) walk(root string, now, boot time.Time) (procTable, error) {
+// uptime is the time since boot (for the live /proc, CLOCK_BOOTTIME, which
+// wall-clock steps do not move).
+func (w *procWalker) walk(root string, now time.Time, uptime time.Duration) (procTable, error) {
 	var tab procTable
 	dirfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -105,7 +107,7 @@ func (w *procWalker) walk(root string, now, boot time.Time) (procTable, error) {
 	clear(w.seen)
 	// Ticks after boot before which a process is old enough to trust.
 	oldTicks := uint64(0)
-	if age := now.Add(-youngAge).Sub(boot); age > 0 {
+	if age := uptime - youngAge; age > 0 {
 		oldTicks = uint64(age / (time.Second / userHZ))
 	}
 	var name [24]byte

@@ -60,6 +60,9 @@ type Source struct {
 	clock    clock.Clock
 	euid     int
 
+	// live is true for the machine's own /proc.
+	live bool
+
 	mu       sync.Mutex
 	walker   *procWalker
 	bootTime time.Time
@@ -90,6 +93,7 @@ func New(o Options) *Source {
 	}
 	s.procRoot = filepath.Clean(s.procRoot)
 	live := s.procRoot == "/proc"
+	s.live = live
 	switch {
 	case s.devRoot == "-":
 		s.devRoot = ""
@@ -131,7 +135,14 @@ func (s *Source) Scan(ctx context.Context) (session.Snapshot, error) {
 		return snap, fmt.Errorf("%w: %w", ErrProcUnavailable, err)
 	}
 	snap.Time = s.clock.Now()
-	tab, err := s.walker.walk(s.procRoot, snap.Time, boot)
+	uptime := snap.Time.Sub(boot)
+	if s.live {
+		var ts unix.Timespec
+		if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err == nil {
+			uptime = time.Duration(ts.Nano())
+		}
+	}
+	tab, err := s.walker.walk(s.procRoot, snap.Time, uptime)
 	if err != nil {
 		return snap, fmt.Errorf("%w: %w", ErrProcUnavailable, err)
 	}
@@ -322,10 +333,10 @@ func (s *Source) ttyAtime(tty string) (time.Time, bool) {
 	return time.Unix(st.Atim.Unix()), true
 }
 
-// boot returns the boot time, read once (its only change is the wall
-// clock being set, which the live computation follows at the next Source).
+// boot returns the boot time: for the live /proc computed every scan (so
+// start times follow a wall-clock step), else read once.
 func (s *Source) boot() (time.Time, error) {
-	if !s.bootTime.IsZero() {
+	if !s.bootTime.IsZero() && !s.live {
 		return s.bootTime, nil
 	}
 	bt, err := host.BootTime(s.procRoot)
