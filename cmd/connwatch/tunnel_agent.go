@@ -56,13 +56,22 @@ func agentTunnels(ctx context.Context, cfg config.Agent, log *slog.Logger) ([]*t
 }
 
 // specResolver resolves a Host as OpenSSH does (ssh -G with -F and -o)
-// into a tunnel Spec; tunnels also use it for their ProxyJump hosts.
+// into a tunnel Spec; tunnels also use it for their ProxyJump hosts. When
+// ssh is not installed it parses ssh_config instead (and logs that).
 func specResolver(runner sshconfig.Runner, configFile string) tunnel.Resolver {
+	var options []string
+	if so, ok := runner.(sshOptions); ok {
+		runner, options = so.r, so.options
+	}
 	return func(ctx context.Context, h string) (tunnel.Spec, error) {
-		s, err := sshconfig.ClientSettings(ctx, runner, sshconfig.ClientOptions{Host: h, ConfigFile: configFile})
+		res, err := sshconfig.ClientSettingsOrParse(ctx, runner, sshconfig.ClientOptions{Host: h, ConfigFile: configFile, Options: options})
 		if err != nil {
 			return tunnel.Spec{}, fmt.Errorf("resolve %s: %w", h, err)
 		}
+		if res.Parsed {
+			slog.Warn("ssh is not installed: host settings parsed from ssh_config", "host", h, "notes", res.Notes)
+		}
+		s := res.Settings
 		spec, err := tunnel.SpecFromSettings(h, s)
 		if err != nil {
 			return tunnel.Spec{}, fmt.Errorf("resolve %s: %w", h, err)

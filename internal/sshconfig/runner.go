@@ -144,6 +144,8 @@ type ClientOptions struct {
 	Binary     string // default SSHPath
 	ConfigFile string // -F FILE; empty: ~/.ssh/config and /etc/ssh/ssh_config
 	Host       string
+	// Options are -o keyword=value options; they win over the files.
+	Options []string
 }
 
 // ClientSettings runs `ssh -G HOST` and parses its output.
@@ -158,6 +160,9 @@ func ClientSettings(ctx context.Context, r Runner, o ClientOptions) (Settings, e
 	args := []string{"-G"}
 	if o.ConfigFile != "" {
 		args = append(args, "-F", o.ConfigFile)
+	}
+	for _, opt := range o.Options {
+		args = append(args, "-o", opt)
 	}
 	args = append(args, "--", o.Host)
 	out, err := r.Output(ctx, bin, args...)
