@@ -135,19 +135,50 @@ func (h *hostKeys) callback() (ssh.HostKeyCallback, error) {
 	return cb, nil
 }
 
-// check is the ssh.HostKeyCallback.
+// check is the ssh.HostKeyCallback. As in OpenSSH, a key listed as
+// @revoked (or a certificate whose key or CA is) is refused whatever the
+// policy, even StrictHostKeyChecking no; a certificate signed by a CA
+// that no @cert-authority line trusts for the host is checked as its
+// plain key; one from a trusted CA must be valid (principal, dates).
 func (h *hostKeys) check(hostname string, remote net.Addr, key ssh.PublicKey) error {
-	if h.policy == HostKeyOff {
-		return nil
-	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	cb, err := h.callback()
 	if err != nil {
+		if h.policy == HostKeyOff {
+			return nil
+		}
 		return err
+	}
+	revoked := func(k ssh.PublicKey) error {
+		var re *knownhosts.RevokedError
+		if errors.As(cb(hostname, remote, k), &re) {
+			return fmt.Errorf("check host key of %s: %s key %s is revoked (%s:%d): %w",
+				hostname, k.Type(), ssh.FingerprintSHA256(k), re.Revoked.Filename, re.Revoked.Line, ErrHostKey)
+		}
+		return nil
+	}
+	cert, isCert := key.(*ssh.Certificate)
+	if isCert {
+		if err := revoked(cert.Key); err != nil {
+			return err
+		}
+		if err := revoked(cert.SignatureKey); err != nil {
+			return err
+		}
+	} else if err := revoked(key); err != nil {
+		return err
+	}
+	if h.policy == HostKeyOff {
+		return nil
 	}
 	err = cb(hostname, remote, key)
 	var ke *knownhosts.KeyError
+	if isCert && err != nil && strings.Contains(err.Error(), noAuthorities) {
+		// No matching CA: retry with the plain key, as ssh does.
+		key = cert.Key
+		err = cb(hostname, remote, key)
+	}
 	switch {
 	case err == nil:
 		return nil
@@ -189,7 +220,30 @@ func (h *hostKeys) algorithms(hostname string, remote net.Addr, preferred []stri
 			out = append(out, a)
 		}
 	}
+	// @cert-authority lines come back in Want too: for them, ask for
+	// certificates (of any key type: a CA may sign any kind of host key).
+	var plain []knownhosts.KnownKey
+	ca := false
 	for _, k := range ke.Want {
+		if isAuthority(cb, hostname, remote, k.Key) {
+			ca = true
+		} else {
+			plain = append(plain, k)
+		}
+	}
+	if ca {
+		for _, a := range preferred {
+			if strings.HasSuffix(a, certAlgoSuffix) {
+				add(a)
+			}
+		}
+		for _, a := range ssh.SupportedAlgorithms().HostKeys {
+			if strings.HasSuffix(a, certAlgoSuffix) {
+				add(a)
+			}
+		}
+	}
+	for _, k := range plain {
 		if t := k.Key.Type(); t == ssh.KeyAlgoRSA {
 			add(ssh.KeyAlgoRSASHA512)
 			add(ssh.KeyAlgoRSASHA256)
@@ -198,11 +252,30 @@ func (h *hostKeys) algorithms(hostname string, remote net.Addr, preferred []stri
 			add(t)
 		}
 	}
+	if len(preferred) == 0 { // the rest of the defaults, not nothing
+		preferred = ssh.SupportedAlgorithms().HostKeys
+	}
 	for _, a := range preferred {
 		add(a)
 	}
 	return out
 }
+
+const certAlgoSuffix = "-cert-v01@openssh.com"
+
+// isAuthority reports whether known_hosts trusts key as a
+// @cert-authority for hostname: a certificate it "signed" gets past the
+// authority check (and then fails on its signature) instead of being
+// refused for want of an authority.
+func isAuthority(cb ssh.HostKeyCallback, hostname string, remote net.Addr, key ssh.PublicKey) bool {
+	cert := &ssh.Certificate{Key: probeKey{}, SignatureKey: key, CertType: ssh.HostCert}
+	err := cb(hostname, remote, cert)
+	return err != nil && !strings.Contains(err.Error(), noAuthorities)
+}
+
+// noAuthorities is in the error of ssh.CertChecker for a certificate
+// whose CA no @cert-authority line trusts for the host.
+const noAuthorities = "no authorities for hostname"
 
 // probeKey is a key no known_hosts line matches: checking it returns the
 // KeyError listing the keys known for a host.

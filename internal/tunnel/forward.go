@@ -33,7 +33,7 @@ func (t *Tunnel) serveLocal(ctx context.Context, wg *sync.WaitGroup, i int, ln n
 				return
 			}
 			t.setForward(i, StateListening, err)
-			if !t.wait(ctx, acceptPause) {
+			if !t.sleep(ctx, acceptPause) {
 				return
 			}
 			continue
@@ -84,7 +84,7 @@ func (t *Tunnel) serveRemote(ctx context.Context, wg *sync.WaitGroup, i int, cli
 			if t.spec.ExitOnForwardFailure {
 				return err
 			}
-			if !t.wait(ctx, bo.Next()) {
+			if !t.sleep(ctx, bo.Next()) {
 				return nil
 			}
 			continue

@@ -58,15 +58,26 @@ func clientKey(t *testing.T, dir string) (string, ssh.PublicKey) {
 	return path, s.PublicKey()
 }
 
-func newTestServer(t *testing.T, authorized ssh.PublicKey) *testServer {
+// newSigner returns a fresh ed25519 signer.
+func newSigner(t *testing.T) ssh.Signer {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hk, err := ssh.NewSignerFromKey(priv)
+	s, err := ssh.NewSignerFromKey(priv)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+func newTestServer(t *testing.T, authorized ssh.PublicKey) *testServer {
+	return newTestServerWithHostKey(t, authorized, newSigner(t))
+}
+
+// newTestServerWithHostKey is newTestServer presenting hk (which may be
+// a certificate signer) as its only host key.
+func newTestServerWithHostKey(t *testing.T, authorized ssh.PublicKey, hk ssh.Signer) *testServer {
 	cfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
 			if string(k.Marshal()) == string(authorized.Marshal()) {

@@ -20,9 +20,12 @@ type State string
 
 // States. A tunnel is connecting, up or in backoff. A local or dynamic
 // forward is listening (its listener stays open across reconnects) or
-// bind-failed; a remote forward is up, remote-bind-failed (the server
+// bind-failed (retried with backoff up to Options.LocalBindRetry, unless
+// ExitOnForwardFailure made Run return); a remote forward is up, remote-bind-failed (the server
 // refused the bind; retried every few seconds while the link is up) or
-// down (waiting for the link).
+// down (waiting for the link). With Options.ProbeInterval, a local
+// forward is down while the link is up but its destination cannot be
+// reached through it.
 const (
 	StateConnecting       State = "connecting"
 	StateUp               State = "up"
@@ -74,6 +77,19 @@ type Options struct {
 	// RemoteBindRetry is the longest wait between attempts to bind a
 	// refused RemoteForward (5 s; the first retry is after 0.5 s).
 	RemoteBindRetry time.Duration
+	// LocalBindRetry is the longest wait between attempts to bind a
+	// LocalForward or DynamicForward whose port was taken (5 s; the first
+	// retry is after 0.5 s, or LocalBindRetry if shorter). Without
+	// ExitOnForwardFailure a failed local bind is retried for as long as
+	// Run runs.
+	LocalBindRetry time.Duration
+	// ProbeInterval, if positive, makes each LocalForward check its
+	// destination end to end every ProbeInterval while the link is up: a
+	// channel to the destination is opened through the server and closed
+	// at once. A forward whose destination cannot be reached is marked
+	// down with the error (the tunnel and the listener stay), and
+	// listening again once a probe gets through.
+	ProbeInterval time.Duration
 	// WaitWhileDown is how long a connection accepted on a local or
 	// dynamic forward while the link is down waits for it before being
 	// closed (15 s).
@@ -152,6 +168,7 @@ func New(spec Spec, opt Options) *Tunnel {
 	def(&opt.BackoffMax, 10*time.Second)
 	def(&opt.HealthyAfter, 30*time.Second)
 	def(&opt.RemoteBindRetry, 5*time.Second)
+	def(&opt.LocalBindRetry, 5*time.Second)
 	def(&opt.WaitWhileDown, 15*time.Second)
 	if opt.Dial == nil {
 		d := &net.Dialer{Timeout: spec.ConnectTimeout}
@@ -231,9 +248,17 @@ func (t *Tunnel) setState(s State, err error, attrs ...any) {
 	}
 }
 
-func (t *Tunnel) setForward(i int, s State, err error) {
+func (t *Tunnel) setForward(i int, s State, err error) { t.setForwardIf(i, nil, s, err) }
+
+// setForwardIf is setForward done only if cond, when not nil, holds for
+// the forward's current state (checked and set under one lock).
+func (t *Tunnel) setForwardIf(i int, cond func(State) bool, s State, err error) {
 	t.mu.Lock()
 	fs := &t.st.Forwards[i]
+	if cond != nil && !cond(fs.State) {
+		t.mu.Unlock()
+		return
+	}
 	changed := fs.State != s
 	fs.State = s
 	if changed {
@@ -277,10 +302,10 @@ func (t *Tunnel) forwardEvent(i int, err error) {
 // cancelled; an error only when a local forward cannot bind and
 // ExitOnForwardFailure is set.
 func (t *Tunnel) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel: deferred calls run last first
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	for i, f := range t.spec.Forwards {
 		if f.Kind == Remote {
 			continue
@@ -291,11 +316,10 @@ func (t *Tunnel) Run(ctx context.Context) error {
 			if t.spec.ExitOnForwardFailure {
 				return fmt.Errorf("listen for %s: %w", f, err)
 			}
+			wg.Go(func() { t.retryBind(ctx, &wg, i) })
 			continue
 		}
-		t.setForward(i, StateListening, nil)
-		context.AfterFunc(ctx, func() { ln.Close() })
-		wg.Go(func() { t.serveLocal(ctx, &wg, i, ln) })
+		t.listening(ctx, &wg, i, ln)
 	}
 	bo := Backoff{Min: t.opt.BackoffMin, Max: t.opt.BackoffMax}
 	for {
@@ -328,6 +352,46 @@ func (t *Tunnel) Run(ctx context.Context) error {
 		if !t.wait(ctx, d) {
 			return nil
 		}
+	}
+}
+
+// listening serves a bound local or dynamic forward until ctx ends.
+func (t *Tunnel) listening(ctx context.Context, wg *sync.WaitGroup, i int, ln net.Listener) {
+	t.setForward(i, StateListening, nil)
+	context.AfterFunc(ctx, func() { ln.Close() })
+	wg.Go(func() { t.serveLocal(ctx, wg, i, ln) })
+}
+
+// retryBind binds a local or dynamic forward whose port was taken, with
+// backoff up to LocalBindRetry, until it succeeds or ctx ends.
+func (t *Tunnel) retryBind(ctx context.Context, wg *sync.WaitGroup, i int) {
+	f := t.spec.Forwards[i]
+	bo := Backoff{Min: min(500*time.Millisecond, t.opt.LocalBindRetry), Max: t.opt.LocalBindRetry}
+	for t.sleep(ctx, bo.Next()) {
+		ln, err := net.Listen("tcp", f.BindAddr())
+		if err != nil {
+			t.setForward(i, StateBindFailed, err)
+			continue
+		}
+		if ctx.Err() != nil {
+			ln.Close()
+			return
+		}
+		t.listening(ctx, wg, i, ln)
+		return
+	}
+}
+
+// sleep waits d on the clock; false when ctx ended. Unlike wait it
+// leaves Retry alone.
+func (t *Tunnel) sleep(ctx context.Context, d time.Duration) bool {
+	tm := t.clk.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C():
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -501,20 +565,26 @@ func (t *Tunnel) session(ctx context.Context, wg *sync.WaitGroup, client *ssh.Cl
 		}
 	})
 	for i, f := range t.spec.Forwards {
-		if f.Kind == Remote {
+		switch {
+		case f.Kind == Remote:
 			swg.Go(func() {
 				if err := t.serveRemote(sctx, wg, i, client); err != nil {
 					cancel(err)
 				}
 			})
+		case f.Kind == Local && t.opt.ProbeInterval > 0:
+			swg.Go(func() { t.probeForward(sctx, i, client) })
 		}
 	}
 	err := client.Wait()
 	cancel(nil)
 	swg.Wait()
 	for i, f := range t.spec.Forwards {
-		if f.Kind == Remote {
+		switch f.Kind {
+		case Remote:
 			t.setForward(i, StateDown, nil)
+		case Local: // a probe's verdict holds only while the link is up
+			t.setForwardIf(i, isState(StateDown), StateListening, nil)
 		}
 	}
 	if cause := context.Cause(sctx); cause != nil && !errors.Is(cause, context.Canceled) {
@@ -524,6 +594,38 @@ func (t *Tunnel) session(ctx context.Context, wg *sync.WaitGroup, client *ssh.Cl
 		err = errors.New("closed")
 	}
 	return fmt.Errorf("connection lost: %w", err)
+}
+
+func isState(want State) func(State) bool { return func(s State) bool { return s == want } }
+
+// probeForward checks LocalForward i end to end every ProbeInterval
+// until ctx ends: down with the error when its destination cannot be
+// reached through the server, listening again when it can. A forward
+// whose listener is not bound (bind-failed) is left alone.
+func (t *Tunnel) probeForward(ctx context.Context, i int, client *ssh.Client) {
+	dest := t.spec.Forwards[i].DestAddr()
+	tick := t.clk.NewTicker(t.opt.ProbeInterval)
+	defer tick.Stop()
+	for {
+		c, err := client.Dial("tcp", dest)
+		if ctx.Err() != nil {
+			if err == nil {
+				c.Close()
+			}
+			return
+		}
+		if err != nil {
+			t.setForwardIf(i, isState(StateListening), StateDown, fmt.Errorf("probe %s: %w", dest, err))
+		} else {
+			c.Close()
+			t.setForwardIf(i, isState(StateDown), StateListening, nil)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C():
+		}
+	}
 }
 
 // keepalive sends keepalive@openssh.com every ServerAliveInterval and

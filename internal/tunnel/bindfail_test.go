@@ -1,0 +1,91 @@
+package tunnel
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// takenPort listens on a 127.0.0.1 port and returns the listener.
+func takenPort(t *testing.T) net.Listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+func TestExitOnForwardFailure(t *testing.T) {
+	dir := t.TempDir()
+	key, pub := clientKey(t, dir)
+	srv := newTestServer(t, pub)
+	blocker := takenPort(t)
+	bport := blocker.Addr().(*net.TCPAddr).Port
+	free := freeLocalPort(t)
+	spec := Spec{
+		Host: "t", HostName: "127.0.0.1", Port: srv.port(), User: "u",
+		IdentityFiles: []string{key}, IdentitiesOnly: true,
+		UserKnownHostsFiles: []string{srv.knownHosts(t, dir)}, StrictHostKeyChecking: HostKeyStrict,
+		ServerAliveInterval: time.Second, ServerAliveCountMax: 3, ExitOnForwardFailure: true,
+		Forwards: []Forward{
+			{Kind: Local, BindHost: "127.0.0.1", BindPort: free, DestHost: "127.0.0.1", DestPort: 9},
+			{Kind: Local, BindHost: "127.0.0.1", BindPort: bport, DestHost: "127.0.0.1", DestPort: 9},
+		},
+	}
+	tun := New(spec, Options{Logger: slog.New(slog.DiscardHandler), AgentSocket: "/nonexistent"})
+	done := make(chan error, 1)
+	go func() { done <- tun.Run(context.Background()) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	if err == nil || !strings.Contains(err.Error(), spec.Forwards[1].String()) {
+		t.Fatalf("Run = %v, want an error naming %s", err, spec.Forwards[1])
+	}
+	if st := tun.Status().Forwards[1]; st.State != StateBindFailed || st.LastError == "" {
+		t.Errorf("forward status = %+v, want bind-failed with the error", st)
+	}
+	// The forward bound before the failure was released.
+	ln, lerr := net.Listen("tcp", spec.Forwards[0].BindAddr())
+	if lerr != nil {
+		t.Fatalf("port of the other forward still taken after Run returned: %v", lerr)
+	}
+	ln.Close()
+}
+
+func TestLocalBindRetried(t *testing.T) {
+	blocker := takenPort(t)
+	bport := blocker.Addr().(*net.TCPAddr).Port
+	var fwd Forward
+	f := runFixture(t, time.Second, func(sp *Spec, o *Options) {
+		fwd = sp.Forwards[0]
+		fwd.BindPort = bport
+		sp.Forwards = append(sp.Forwards, fwd)
+		o.LocalBindRetry = 200 * time.Millisecond
+	})
+	within(t, 5*time.Second, "tunnel up", func() bool { return f.tun.Status().State == StateUp })
+	if st := f.tun.Status().Forwards[1]; st.State != StateBindFailed || st.LastError == "" {
+		t.Fatalf("taken port: forward status = %+v, want bind-failed", st)
+	}
+	// The others work meanwhile.
+	if err := roundTrip(f.local, "other"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // a few failed retries
+	if st := f.tun.Status().Forwards[1]; st.State != StateBindFailed {
+		t.Fatalf("still taken: forward status = %+v", st)
+	}
+	blocker.Close()
+	freed := time.Now()
+	within(t, 3*time.Second, "bound once free", func() bool { return f.tun.Status().Forwards[1].State == StateListening })
+	t.Logf("bound %s after the port was freed", time.Since(freed))
+	if err := roundTrip(fwd.BindAddr(), "retried"); err != nil {
+		t.Fatalf("through the retried forward: %v", err)
+	}
+}
