@@ -98,6 +98,7 @@ type tunnelFlags struct {
 	logFormat  string
 	logLevel   string
 	stateDir   string
+	probe      time.Duration
 }
 
 func newTunnelCmd() *cobra.Command {
@@ -130,6 +131,7 @@ func newTunnelCmd() *cobra.Command {
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fl.StringVar(&f.stateDir, "state-dir", "", "write status files to DIR/tunnels (default: the agent's state directory)")
+	fl.DurationVar(&f.probe, "probe-interval", 0, "check each LocalForward's destination through the server this often, marking the forward down when unreachable (0: off)")
 	cmd.AddCommand(newTunnelStatusCmd(), newTunnelRetryCmd(), newTunnelKeygenCmd())
 	return cmd
 }
@@ -171,7 +173,7 @@ func runTunnels(ctx context.Context, f tunnelFlags, hosts []string, cmd *cobra.C
 		if len(spec.Forwards) == 0 {
 			log.Warn("host has no forwards; keeping the connection up anyway", "host", h)
 		}
-		tunnels = append(tunnels, tunnel.New(spec, tunnel.Options{Logger: log.With("source", "tunnel"), OnChange: sw.Changed, ResolveJump: resolve}))
+		tunnels = append(tunnels, tunnel.New(spec, tunnel.Options{Logger: log.With("source", "tunnel"), OnChange: sw.Changed, ResolveJump: resolve, ProbeInterval: f.probe}))
 	}
 
 	usr1 := make(chan os.Signal, 1)

@@ -29,7 +29,7 @@ func agentTunnels(ctx context.Context, cfg config.Agent, log *slog.Logger) ([]*t
 		if err != nil {
 			return nil, nil, fmt.Errorf("tunnel: %w", err)
 		}
-		tunnels = append(tunnels, tunnel.New(spec, tunnel.Options{Logger: log.With("source", "tunnel", "host", h), OnChange: sw.Changed, ResolveJump: resolve}))
+		tunnels = append(tunnels, tunnel.New(spec, tunnel.Options{Logger: log.With("source", "tunnel", "host", h), OnChange: sw.Changed, ResolveJump: resolve, ProbeInterval: cfg.Tunnels.ProbeInterval.Duration}))
 	}
 	run := func(ctx context.Context) error {
 		done := make(chan error, len(tunnels)+2)

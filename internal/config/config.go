@@ -86,6 +86,9 @@ type Tunnels struct {
 	SSHConfig string `toml:"ssh_config"`
 	// Options are ssh -o Key=Value options.
 	Options []string `toml:"options"`
+	// ProbeInterval checks each LocalForward's destination through the
+	// server this often (0: off).
+	ProbeInterval Duration `toml:"probe_interval"`
 }
 
 // CloudWatch publishes the session count, by default exactly as the
