@@ -143,6 +143,12 @@ func (w *procWalker) walk(root string, now time.Time, uptime time.Duration) (pro
 				continue
 			}
 			pname := append(name[:0], raw...)
+			if c, ok := w.cands[pid]; ok && c.ino == ino && c.p.zombie {
+				// A zombie stays one until it is reaped and its
+				// directory goes: nothing to read again.
+				tab.procs = append(tab.procs, c.p)
+				continue
+			}
 			if c, ok := w.cands[pid]; ok && !full && c.ino == ino && c.p.comm != "sftp-server" {
 				if p, ok := w.retitle(dirfd, c.p, pname); ok {
 					tab.procs = append(tab.procs, p)
