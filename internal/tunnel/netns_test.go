@@ -298,11 +298,16 @@ func (n *netns) remove(t *testing.T) {
 	if out, err := exec.Command("ip", "netns", "del", n.name).CombinedOutput(); err != nil {
 		t.Errorf("ip netns del %s: %v: %s", n.name, err, out)
 	}
-	// Deleting the namespace deletes the pair; make sure of it.
-	if _, err := net.InterfaceByName(n.hostIf); err == nil {
-		if out, err := exec.Command("ip", "link", "del", n.hostIf).CombinedOutput(); err != nil {
-			t.Errorf("ip link del %s: %v: %s", n.hostIf, err, out)
+	// Deleting the namespace deletes the pair, asynchronously: give it a
+	// moment, then delete the host end ourselves if it is still there.
+	for i := 0; i < 50; i++ {
+		if _, err := net.InterfaceByName(n.hostIf); err != nil {
+			return
 		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out, err := exec.Command("ip", "link", "del", n.hostIf).CombinedOutput(); err != nil && !strings.Contains(string(out), "Cannot find device") {
+		t.Errorf("ip link del %s: %v: %s", n.hostIf, err, out)
 	}
 }
 
