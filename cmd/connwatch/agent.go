@@ -367,12 +367,12 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 		defer cwPub.Close()
 		opts.Observers = append(opts.Observers, cloudWatchObserver{cwPub})
 	}
-	tunnels, keepTunnels, err := agentTunnels(ctx, cfg, log)
+	tunnels, err := agentTunnels(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	if metrics != nil && len(tunnels) > 0 {
-		metrics.Registerer().MustRegister(newTunnelCollector(tunnels))
+	if metrics != nil && tunnels != nil {
+		metrics.Registerer().MustRegister(newTunnelCollector(tunnels.tunnels))
 	}
 	a, err := agent.New(opts)
 	if err != nil {
@@ -384,8 +384,13 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Run(gctx) })
-	if keepTunnels != nil {
-		g.Go(func() error { return keepTunnels(gctx) })
+	if tunnels != nil {
+		g.Go(func() error {
+			if err := tunnels.run(gctx); err != nil && gctx.Err() == nil {
+				log.Error("tunnels stopped; the agent goes on", "err", err)
+			}
+			return nil
+		})
 	}
 	if cwPub != nil {
 		g.Go(func() error { return cwPub.Run(gctx) })

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/connwatch/connwatch/internal/config"
 	"github.com/connwatch/connwatch/internal/sshconfig"
@@ -157,53 +156,31 @@ func (s sshOptions) Output(ctx context.Context, name string, args ...string) ([]
 
 func runTunnels(ctx context.Context, f tunnelFlags, hosts []string, cmd *cobra.Command) error {
 	log := newLogger(config.Agent{LogLevel: f.logLevel, LogFormat: f.logFormat}, cmd.ErrOrStderr())
-	runner := sshOptions{r: sshconfig.Exec{}, options: f.options}
 	stateDir := f.stateDir
 	if stateDir == "" {
 		stateDir = config.DefaultStateDir()
 	}
-	sw := tunnel.NewStatusWriter(filepath.Join(stateDir, tunnel.StatusDir), log.With("source", "tunnel-status"))
-	resolve := specResolver(runner, f.configFile)
-	var tunnels []*tunnel.Tunnel
-	for _, h := range hosts {
-		spec, err := resolve(ctx, h)
-		if err != nil {
-			return err
-		}
-		if len(spec.Forwards) == 0 {
-			log.Warn("host has no forwards; keeping the connection up anyway", "host", h)
-		}
-		tunnels = append(tunnels, tunnel.New(spec, tunnel.Options{Logger: log.With("source", "tunnel"), OnChange: sw.Changed, ResolveJump: resolve, ProbeInterval: f.probe}))
+	set, err := newTunnelSet(ctx, hosts, f.configFile, f.options, stateDir, f.probe, log)
+	if err != nil {
+		return err
 	}
-
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
 		for {
 			select {
 			case <-ctx.Done():
-				return nil
+				return
 			case <-usr1:
 				log.Info("SIGUSR1: retrying every tunnel now")
-				for _, t := range tunnels {
-					t.Retry()
-				}
+				set.retry()
 			}
 		}
-	})
-	g.Go(func() error { return sw.Run(ctx, tunnels) })
-	nw := &tunnel.NetWatch{Logger: log.With("source", "netwatch"), Retry: func() {
-		for _, t := range tunnels {
-			t.Retry()
-		}
-	}}
-	g.Go(func() error { return nw.Run(ctx) })
-	for _, t := range tunnels {
-		g.Go(func() error { return t.Run(ctx) })
-	}
-	return g.Wait()
+	}()
+	return set.run(ctx)
 }
 
 func newTunnelStatusCmd() *cobra.Command {

@@ -5,54 +5,76 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/connwatch/connwatch/internal/config"
 	"github.com/connwatch/connwatch/internal/sshconfig"
 	"github.com/connwatch/connwatch/internal/tunnel"
 )
 
-// agentTunnels resolves the tunnels declared in the agent's config and
-// returns them with a function that keeps them up until ctx ends (status
-// files for `connwatch tunnel status`, retries on network changes).
-func agentTunnels(ctx context.Context, cfg config.Agent, log *slog.Logger) ([]*tunnel.Tunnel, func(context.Context) error, error) {
-	if len(cfg.Tunnels.Hosts) == 0 {
-		return nil, nil, nil
-	}
-	runner := sshOptions{r: sshconfig.Exec{}, options: cfg.Tunnels.Options}
-	sw := tunnel.NewStatusWriter(filepath.Join(cfg.StateDir, tunnel.StatusDir), log.With("source", "tunnel-status"))
-	resolve := specResolver(runner, cfg.Tunnels.SSHConfig)
-	var tunnels []*tunnel.Tunnel
-	for _, h := range cfg.Tunnels.Hosts {
+// tunnelSet is tunnels kept up together, as `connwatch tunnel` and the
+// agent's [tunnels] do: status files for `connwatch tunnel status`, and a
+// retry of all on network changes.
+type tunnelSet struct {
+	tunnels []*tunnel.Tunnel
+	status  *tunnel.StatusWriter
+	log     *slog.Logger
+}
+
+// newTunnelSet resolves hosts (ssh -G with -F configFile and -o options)
+// and builds their tunnels.
+func newTunnelSet(ctx context.Context, hosts []string, configFile string, options []string, stateDir string, probe time.Duration, log *slog.Logger) (*tunnelSet, error) {
+	resolve := specResolver(sshOptions{r: sshconfig.Exec{}, options: options}, configFile)
+	set := &tunnelSet{status: tunnel.NewStatusWriter(filepath.Join(stateDir, tunnel.StatusDir), log.With("source", "tunnel-status")), log: log}
+	for _, h := range hosts {
 		spec, err := resolve(ctx, h)
 		if err != nil {
-			return nil, nil, fmt.Errorf("tunnel: %w", err)
+			return nil, err
 		}
-		tunnels = append(tunnels, tunnel.New(spec, tunnel.Options{Logger: log.With("source", "tunnel", "host", h), OnChange: sw.Changed, ResolveJump: resolve, ProbeInterval: cfg.Tunnels.ProbeInterval.Duration}))
+		if len(spec.Forwards) == 0 {
+			log.Warn("host has no forwards; keeping the connection up anyway", "host", h)
+		}
+		set.tunnels = append(set.tunnels, tunnel.New(spec, tunnel.Options{
+			Logger: log.With("source", "tunnel", "host", h), OnChange: set.status.Changed, ResolveJump: resolve, ProbeInterval: probe,
+		}))
 	}
-	run := func(ctx context.Context) error {
-		done := make(chan error, len(tunnels)+2)
-		go func() { done <- sw.Run(ctx, tunnels) }()
-		nw := &tunnel.NetWatch{Logger: log.With("source", "netwatch"), Retry: func() {
-			for _, t := range tunnels {
-				t.Retry()
-			}
-		}}
-		go func() { done <- nw.Run(ctx) }()
-		for _, t := range tunnels {
-			go func() { done <- t.Run(ctx) }()
-		}
-		// A tunnel that gives up (ExitOnForwardFailure) is logged; the
-		// agent's own work goes on.
-		for range len(tunnels) + 2 {
-			if err := <-done; err != nil && ctx.Err() == nil {
-				log.Error("tunnel stopped", "err", err)
-			}
-		}
-		return nil
+	return set, nil
+}
+
+// retry retries every tunnel now.
+func (s *tunnelSet) retry() {
+	for _, t := range s.tunnels {
+		t.Retry()
 	}
-	return tunnels, run, nil
+}
+
+// run keeps the tunnels up until ctx ends; a tunnel that gives up
+// (ExitOnForwardFailure) ends them all with its error.
+func (s *tunnelSet) run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.status.Run(ctx, s.tunnels) })
+	nw := &tunnel.NetWatch{Logger: s.log.With("source", "netwatch"), Retry: s.retry}
+	g.Go(func() error { return nw.Run(ctx) })
+	for _, t := range s.tunnels {
+		g.Go(func() error { return t.Run(ctx) })
+	}
+	return g.Wait()
+}
+
+// agentTunnels builds the tunnels declared in the agent's config (nil
+// when there are none). The agent logs a tunnel that gives up and goes on.
+func agentTunnels(ctx context.Context, cfg config.Agent, log *slog.Logger) (*tunnelSet, error) {
+	if len(cfg.Tunnels.Hosts) == 0 {
+		return nil, nil
+	}
+	set, err := newTunnelSet(ctx, cfg.Tunnels.Hosts, cfg.Tunnels.SSHConfig, cfg.Tunnels.Options, cfg.StateDir, cfg.Tunnels.ProbeInterval.Duration, log)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: %w", err)
+	}
+	return set, nil
 }
 
 // specResolver resolves a Host as OpenSSH does (ssh -G with -F and -o)
