@@ -146,6 +146,9 @@ type Agent struct {
 	transient []session.Session
 	// emitted collects the events of the current iteration for observers.
 	emitted []event.Event
+	// holdsAt and lastHolds cache the hold sources' answer.
+	holdsAt   time.Time
+	lastHolds []policy.Hold
 }
 
 type loginState struct {
@@ -247,6 +250,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.log.Error("reload rejected; keeping the old configuration", "err", err)
 			} else {
 				a.o.Actor, a.o.Holds = rc.Actor, rc.Holds
+				a.holdsAt = time.Time{}
 				a.log.Info("configuration reloaded", "action", rc.Actor.Name(), "window", a.o.Policy.Status(clk.Now()).Window)
 			}
 		case r := <-a.actions:
@@ -308,15 +312,7 @@ func (a *Agent) step(ctx context.Context) time.Time {
 	a.matchLogins(now)
 	in := policy.Input{Sessions: a.tracker.Sessions(), Blind: snap.Blind(), Transient: a.transient}
 	a.transient = nil
-	for _, h := range a.o.Holds {
-		holds, err := h(now)
-		if err != nil {
-			// A hold source that fails might be hiding a hold: stay up.
-			a.log.Warn("hold source failed; treating as held", "err", err)
-			holds = []policy.Hold{{Kind: "error", Name: "hold source failed", Reason: err.Error()}}
-		}
-		in.Holds = append(in.Holds, holds...)
-	}
+	in.Holds = a.holds(now)
 	d := a.o.Policy.Step(now, in)
 	for _, e := range d.Events {
 		a.emit(e)
@@ -360,6 +356,30 @@ func (a *Agent) step(ctx context.Context) time.Time {
 	// sessions) are reported with the next one.
 	a.emitted = a.emitted[:0]
 	return now
+}
+
+// HoldsEvery is how often hold sources are consulted: the bursts of scans
+// after a fork or login need not re-read lock files and the load average.
+const HoldsEvery = time.Second
+
+// holds returns the holds, consulting the sources at most every
+// HoldsEvery (and again after a reload).
+func (a *Agent) holds(now time.Time) []policy.Hold {
+	if !a.holdsAt.IsZero() && now.Sub(a.holdsAt) < HoldsEvery && !now.Before(a.holdsAt) {
+		return a.lastHolds
+	}
+	var out []policy.Hold
+	for _, h := range a.o.Holds {
+		holds, err := h(now)
+		if err != nil {
+			// A hold source that fails might be hiding a hold: stay up.
+			a.log.Warn("hold source failed; treating as held", "err", err)
+			holds = []policy.Hold{{Kind: "error", Name: "hold source failed", Reason: err.Error()}}
+		}
+		out = append(out, holds...)
+	}
+	a.holdsAt, a.lastHolds = now, out
+	return out
 }
 
 // loginKey names a connection by its client address, so that the log's
