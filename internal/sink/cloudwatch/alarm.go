@@ -1,6 +1,7 @@
 package cloudwatch
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -164,30 +165,14 @@ func (a IdleAlarm) Input() (*cwapi.PutMetricAlarmInput, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrInvalidAlarm)
 	}
-	if a.Namespace == "" {
-		a.Namespace = DefaultNamespace
-	}
-	if a.MetricName == "" {
-		a.MetricName = DefaultMetricName
-	}
-	if a.Period == 0 {
-		a.Period = DefaultPeriod
-	}
-	if a.EvaluationPeriods == 0 {
-		a.EvaluationPeriods = 15
-	}
-	if a.DatapointsToAlarm == 0 {
-		a.DatapointsToAlarm = a.EvaluationPeriods
-	}
-	if a.Action == "" {
-		a.Action = ActionStop
-	}
-	if a.TreatMissingData == "" {
-		a.TreatMissingData = TreatMissing
-	}
-	if a.Name == "" {
-		a.Name = DefaultAlarmName(a.InstanceID)
-	}
+	a.Namespace = cmp.Or(a.Namespace, DefaultNamespace)
+	a.MetricName = cmp.Or(a.MetricName, DefaultMetricName)
+	a.Period = cmp.Or(a.Period, DefaultPeriod)
+	a.EvaluationPeriods = cmp.Or(a.EvaluationPeriods, 15)
+	a.DatapointsToAlarm = cmp.Or(a.DatapointsToAlarm, a.EvaluationPeriods)
+	a.Action = cmp.Or(a.Action, ActionStop)
+	a.TreatMissingData = cmp.Or(a.TreatMissingData, TreatMissing)
+	a.Name = cmp.Or(a.Name, DefaultAlarmName(a.InstanceID))
 	secs := int(a.Period / time.Second)
 	switch {
 	case !strings.HasPrefix(a.InstanceID, "i-"):
@@ -293,9 +278,7 @@ func (a ClientVPNAlarm) Input() (*cwapi.PutMetricAlarmInput, error) {
 	if err := checkTopic(a.SNSTopic, a.Region); err != nil {
 		return nil, err
 	}
-	if a.Name == "" {
-		a.Name = "connwatch-client-vpn-" + a.Endpoint
-	}
+	a.Name = cmp.Or(a.Name, "connwatch-client-vpn-"+a.Endpoint)
 	return &cwapi.PutMetricAlarmInput{
 		AlarmName: aws.String(a.Name),
 		AlarmDescription: aws.String(fmt.Sprintf("connwatch: new connections on AWS Client VPN endpoint %s: "+

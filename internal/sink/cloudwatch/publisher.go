@@ -30,6 +30,7 @@
 package cloudwatch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -267,33 +268,15 @@ func (o *Options) setDefaults() error {
 	if o.SpoolDir == "" {
 		return bad("spool directory is required")
 	}
-	if o.Namespace == "" {
-		o.Namespace = DefaultNamespace
-	}
-	if o.MetricName == "" {
-		o.MetricName = DefaultMetricName
-	}
-	if o.Period == 0 {
-		o.Period = DefaultPeriod
-	}
-	if o.MaxBatch == 0 {
-		o.MaxBatch = MaxBatch
-	}
-	if o.MinBackoff == 0 {
-		o.MinBackoff = DefaultMinBackoff
-	}
-	if o.MaxBackoff == 0 {
-		o.MaxBackoff = DefaultMaxBackoff
-	}
-	if o.CloseGrace == 0 {
-		o.CloseGrace = DefaultCloseGrace
-	}
-	if o.CallTimeout == 0 {
-		o.CallTimeout = DefaultCallTimeout
-	}
-	if o.ShutdownTimeout == 0 {
-		o.ShutdownTimeout = DefaultShutdownTimeout
-	}
+	o.Namespace = cmp.Or(o.Namespace, DefaultNamespace)
+	o.MetricName = cmp.Or(o.MetricName, DefaultMetricName)
+	o.Period = cmp.Or(o.Period, DefaultPeriod)
+	o.MaxBatch = cmp.Or(o.MaxBatch, MaxBatch)
+	o.MinBackoff = cmp.Or(o.MinBackoff, DefaultMinBackoff)
+	o.MaxBackoff = cmp.Or(o.MaxBackoff, DefaultMaxBackoff)
+	o.CloseGrace = cmp.Or(o.CloseGrace, DefaultCloseGrace)
+	o.CallTimeout = cmp.Or(o.CallTimeout, DefaultCallTimeout)
+	o.ShutdownTimeout = cmp.Or(o.ShutdownTimeout, DefaultShutdownTimeout)
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
 	}
