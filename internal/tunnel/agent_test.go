@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,17 +32,7 @@ func startAgent(t *testing.T, dir string, keys ...any) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() { _ = agent.ServeAgent(kr, c); c.Close() })
-		}
-	})
+	serveEach(t, ln, func(c net.Conn) { _ = agent.ServeAgent(kr, c); c.Close() })
 	return sock
 }
 
@@ -114,15 +103,7 @@ func TestAgentAuth(t *testing.T) {
 	sp.IdentityFiles, sp.IdentitiesOnly = []string{keyPath}, true
 	sp.Forwards = []Forward{{Kind: Local, BindHost: "127.0.0.1", BindPort: lport, DestHost: eh, DestPort: atoi(t, ep)}}
 	tun := New(sp, Options{Logger: slog.New(slog.DiscardHandler), AgentSocket: sock})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tun.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	runTunnel(t, tun)
 	within(t, 5*time.Second, "up through the agent", func() bool { return tun.Status().State == StateUp })
 	if err := roundTrip(net.JoinHostPort("127.0.0.1", itoa(lport)), "agent"); err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"bufio"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -68,15 +67,7 @@ func TestTunnelSurvivesBlackhole(t *testing.T) {
 		AgentSocket: "/nonexistent",
 		BackoffMax:  backoffMax,
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tun.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	runTunnel(t, tun)
 
 	up := func() bool { return tun.Status().State == StateUp }
 	within(t, 10*time.Second, "tunnel up", up)

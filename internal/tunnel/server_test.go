@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
@@ -14,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -260,17 +262,7 @@ func echoServer(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() { _, _ = io.Copy(c, c); c.Close() })
-		}
-	})
+	serveEach(t, ln, func(c net.Conn) { _, _ = io.Copy(c, c); c.Close() })
 	return ln.Addr().String()
 }
 
@@ -282,4 +274,40 @@ func freeLocalPort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// runTunnel runs tun until the test ends, then checks that Run returned
+// cleanly (within 5 s of the cancel).
+func runTunnel(t *testing.T, tun *Tunnel) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tun.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("Run did not return within 5 s of cancel")
+		}
+	})
+}
+
+// serveEach accepts on ln until the test ends, handling each connection
+// on its own goroutine.
+func serveEach(t *testing.T, ln net.Listener, handle func(net.Conn)) {
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { handle(c) })
+		}
+	})
 }

@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"context"
 	"log/slog"
 	"net"
 	"os"
@@ -43,15 +42,7 @@ func TestLocalForwardThroughRealSSHD(t *testing.T) {
 		Forwards:       []Forward{{Kind: Local, BindHost: "127.0.0.1", BindPort: lport, DestHost: eh, DestPort: epn}},
 	}
 	tun := New(spec, Options{Logger: slog.New(slog.DiscardHandler), AgentSocket: "/nonexistent"})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tun.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	runTunnel(t, tun)
 	within(t, 10*time.Second, "up", func() bool { return tun.Status().State == StateUp })
 	for i := range 3 {
 		if err := roundTrip(net.JoinHostPort("127.0.0.1", strconv.Itoa(lport)), "through sshd "+strconv.Itoa(i)); err != nil {
