@@ -37,6 +37,12 @@ const (
 	Sighted Type = "sighted"
 )
 
+// Types lists every event type, in the order of a session's life; keep it
+// next to the constants above.
+func Types() []Type {
+	return []Type{SessionStart, SessionEnd, IdleStart, IdleCancel, StopWarning, Stop, StopFailed, Blind, Sighted}
+}
+
 // Event is one thing that happened.
 type Event struct {
 	Time    time.Time        `json:"time"`

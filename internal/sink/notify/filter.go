@@ -14,14 +14,7 @@ import (
 var ErrUnknownEventType = errors.New("unknown event type")
 
 // EventTypes lists every event type, in the order the docs show them.
-func EventTypes() []event.Type {
-	return []event.Type{
-		event.SessionStart, event.SessionEnd,
-		event.IdleStart, event.IdleCancel,
-		event.StopWarning, event.Stop, event.StopFailed,
-		event.Blind, event.Sighted,
-	}
-}
+func EventTypes() []event.Type { return event.Types() }
 
 // Filter is the set of event types a sink wants; empty means all of them.
 type Filter []event.Type
