@@ -17,7 +17,31 @@ type Kind string
 // Session kinds.
 const (
 	KindSSH Kind = "ssh"
+	// KindWireGuard is a WireGuard peer with a recent handshake.
+	KindWireGuard Kind = "wireguard"
+	// KindOpenVPN is a client of an OpenVPN server.
+	KindOpenVPN Kind = "openvpn"
+	// KindAWSClientVPN is a connection to an AWS Client VPN endpoint.
+	KindAWSClientVPN Kind = "aws-client-vpn"
 )
+
+// Kinds lists every kind, SSH first.
+func Kinds() []Kind {
+	return []Kind{KindSSH, KindWireGuard, KindOpenVPN, KindAWSClientVPN}
+}
+
+// ParseKind returns the kind named s, or false.
+func ParseKind(s string) (Kind, bool) {
+	for _, k := range Kinds() {
+		if string(k) == s {
+			return k, true
+		}
+	}
+	return "", false
+}
+
+// IsVPN reports whether k is one of the VPN kinds.
+func (k Kind) IsVPN() bool { return k != KindSSH && k != "" }
 
 // Mode says how an SSH connection is used.
 type Mode string
@@ -56,8 +80,43 @@ type Session struct {
 	UserPID   int       `json:"user_pid"`
 	StartedAt time.Time `json:"started_at"`
 	// LastActivityAt is the newest of the terminal's input time and the last
-	// data received on the TCP connection; nil when neither is known.
+	// data received on the TCP connection (SSH), or the last time the
+	// client sent data (VPN); nil when neither is known.
 	LastActivityAt *time.Time `json:"last_activity_at"`
+	// EndedAt is when the connection ended, when its source knows (set
+	// only on Snapshot.Ended and on session_end events).
+	EndedAt *time.Time `json:"ended_at,omitempty"`
+	// VPN holds what VPN sources know beyond the common fields.
+	VPN *VPN `json:"vpn,omitempty"`
+}
+
+// VPN is a VPN client's identity and traffic. For VPN sessions, User is
+// the best name known (a configured peer name, the username, or the
+// certificate's common name), RemoteAddr and RemotePort the client's
+// real (outer) address.
+type VPN struct {
+	// Server is what the client is connected to: the WireGuard
+	// interface, the OpenVPN server's name, the Client VPN endpoint id.
+	Server string `json:"server"`
+	// PublicKey is a WireGuard peer's key (base64).
+	PublicKey string `json:"public_key,omitempty"`
+	// CommonName is the client certificate's CN (OpenVPN, Client VPN).
+	CommonName string `json:"common_name,omitempty"`
+	// Username is the name the client authenticated with, if any.
+	Username string `json:"username,omitempty"`
+	// VirtualAddr is the client's address inside the tunnel.
+	VirtualAddr string `json:"virtual_addr,omitempty"`
+	// ConnectionID is the source's id of the connection (Client VPN's
+	// connection id, OpenVPN's client id).
+	ConnectionID string `json:"connection_id,omitempty"`
+	// BytesIn were received from the client, BytesOut sent to it.
+	BytesIn  uint64 `json:"bytes_in"`
+	BytesOut uint64 `json:"bytes_out"`
+	// LastHandshakeAt is a WireGuard peer's latest handshake.
+	LastHandshakeAt *time.Time `json:"last_handshake_at,omitempty"`
+	// Status is the source's own status of the connection (Client VPN:
+	// active, terminating, terminated, failed-to-terminate).
+	Status string `json:"status,omitempty"`
 }
 
 // Idle returns how long the session has been idle at now, and false when
@@ -103,8 +162,11 @@ const (
 
 // Warning says what a source could not see.
 type Warning struct {
-	Code    string `json:"code"`
-	Source  string `json:"source"`
+	Code   string `json:"code"`
+	Source string `json:"source"`
+	// Kind limits a blind warning to sessions of one kind (a VPN source
+	// that could not be polled); empty means every kind.
+	Kind    Kind   `json:"kind,omitempty"`
 	Message string `json:"message"`
 	// Blind is true when the warning means sessions may be missing from the
 	// snapshot, not just details of sessions.
@@ -119,6 +181,12 @@ type Snapshot struct {
 	// Complete is false when anything at all could not be inspected.
 	Complete bool      `json:"complete"`
 	Warnings []Warning `json:"warnings"`
+	// Ended are connections that ended since the source's previous
+	// snapshot, each with EndedAt set and each listed once. Polled
+	// sources that learn of connections after the fact (AWS Client VPN
+	// lists those terminated in the last hour) list here connections
+	// that began and ended between two polls, which no snapshot saw.
+	Ended []Session `json:"ended,omitempty"`
 }
 
 // Blind reports whether sessions may be missing from the snapshot: a
@@ -126,6 +194,17 @@ type Snapshot struct {
 func (s Snapshot) Blind() bool {
 	for _, w := range s.Warnings {
 		if w.Blind {
+			return true
+		}
+	}
+	return false
+}
+
+// BlindFor reports whether sessions of kind k may be missing: a blind
+// warning for every kind or for k.
+func (s Snapshot) BlindFor(k Kind) bool {
+	for _, w := range s.Warnings {
+		if w.Blind && (w.Kind == "" || w.Kind == k) {
 			return true
 		}
 	}
