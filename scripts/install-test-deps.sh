@@ -7,6 +7,9 @@ set -euo pipefail
 packages=(openssh-server openssh-client iproute2 nftables procps)
 # Prometheus server and promtool, for internal/sink/prometheus.
 packages+=(prometheus)
+# VPN sources: a real OpenVPN server and client, userspace WireGuard
+# (wireguard-go) and wg(8), ping for traffic through the tunnels.
+packages+=(openvpn wireguard-go wireguard-tools iputils-ping)
 
 missing=()
 for p in "${packages[@]}"; do
