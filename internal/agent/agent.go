@@ -32,6 +32,20 @@ type Source interface {
 	Scan(ctx context.Context) (session.Snapshot, error)
 }
 
+// Poller is a source polled on its own schedule (the VPN sources): its
+// latest snapshot joins every scan of the main Source.
+type Poller interface {
+	Name() string
+	Kind() session.Kind
+	Poll(ctx context.Context) (session.Snapshot, error)
+}
+
+// Polled is a Poller and how often to poll it.
+type Polled struct {
+	Poller   Poller
+	Interval time.Duration
+}
+
 // Actor stops the machine (package action has the implementations).
 type Actor interface {
 	Name() string
@@ -56,6 +70,18 @@ type Observation struct {
 	Sessions []session.Session
 	Events   []event.Event
 	Policy   policy.Status
+	// Polls are the pollers' answers that came in since the last
+	// iteration.
+	Polls []PollStat
+}
+
+// PollStat is one poll of a Poller, for self-metrics.
+type PollStat struct {
+	Name     string
+	Kind     session.Kind
+	At       time.Time
+	Duration time.Duration
+	Err      error
 }
 
 // Observer is told about every loop iteration. It must return quickly:
@@ -70,7 +96,11 @@ type HoldSource func(now time.Time) ([]policy.Hold, error)
 // Options configure an Agent.
 type Options struct {
 	Source Source
-	Policy *policy.Policy
+	// Pollers are polled sources (VPNs), each on its own goroutine and
+	// interval. Until a poller's first answer, and after a failed poll,
+	// its kind is blind: its sessions are kept and nothing is stopped.
+	Pollers []Polled
+	Policy  *policy.Policy
 	Actor  Actor
 	Events EventSink
 	Holds  []HoldSource
@@ -149,6 +179,22 @@ type Agent struct {
 	// holdsAt and lastHolds cache the hold sources' answer.
 	holdsAt   time.Time
 	lastHolds []policy.Hold
+	// polls carries the pollers' answers to the loop; polled holds the
+	// latest per poller and pendingEnded the ended connections not yet
+	// given to the tracker.
+	polls        chan pollResult
+	polled       map[string]pollResult
+	pendingEnded []session.Session
+	newPolls     []PollStat
+}
+
+type pollResult struct {
+	name string
+	kind session.Kind
+	snap session.Snapshot
+	err  error
+	at   time.Time
+	took time.Duration
 }
 
 type loginState struct {
@@ -204,7 +250,21 @@ func New(o Options) (*Agent, error) {
 	if o.ActionTimeout <= 0 {
 		o.ActionTimeout = 2 * time.Minute
 	}
-	return &Agent{o: o, log: o.Logger, tracker: tracker.New(), actions: make(chan actionResult, 1), reconfig: make(chan Reconfig, 1), logins: map[string]*loginState{}, ended: map[string]time.Time{}}, nil
+	names := map[string]bool{}
+	for _, p := range o.Pollers {
+		if p.Poller == nil || p.Interval <= 0 {
+			return nil, errors.New("create agent: a poller needs a source and a positive interval")
+		}
+		if names[p.Poller.Name()] {
+			return nil, fmt.Errorf("create agent: two pollers named %q", p.Poller.Name())
+		}
+		names[p.Poller.Name()] = true
+	}
+	return &Agent{
+		o: o, log: o.Logger, tracker: tracker.New(), actions: make(chan actionResult, 1), reconfig: make(chan Reconfig, 1),
+		logins: map[string]*loginState{}, ended: map[string]time.Time{},
+		polls: make(chan pollResult), polled: map[string]pollResult{},
+	}, nil
 }
 
 // View is what the agent publishes in STATE_DIR/agent.json for
@@ -234,12 +294,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer timer.Stop()
 	var burstUntil time.Time
 	ready := false
+	pctx, stopPollers := context.WithCancel(ctx)
+	defer stopPollers()
+	for _, p := range a.o.Pollers {
+		go a.poll(pctx, p)
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			a.log.Info("agent stopping")
 			return nil
 		case <-timer.C():
+		case r := <-a.polls:
+			a.received(r)
 		case <-a.o.Kicks:
 			burstUntil = clk.Now().Add(BurstLength)
 		case l := <-a.o.Logins:
@@ -288,6 +355,86 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
+// poll runs one poller until ctx ends: at once, then every interval
+// after the previous answer.
+func (a *Agent) poll(ctx context.Context, p Polled) {
+	timer := a.o.Clock.NewTimer(p.Interval)
+	defer timer.Stop()
+	log := a.log.With("source", p.Poller.Name())
+	failing := false
+	for {
+		began := a.o.Clock.Now()
+		snap, err := p.Poller.Poll(ctx)
+		r := pollResult{name: p.Poller.Name(), kind: p.Poller.Kind(), snap: snap, err: err, at: began, took: a.o.Clock.Now().Sub(began)}
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return
+		case err != nil && !failing:
+			log.Error("poll failed; keeping this kind's sessions and not stopping", "err", err)
+		case err == nil && failing:
+			log.Info("poll works again")
+		}
+		failing = err != nil
+		select {
+		case a.polls <- r:
+		case <-ctx.Done():
+			return
+		}
+		timer.Reset(p.Interval)
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C():
+		}
+	}
+}
+
+// received keeps a poller's answer for the next step.
+func (a *Agent) received(r pollResult) {
+	a.polled[r.name] = r
+	a.newPolls = append(a.newPolls, PollStat{Name: r.name, Kind: r.kind, At: r.at, Duration: r.took, Err: r.err})
+	if r.err == nil {
+		a.pendingEnded = append(a.pendingEnded, r.snap.Ended...)
+	}
+}
+
+// PollWarning is the warning code of a poller that has not answered yet
+// or whose last poll failed.
+const PollWarning = "poll_failed"
+
+// merge adds the pollers' latest answers to snap.
+func (a *Agent) merge(snap *session.Snapshot) {
+	for _, p := range a.o.Pollers {
+		name, kind := p.Poller.Name(), p.Poller.Kind()
+		r, ok := a.polled[name]
+		switch {
+		case !ok:
+			snap.Warn(session.Warning{Code: PollWarning, Source: name, Kind: kind, Message: name + " has not been polled yet", Blind: true})
+		case r.err != nil:
+			snap.Warn(session.Warning{Code: PollWarning, Source: name, Kind: kind, Message: r.err.Error(), Blind: true})
+		default:
+			snap.Sessions = append(snap.Sessions, r.snap.Sessions...)
+			if !r.snap.Complete {
+				snap.Complete = false
+			}
+			snap.Warnings = append(snap.Warnings, r.snap.Warnings...)
+		}
+	}
+	snap.Ended = append(snap.Ended, a.pendingEnded...)
+	a.pendingEnded = a.pendingEnded[:0]
+}
+
+// blindForPolicy reports whether sessions that keep the machine up may be
+// missing from snap.
+func (a *Agent) blindForPolicy(snap session.Snapshot) bool {
+	for _, w := range snap.Warnings {
+		if w.Blind && (w.Kind == "" || a.o.Policy.KeepsAwake(w.Kind)) {
+			return true
+		}
+	}
+	return false
+}
+
 // step scans once and runs everything downstream. It returns the time of
 // the scan.
 func (a *Agent) step(ctx context.Context) time.Time {
@@ -301,16 +448,17 @@ func (a *Agent) step(ctx context.Context) time.Time {
 		snap = session.Snapshot{Time: now}
 		snap.Warn(session.Warning{Code: "scan_failed", Source: a.o.Source.Name(), Message: err.Error(), Blind: true})
 	}
+	a.merge(&snap)
 	for _, e := range a.tracker.Apply(snap) {
 		a.emit(e)
-		if e.Type == event.SessionEnd && e.Session != nil {
+		if e.Type == event.SessionEnd && e.Session != nil && !e.Session.Kind.IsVPN() {
 			// A short session may end before its login line is read:
 			// remember it for a while so the login still matches it.
 			a.ended[loginKey(e.Session.RemoteAddr, e.Session.RemotePort)] = now
 		}
 	}
 	a.matchLogins(now)
-	in := policy.Input{Sessions: a.tracker.Sessions(), Blind: snap.Blind(), Transient: a.transient}
+	in := policy.Input{Sessions: a.tracker.Sessions(), Blind: a.blindForPolicy(snap), Transient: append(a.transient, a.tracker.Transient()...)}
 	a.transient = nil
 	in.Holds = a.holds(now)
 	d := a.o.Policy.Step(now, in)
@@ -348,6 +496,7 @@ func (a *Agent) step(ctx context.Context) time.Time {
 	if len(a.o.Observers) > 0 {
 		obs.Snapshot, obs.Sessions, obs.Policy = snap, a.tracker.Sessions(), a.o.Policy.Status(now)
 		obs.Events = append([]event.Event(nil), a.emitted...)
+		obs.Polls = append([]PollStat(nil), a.newPolls...)
 		for _, o := range a.o.Observers {
 			o.Observe(obs)
 		}
@@ -355,6 +504,7 @@ func (a *Agent) step(ctx context.Context) time.Time {
 	// Events emitted between iterations (action results, log-only
 	// sessions) are reported with the next one.
 	a.emitted = a.emitted[:0]
+	a.newPolls = a.newPolls[:0]
 	return now
 }
 

@@ -51,6 +51,10 @@ type Config struct {
 	// networks do not keep the machine up.
 	IgnoreUsers []string
 	IgnoreNets  []netip.Prefix
+	// IgnoreKinds: sessions of these kinds (a VPN that is not the reason
+	// the machine exists, say) do not keep the machine up, and a blind
+	// view of only these kinds does not stop the countdown.
+	IgnoreKinds []session.Kind
 	// MaxAttempts bounds how often a failed stop is retried in one idle
 	// period (one attempt per period). Default 3.
 	MaxAttempts int
@@ -475,8 +479,23 @@ func (p *Policy) actAt(due time.Time) time.Time {
 	return due
 }
 
+// KeepsAwake reports whether sessions of kind k keep the machine up.
+func (c Config) KeepsAwake(k session.Kind) bool {
+	if k == "" {
+		k = session.KindSSH
+	}
+	return !slices.Contains(c.IgnoreKinds, k)
+}
+
+// KeepsAwake reports whether sessions of kind k keep the machine up
+// under the current configuration.
+func (p *Policy) KeepsAwake(k session.Kind) bool { return p.cfg.KeepsAwake(k) }
+
 // counts reports whether s keeps the machine up.
 func (p *Policy) counts(s session.Session, now time.Time) bool {
+	if !p.cfg.KeepsAwake(s.Kind) {
+		return false
+	}
 	if slices.Contains(p.cfg.IgnoreUsers, s.User) {
 		return false
 	}

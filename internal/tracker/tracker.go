@@ -16,6 +16,8 @@ type Tracker struct {
 	sessions map[string]session.Session
 	// blind is true while the last snapshot could not see everything.
 	blind bool
+	// transient are the sessions the last Apply saw only after they ended.
+	transient []session.Session
 }
 
 // New returns an empty tracker.
@@ -24,32 +26,52 @@ func New() *Tracker {
 }
 
 // Apply takes a snapshot and returns the events it implies, in time
-// order: ends (at the snapshot's time) before starts (at their start
-// time, which may be earlier). Session details (mode, activity) are
-// updated silently.
+// order: ends (at the snapshot's time, or the end time its source knows)
+// before starts (at their start time, which may be earlier). Session
+// details (mode, activity, bytes) are updated silently.
 //
 // A blind snapshot cannot prove that a session ended, so sessions missing
-// from it are kept; new ones in it still start.
+// from it are kept; new ones in it still start. A blind warning for one
+// kind (a VPN source that could not be polled) keeps only that kind's.
+//
+// Sessions in snap.Ended end at their EndedAt; those the tracker never
+// had (they began and ended between two polls) get a start and an end,
+// and are returned by Transient until the next Apply.
 func (t *Tracker) Apply(snap session.Snapshot) []event.Event {
 	var evs []event.Event
+	t.transient = nil
 	seen := make(map[string]bool, len(snap.Sessions))
 	for _, s := range snap.Sessions {
 		seen[s.ID] = true
 	}
-	blind := snap.Blind()
-	if !blind {
-		ids := make([]string, 0)
-		for id := range t.sessions {
-			if !seen[id] {
-				ids = append(ids, id)
+	ended := make(map[string]session.Session, len(snap.Ended))
+	for _, s := range snap.Ended {
+		if !seen[s.ID] {
+			ended[s.ID] = s
+		}
+	}
+	ids := make([]string, 0)
+	for id, s := range t.sessions {
+		if _, ok := ended[id]; ok || (!seen[id] && !snap.BlindFor(s.Kind)) {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		s := t.sessions[id]
+		delete(t.sessions, id)
+		at := snap.Time
+		if e, ok := ended[id]; ok {
+			// The source's last word on it: bytes, activity, end time.
+			s = e
+			if e.EndedAt != nil && !e.EndedAt.After(snap.Time) && !e.EndedAt.Before(e.StartedAt) {
+				at = *e.EndedAt
 			}
+			delete(ended, id)
 		}
-		sort.Strings(ids)
-		for _, id := range ids {
-			s := t.sessions[id]
-			delete(t.sessions, id)
-			evs = append(evs, event.Event{Time: snap.Time, Type: event.SessionEnd, Session: &s})
-		}
+		end := at
+		s.EndedAt = &end
+		evs = append(evs, event.Event{Time: at, Type: event.SessionEnd, Session: &s})
 	}
 	for _, s := range snap.Sessions {
 		if _, ok := t.sessions[s.ID]; !ok {
@@ -62,6 +84,31 @@ func (t *Tracker) Apply(snap session.Snapshot) []event.Event {
 		}
 		t.sessions[s.ID] = s
 	}
+	// Connections seen only after they ended, oldest first.
+	rest := make([]session.Session, 0, len(ended))
+	for _, s := range ended {
+		rest = append(rest, s)
+	}
+	sortSessions(rest)
+	for _, s := range rest {
+		endAt := snap.Time
+		if s.EndedAt != nil && !s.EndedAt.After(snap.Time) {
+			endAt = *s.EndedAt
+		}
+		startAt := s.StartedAt
+		if startAt.IsZero() || startAt.After(endAt) {
+			startAt = endAt
+		}
+		s.EndedAt = &endAt
+		start, end := s, s
+		start.EndedAt = nil
+		reason := "seen only after it ended: it began and ended between two polls"
+		evs = append(evs,
+			event.Event{Time: startAt, Type: event.SessionStart, Session: &start, Reason: reason},
+			event.Event{Time: endAt, Type: event.SessionEnd, Session: &end, Reason: reason})
+		t.transient = append(t.transient, s)
+	}
+	blind := snap.Blind()
 	if blind != t.blind {
 		typ, reason := event.Sighted, "the view of sessions is complete again"
 		if blind {
@@ -73,19 +120,27 @@ func (t *Tracker) Apply(snap session.Snapshot) []event.Event {
 	return evs
 }
 
+// Transient returns the sessions the last Apply saw only after they
+// ended: they keep the idle policy's open period busy.
+func (t *Tracker) Transient() []session.Session { return t.transient }
+
 // Sessions returns the current sessions, oldest first.
 func (t *Tracker) Sessions() []session.Session {
 	out := make([]session.Session, 0, len(t.sessions))
 	for _, s := range t.sessions {
 		out = append(out, s)
 	}
+	sortSessions(out)
+	return out
+}
+
+func sortSessions(out []session.Session) {
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].StartedAt.Equal(out[j].StartedAt) {
 			return out[i].StartedAt.Before(out[j].StartedAt)
 		}
 		return out[i].ID < out[j].ID
 	})
-	return out
 }
 
 // Blind reports whether the last snapshot was blind.
