@@ -101,9 +101,9 @@ type Options struct {
 	// its kind is blind: its sessions are kept and nothing is stopped.
 	Pollers []Polled
 	Policy  *policy.Policy
-	Actor  Actor
-	Events EventSink
-	Holds  []HoldSource
+	Actor   Actor
+	Events  EventSink
+	Holds   []HoldSource
 	// Warn tells the people still logged in that a stop is coming (wall).
 	Warn func(ctx context.Context, msg string) error
 	// OnWarning is the notification hook for stop warnings. It runs on
