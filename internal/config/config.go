@@ -6,6 +6,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,11 +14,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/connwatch/connwatch/internal/session"
 	"github.com/connwatch/connwatch/internal/sink/cloudwatch"
 	"github.com/connwatch/connwatch/internal/sink/notify"
 )
@@ -75,6 +78,92 @@ type Agent struct {
 	Notify         Notify     `toml:"notify"`
 	CloudWatch     CloudWatch `toml:"cloudwatch"`
 	Tunnels        Tunnels    `toml:"tunnels"`
+	// VPN sources: their clients are sessions like SSH ones.
+	WireGuard    WireGuard    `toml:"wireguard"`
+	OpenVPN      OpenVPN      `toml:"openvpn"`
+	AWSClientVPN AWSClientVPN `toml:"aws_client_vpn"`
+}
+
+// WireGuard watches WireGuard devices (kernel, or userspace such as
+// wireguard-go): a peer is connected while its latest handshake is
+// recent.
+type WireGuard struct {
+	Enabled bool `toml:"enabled"`
+	// Interfaces to watch; empty: every WireGuard device.
+	Interfaces   []string `toml:"interfaces"`
+	PollInterval Duration `toml:"poll_interval"`
+	// HandshakeTimeout: a peer is connected while its latest handshake
+	// is at most this old (WireGuard re-keys every 2 minutes while
+	// traffic flows, and drops keys after 3).
+	HandshakeTimeout Duration `toml:"handshake_timeout"`
+	// Peers names public keys: "base64 key" = "alice".
+	Peers map[string]string `toml:"peers"`
+}
+
+// OpenVPN watches OpenVPN servers through their management interface or
+// status file.
+type OpenVPN struct {
+	Enabled      bool            `toml:"enabled"`
+	PollInterval Duration        `toml:"poll_interval"`
+	Servers      []OpenVPNServer `toml:"server"`
+}
+
+// OpenVPNServer is one OpenVPN server: exactly one of Management and
+// StatusFile.
+type OpenVPNServer struct {
+	// Name tells servers apart in sessions and metrics.
+	Name string `toml:"name"`
+	// Management is the management interface: "unix:/run/openvpn/server.sock"
+	// or "tcp:127.0.0.1:7505". connwatch only runs `status 3`.
+	Management string `toml:"management"`
+	// PasswordFile holds the management password (its first line).
+	PasswordFile string `toml:"password_file"`
+	// StatusFile is the server's --status file (any status-version).
+	StatusFile string `toml:"status_file"`
+}
+
+// AWSClientVPN watches AWS Client VPN endpoints with
+// DescribeClientVpnConnections, which also lists connections that ended
+// in the last hour, so no connection is missed between polls.
+type AWSClientVPN struct {
+	Enabled bool `toml:"enabled"`
+	// Endpoints are Client VPN endpoint ids (cvpn-endpoint-…).
+	Endpoints []string `toml:"endpoints"`
+	// Region of the endpoints; default: the SDK's (AWS_REGION, profile),
+	// else the instance's (IMDS).
+	Region       string   `toml:"region"`
+	PollInterval Duration `toml:"poll_interval"`
+}
+
+// Kinds returns the session kinds the configuration watches: ssh, then
+// the enabled VPN kinds.
+func (c Agent) Kinds() []session.Kind {
+	kinds := []session.Kind{session.KindSSH}
+	if c.WireGuard.Enabled {
+		kinds = append(kinds, session.KindWireGuard)
+	}
+	if c.OpenVPN.Enabled {
+		kinds = append(kinds, session.KindOpenVPN)
+	}
+	if c.AWSClientVPN.Enabled {
+		kinds = append(kinds, session.KindAWSClientVPN)
+	}
+	return kinds
+}
+
+// IgnoreKinds are the watched kinds that do not keep the machine up
+// (those missing from idle.keep_awake_kinds, when it is set).
+func (c Agent) IgnoreKinds() []session.Kind {
+	if c.Idle.KeepAwakeKinds == nil {
+		return nil
+	}
+	var out []session.Kind
+	for _, k := range session.Kinds() {
+		if !slices.Contains(c.Idle.KeepAwakeKinds, string(k)) {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // Tunnels are kept up by the agent, as `connwatch tunnel` would, with
@@ -150,6 +239,10 @@ type Idle struct {
 	// KeepAwakeLoad keeps the machine up while the 1-minute load average
 	// is at least this (0: off).
 	KeepAwakeLoad float64 `toml:"keep_awake_load"`
+	// KeepAwakeKinds are the session kinds that keep the machine up
+	// (ssh, wireguard, openvpn, aws-client-vpn); unset: every watched
+	// kind. A VPN left out is still watched and reported.
+	KeepAwakeKinds []string `toml:"keep_awake_kinds"`
 }
 
 // Action is what happens when the machine is idle.
@@ -204,9 +297,12 @@ func Default() Agent {
 			WarnBefore: Duration{5 * time.Minute},
 			Wall:       true,
 		},
-		Action:     Action{Type: "dry-run", Timeout: Duration{2 * time.Minute}},
-		Notify:     Notify{Events: "session_start,session_end,stop_warning,stop,stop_failed"},
-		CloudWatch: CloudWatch{Namespace: "EC2", MetricName: "SSH Connections", Period: Duration{time.Minute}},
+		Action:       Action{Type: "dry-run", Timeout: Duration{2 * time.Minute}},
+		Notify:       Notify{Events: "session_start,session_end,stop_warning,stop,stop_failed"},
+		CloudWatch:   CloudWatch{Namespace: "EC2", MetricName: "SSH Connections", Period: Duration{time.Minute}},
+		WireGuard:    WireGuard{PollInterval: Duration{5 * time.Second}, HandshakeTimeout: Duration{3 * time.Minute}},
+		OpenVPN:      OpenVPN{PollInterval: Duration{5 * time.Second}},
+		AWSClientVPN: AWSClientVPN{PollInterval: Duration{time.Minute}},
 	}
 }
 
@@ -349,7 +445,82 @@ func (c Agent) Validate() error {
 	if c.Action.Timeout.Duration <= 0 {
 		bad("action.timeout", c.Action.Timeout, "must be positive")
 	}
+	errs = append(errs, c.validateVPN()...)
 	return errors.Join(errs...)
+}
+
+// clientVPNEndpoint is the shape of a Client VPN endpoint id.
+var clientVPNEndpoint = regexp.MustCompile(`^cvpn-endpoint-[0-9a-f]{8,17}$`)
+
+func (c Agent) validateVPN() []error {
+	var errs []error
+	bad := func(key string, v any, format string, a ...any) {
+		errs = append(errs, &FieldError{Key: key, Value: v, Msg: fmt.Sprintf(format, a...)})
+	}
+	watched := c.Kinds()
+	for _, k := range c.Idle.KeepAwakeKinds {
+		kind, ok := session.ParseKind(k)
+		switch {
+		case !ok:
+			bad("idle.keep_awake_kinds", fmt.Sprintf("%q", k), "not a session kind (ssh, wireguard, openvpn, aws-client-vpn)")
+		case !slices.Contains(watched, kind):
+			bad("idle.keep_awake_kinds", k, "is not enabled: set %s.enabled = true", strings.ReplaceAll(k, "-", "_"))
+		}
+	}
+	if w := c.WireGuard; w.Enabled {
+		if w.PollInterval.Duration < 100*time.Millisecond {
+			bad("wireguard.poll_interval", w.PollInterval, "must be at least 100ms")
+		}
+		if w.HandshakeTimeout.Duration < time.Second {
+			bad("wireguard.handshake_timeout", w.HandshakeTimeout, "must be at least 1s (WireGuard's own is 3m)")
+		}
+		for _, name := range w.Interfaces {
+			if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t") {
+				bad("wireguard.interfaces", fmt.Sprintf("%q", name), "not a network interface name")
+			}
+		}
+	}
+	for key := range c.WireGuard.Peers {
+		if b, err := base64.StdEncoding.DecodeString(key); err != nil || len(b) != 32 {
+			bad("wireguard.peers", fmt.Sprintf("%q", key), "not a WireGuard public key (44 characters of base64)")
+		}
+	}
+	if o := c.OpenVPN; o.Enabled {
+		if o.PollInterval.Duration < 100*time.Millisecond {
+			bad("openvpn.poll_interval", o.PollInterval, "must be at least 100ms")
+		}
+		if len(o.Servers) == 0 {
+			bad("openvpn.server", "[]", "add at least one [[openvpn.server]] with management or status_file")
+		}
+		names := map[string]bool{}
+		for i, srv := range o.Servers {
+			key := fmt.Sprintf("openvpn.server[%d]", i)
+			if names[srv.Name] {
+				bad(key+".name", fmt.Sprintf("%q", srv.Name), "two servers with the same name")
+			}
+			names[srv.Name] = true
+			if (srv.Management == "") == (srv.StatusFile == "") {
+				bad(key, srv.Name, "set exactly one of management and status_file")
+			}
+			if srv.PasswordFile != "" && srv.Management == "" {
+				bad(key+".password_file", srv.PasswordFile, "is for the management interface")
+			}
+		}
+	}
+	if a := c.AWSClientVPN; a.Enabled {
+		if a.PollInterval.Duration < 5*time.Second {
+			bad("aws_client_vpn.poll_interval", a.PollInterval, "must be at least 5s (the API is rate limited)")
+		}
+		if len(a.Endpoints) == 0 {
+			bad("aws_client_vpn.endpoints", "[]", "list at least one Client VPN endpoint id")
+		}
+		for _, e := range a.Endpoints {
+			if !clientVPNEndpoint.MatchString(e) {
+				bad("aws_client_vpn.endpoints", fmt.Sprintf("%q", e), "not a Client VPN endpoint id like cvpn-endpoint-0123456789abcdef0")
+			}
+		}
+	}
+	return errs
 }
 
 // EvaluationPeriods is N = idle_after / period.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,6 +44,15 @@ func TestLoadErrors(t *testing.T) {
 		{"cidr.toml", "[idle]\nignore_cidrs = [\"10.0.0.0/33\"]\n", []string{"idle.ignore_cidrs = 10.0.0.0/33"}},
 		{"regexp.toml", "[idle]\nkeep_awake_processes = [\"(\"]\n", []string{"idle.keep_awake_processes"}},
 		{"type.toml", "scan_interval = 5\n", []string{"type.toml"}},
+		{"kind.toml", "[idle]\nkeep_awake_kinds = [\"ipsec\"]\n", []string{"idle.keep_awake_kinds = \"ipsec\"", "not a session kind"}},
+		{"notenabled.toml", "[idle]\nkeep_awake_kinds = [\"ssh\", \"openvpn\"]\n", []string{"idle.keep_awake_kinds = openvpn", "openvpn.enabled = true"}},
+		{"wgkey.toml", "[wireguard]\nenabled = true\n[wireguard.peers]\n\"abc\" = \"alice\"\n", []string{"wireguard.peers = \"abc\"", "public key"}},
+		{"wgpoll.toml", "[wireguard]\nenabled = true\npoll_interval = \"10ms\"\n", []string{"wireguard.poll_interval = 10ms"}},
+		{"ovpn.toml", "[openvpn]\nenabled = true\n[[openvpn.server]]\nname = \"office\"\n", []string{"openvpn.server[0] = office", "exactly one of management and status_file"}},
+		{"ovpnnone.toml", "[openvpn]\nenabled = true\n", []string{"openvpn.server", "at least one"}},
+		{"ovpndup.toml", "[openvpn]\nenabled = true\n[[openvpn.server]]\nstatus_file = \"/a\"\n[[openvpn.server]]\nstatus_file = \"/b\"\n", []string{"openvpn.server[1].name", "same name"}},
+		{"cvpn.toml", "[aws_client_vpn]\nenabled = true\nendpoints = [\"vpn-1\"]\n", []string{"aws_client_vpn.endpoints = \"vpn-1\"", "cvpn-endpoint-"}},
+		{"cvpnpoll.toml", "[aws_client_vpn]\nenabled = true\nendpoints = [\"cvpn-endpoint-0123456789abcdef0\"]\npoll_interval = \"1s\"\n", []string{"aws_client_vpn.poll_interval = 1s", "rate limited"}},
 	}
 	for _, tt := range tests {
 		_, err := Load(write(tt.name, tt.text))
@@ -71,5 +81,38 @@ func TestOverrides(t *testing.T) {
 	}
 	if cfg.Idle.Period.Duration != time.Second || cfg.EvaluationPeriods() != 10 || cfg.Idle.WarnBefore.Duration != 5*time.Minute {
 		t.Errorf("cfg %+v", cfg.Idle)
+	}
+}
+
+func TestVPNKinds(t *testing.T) {
+	cfg := Default()
+	text := `
+[idle]
+keep_awake_kinds = ["ssh", "aws-client-vpn"]
+[wireguard]
+enabled = true
+[wireguard.peers]
+"xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=" = "alice"
+[aws_client_vpn]
+enabled = true
+endpoints = ["cvpn-endpoint-0123456789abcdef0"]
+`
+	if err := Decode("vpn.toml", text, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(cfg.Kinds()); got != "[ssh wireguard aws-client-vpn]" {
+		t.Errorf("kinds %s", got)
+	}
+	if got := fmt.Sprint(cfg.IgnoreKinds()); got != "[wireguard openvpn]" {
+		t.Errorf("ignored kinds %s", got)
+	}
+	if cfg.WireGuard.PollInterval.Duration != 5*time.Second || cfg.AWSClientVPN.PollInterval.Duration != time.Minute {
+		t.Errorf("default poll intervals %v %v", cfg.WireGuard.PollInterval, cfg.AWSClientVPN.PollInterval)
+	}
+	if def := Default(); def.IgnoreKinds() != nil {
+		t.Errorf("by default every watched kind keeps the machine up: %v", def.IgnoreKinds())
 	}
 }
