@@ -41,7 +41,9 @@ func ParseKind(s string) (Kind, bool) {
 }
 
 // IsVPN reports whether k is one of the VPN kinds.
-func (k Kind) IsVPN() bool { return k != KindSSH && k != "" }
+func (k Kind) IsVPN() bool {
+	return k == KindWireGuard || k == KindOpenVPN || k == KindAWSClientVPN
+}
 
 // Mode says how an SSH connection is used.
 type Mode string

@@ -11,9 +11,9 @@
 // connwatch_pending_auth, connwatch_holds) are built from the latest
 // observation at scrape time, so a scrape never sees half of an update
 // and series of users or hold kinds that went away disappear. The
-// known combinations (ssh × tty/notty/forward/sftp; the policy's hold
-// kinds) are always exported, as 0 when nothing is there, so graphs have
-// no gaps.
+// known combinations (ssh × tty/notty/forward/sftp, each watched VPN
+// kind with an empty mode; the policy's hold kinds) are always exported,
+// as 0 when nothing is there, so graphs have no gaps.
 //
 // connwatch_stop_deadline_timestamp_seconds is always present: it is 0
 // when no stop is scheduled (busy, blind, or the stop already ran).
@@ -49,6 +49,9 @@ type Options struct {
 	// Clock is used for the *_last_success_timestamp_seconds series.
 	// Default: the system clock.
 	Clock clock.Clock
+	// Kinds are the session kinds the agent watches, always exported (as
+	// 0 when nobody is connected). Default: ssh.
+	Kinds []session.Kind
 }
 
 // Label values used when a session or event does not say.
@@ -60,10 +63,9 @@ const (
 	ResultError = "error"
 )
 
-// knownKinds and knownModes are always exported, as 0 when nothing is
-// there.
+// knownModes of SSH sessions are always exported, as 0 when nothing is
+// there; VPN sessions have no mode.
 var (
-	knownKinds = []session.Kind{session.KindSSH}
 	knownModes = []session.Mode{session.ModeTTY, session.ModeNoTTY, session.ModeForward, session.ModeSFTP}
 	// knownHoldKinds are the kinds the policy, the agent and package hold
 	// produce.
@@ -106,10 +108,14 @@ func New(o Options) *Metrics {
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
 	}
+	kinds := o.Kinds
+	if len(kinds) == 0 {
+		kinds = []session.Kind{session.KindSSH}
+	}
 	m := &Metrics{
 		reg:   prometheus.NewRegistry(),
 		clock: o.Clock,
-		view:  newViewCollector(o.PerUserLabels),
+		view:  newViewCollector(o.PerUserLabels, kinds),
 		sessionStarts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "connwatch_session_starts_total",
 			Help: "Sessions that began (session_start events), by kind.",
@@ -165,7 +171,7 @@ func New(o Options) *Metrics {
 			Help: "Events waiting in a sink's outbox for delivery.",
 		}, []string{"sink"}),
 	}
-	for _, k := range knownKinds {
+	for _, k := range kinds {
 		m.sessionStarts.WithLabelValues(string(k))
 		m.sessionEnds.WithLabelValues(string(k))
 	}
@@ -204,6 +210,20 @@ func (m *Metrics) ObserveScan(source string, dur time.Duration, snap session.Sna
 	}
 	last.Set(unixSeconds(m.clock.Now()))
 	m.view.setSnapshot(snap)
+}
+
+// ObservePoll records one poll of a polled source (a VPN) that took dur,
+// under the same series as scans. The sessions it found are part of the
+// next ObserveScan's snapshot.
+func (m *Metrics) ObservePoll(source string, dur time.Duration, err error) {
+	m.scanDuration.WithLabelValues(source).Observe(dur.Seconds())
+	errs := m.scanErrors.WithLabelValues(source)
+	last := m.scanLastSuccess.WithLabelValues(source)
+	if err != nil {
+		errs.Inc()
+		return
+	}
+	last.Set(unixSeconds(m.clock.Now()))
 }
 
 // ObserveEvents counts session starts and ends and stop actions.
@@ -270,6 +290,7 @@ func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 // not allocate once the set of label values is stable.
 type viewCollector struct {
 	perUser     bool
+	kinds       []session.Kind
 	sessionDesc *prometheus.Desc
 	pendingDesc *prometheus.Desc
 	holdsDesc   *prometheus.Desc
@@ -286,7 +307,7 @@ type sessionKey struct {
 	user string
 }
 
-func newViewCollector(perUser bool) *viewCollector {
+func newViewCollector(perUser bool, kinds []session.Kind) *viewCollector {
 	labels := []string{"kind", "mode"}
 	help := "Sessions (authenticated connections) by kind and mode."
 	if perUser {
@@ -295,6 +316,7 @@ func newViewCollector(perUser bool) *viewCollector {
 	}
 	return &viewCollector{
 		perUser:     perUser,
+		kinds:       kinds,
 		sessionDesc: prometheus.NewDesc("connwatch_sessions", help, labels, nil),
 		pendingDesc: prometheus.NewDesc("connwatch_pending_auth",
 			"Connections that have not (yet) authenticated, by kind: users at a password prompt, or bots.", []string{"kind"}, nil),
@@ -316,7 +338,7 @@ func (c *viewCollector) setSnapshot(snap session.Snapshot) {
 		if k.kind == "" {
 			k.kind = unknown
 		}
-		if k.mode == "" {
+		if k.mode == "" && !k.kind.IsVPN() {
 			k.mode = unknown
 		}
 		if c.perUser {
@@ -367,8 +389,12 @@ func (c *viewCollector) Collect(ch chan<- prometheus.Metric) {
 
 	// Known combinations first, as 0 when absent; with per-user labels
 	// they carry user="" (which Prometheus stores as no user label).
-	for _, k := range knownKinds {
-		for _, mode := range knownModes {
+	for _, k := range c.kinds {
+		modes := knownModes
+		if k.IsVPN() {
+			modes = []session.Mode{""}
+		}
+		for _, mode := range modes {
 			key := sessionKey{kind: k, mode: mode}
 			n := 0
 			if !c.perUser {
@@ -377,8 +403,10 @@ func (c *viewCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			ch <- prometheus.MustNewConstMetric(c.sessionDesc, prometheus.GaugeValue, float64(n), c.sessionLabels(key)...)
 		}
-		ch <- prometheus.MustNewConstMetric(c.pendingDesc, prometheus.GaugeValue, float64(pending[k]), string(k))
-		delete(pending, k)
+		if !k.IsVPN() {
+			ch <- prometheus.MustNewConstMetric(c.pendingDesc, prometheus.GaugeValue, float64(pending[k]), string(k))
+			delete(pending, k)
+		}
 	}
 	for _, key := range slices.SortedFunc(maps.Keys(sessions), compareSessionKeys) {
 		ch <- prometheus.MustNewConstMetric(c.sessionDesc, prometheus.GaugeValue, float64(sessions[key]), c.sessionLabels(key)...)

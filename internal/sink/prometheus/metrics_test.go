@@ -380,3 +380,37 @@ func TestConcurrent(t *testing.T) {
 		t.Errorf("session starts = %v, want 800", got)
 	}
 }
+
+func TestVPNKinds(t *testing.T) {
+	clk := clock.NewFake(t0)
+	m := New(Options{Clock: clk, Kinds: []session.Kind{session.KindSSH, session.KindWireGuard, session.KindAWSClientVPN}})
+	compare(t, m, `
+connwatch_sessions{kind="ssh",mode="forward"} 0
+connwatch_sessions{kind="ssh",mode="notty"} 0
+connwatch_sessions{kind="ssh",mode="sftp"} 0
+connwatch_sessions{kind="ssh",mode="tty"} 0
+connwatch_sessions{kind="aws-client-vpn",mode=""} 0
+connwatch_sessions{kind="wireguard",mode=""} 0
+`, "connwatch_sessions")
+	peer := session.Session{ID: "wg-1", Kind: session.KindWireGuard, User: "alice", StartedAt: t0}
+	m.ObserveScan("sshd", time.Millisecond, session.Snapshot{Time: t0, Complete: true, Sessions: []session.Session{peer, sess("a", "bob", session.ModeTTY)}}, nil)
+	m.ObservePoll("wireguard", 2*time.Millisecond, nil)
+	m.ObservePoll("aws-client-vpn", 300*time.Millisecond, errors.New("throttled"))
+	m.ObserveEvents([]event.Event{{Type: event.SessionStart, Session: &peer}})
+	compare(t, m, `
+connwatch_sessions{kind="ssh",mode="forward"} 0
+connwatch_sessions{kind="ssh",mode="notty"} 0
+connwatch_sessions{kind="ssh",mode="sftp"} 0
+connwatch_sessions{kind="ssh",mode="tty"} 1
+connwatch_sessions{kind="aws-client-vpn",mode=""} 0
+connwatch_sessions{kind="wireguard",mode=""} 1
+
+connwatch_session_starts_total{kind="ssh"} 0
+connwatch_session_starts_total{kind="wireguard"} 1
+connwatch_session_starts_total{kind="aws-client-vpn"} 0
+
+connwatch_source_errors_total{source="aws-client-vpn"} 1
+connwatch_source_errors_total{source="sshd"} 0
+connwatch_source_errors_total{source="wireguard"} 0
+`, "connwatch_sessions", "connwatch_session_starts_total", "connwatch_source_errors_total")
+}
