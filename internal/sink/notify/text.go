@@ -16,8 +16,13 @@ import (
 //	session of alice from 198.51.100.7 port 50122 on dev-box (i-0abc) ended after 2h5m
 //	dev-box (i-0abc) will be stopped at 12:11 UTC unless someone connects
 //	dev-box (i-0abc) was stopped: stopped i-0abc in eu-west-1 (running -> stopping)
+//	new VPN connection by alice from 198.51.100.7 to dev-box (i-0abc) over wireguard wg0
+//	new VPN connection by bob from 203.0.113.9 to AWS Client VPN endpoint cvpn-endpoint-0abc (seen by dev-box (i-0abc))
 func Text(m Message) string {
 	e, machine, s := m.Event, m.machine(), m.Event.Session
+	if s != nil && s.Kind.IsVPN() && (e.Type == event.SessionStart || e.Type == event.SessionEnd) {
+		return vpnText(e, machine, s)
+	}
 	switch e.Type {
 	case event.SessionStart:
 		if s == nil {
@@ -74,12 +79,18 @@ func Subject(m Message) string {
 	switch e.Type {
 	case event.SessionStart:
 		t = "someone connected to " + host
-		if s != nil {
+		switch {
+		case s != nil && s.Kind.IsVPN():
+			t = "new VPN connection by " + user(s) + " to " + vpnTarget(s, host)
+		case s != nil:
 			t = user(s) + " connected to " + host
 		}
 	case event.SessionEnd:
 		t = "session ended on " + host
-		if s != nil {
+		switch {
+		case s != nil && s.Kind.IsVPN():
+			t = user(s) + " left the VPN " + vpnTarget(s, host)
+		case s != nil:
 			t = user(s) + " disconnected from " + host
 		}
 	case event.IdleStart:
@@ -116,6 +127,46 @@ func (m Message) machine() string {
 		return m.InstanceID
 	}
 	return "this machine"
+}
+
+// vpnText describes a VPN connection's start or end.
+func vpnText(e event.Event, machine string, s *session.Session) string {
+	var to string
+	server := ""
+	if s.VPN != nil {
+		server = s.VPN.Server
+	}
+	if s.Kind == session.KindAWSClientVPN {
+		to = "AWS Client VPN endpoint " + cmpOr(server, "(unknown)") + " (seen by " + machine + ")"
+	} else {
+		to = machine + " over " + string(s.Kind)
+		if server != "" {
+			to += " " + server
+		}
+	}
+	if e.Type == event.SessionStart {
+		return withReason(fmt.Sprintf("new VPN connection by %s%s to %s", user(s), from(s), to), e.Reason)
+	}
+	t := fmt.Sprintf("VPN connection of %s%s to %s ended", user(s), from(s), to)
+	if !s.StartedAt.IsZero() && !e.Time.Before(s.StartedAt) {
+		t += " after " + Duration(e.Time.Sub(s.StartedAt))
+	}
+	return withReason(t, e.Reason)
+}
+
+// vpnTarget names what a VPN client connected to, briefly.
+func vpnTarget(s *session.Session, host string) string {
+	if s.VPN != nil && s.Kind == session.KindAWSClientVPN && s.VPN.Server != "" {
+		return s.VPN.Server
+	}
+	return host
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 func withReason(t, reason string) string {
