@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -130,6 +131,38 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("cloudwatch-batch", func(d *config.Agent) { d.CloudWatch.Batch = cw.Batch })
 	fs.StringVar(&cw.ResetAlarm, "cloudwatch-reset-alarm", "", `at start, take this alarm out of a stale ALARM state so it can fire again ("auto": connwatch-idle-<instance-id>)`)
 	bind("cloudwatch-reset-alarm", func(d *config.Agent) { d.CloudWatch.ResetAlarm = cw.ResetAlarm })
+
+	fs.StringSliceVar(&i.KeepAwakeKinds, "keep-awake-kinds", nil, "session kinds that keep the machine up: ssh, wireguard, openvpn, aws-client-vpn (default: every watched kind)")
+	bind("keep-awake-kinds", func(d *config.Agent) { d.Idle.KeepAwakeKinds = i.KeepAwakeKinds })
+
+	wg := &v.WireGuard
+	fs.BoolVar(&wg.Enabled, "wireguard", false, "watch WireGuard peers (kernel or userspace devices); name peers in the config file's [wireguard.peers]")
+	bind("wireguard", func(d *config.Agent) { d.WireGuard.Enabled = wg.Enabled })
+	fs.StringSliceVar(&wg.Interfaces, "wireguard-interface", nil, "WireGuard interface to watch (repeatable; default: every one)")
+	bind("wireguard-interface", func(d *config.Agent) { d.WireGuard.Interfaces = wg.Interfaces })
+	fs.DurationVar(&wg.PollInterval.Duration, "wireguard-poll-interval", wg.PollInterval.Duration, "how often WireGuard devices are read")
+	bind("wireguard-poll-interval", func(d *config.Agent) { d.WireGuard.PollInterval = wg.PollInterval })
+	fs.DurationVar(&wg.HandshakeTimeout.Duration, "wireguard-handshake-timeout", wg.HandshakeTimeout.Duration, "a peer is connected while its latest handshake is at most this old")
+	bind("wireguard-handshake-timeout", func(d *config.Agent) { d.WireGuard.HandshakeTimeout = wg.HandshakeTimeout })
+
+	ov := &v.OpenVPN
+	var ovServer config.OpenVPNServer
+	fs.StringVar(&ovServer.Management, "openvpn-management", "", `watch the OpenVPN server with this management interface ("unix:/run/openvpn/server.sock" or "tcp:127.0.0.1:7505"; only "status 3" is sent)`)
+	fs.StringVar(&ovServer.PasswordFile, "openvpn-password-file", "", "file holding the OpenVPN management password")
+	fs.StringVar(&ovServer.StatusFile, "openvpn-status-file", "", "watch the OpenVPN server that writes this --status file")
+	for _, name := range []string{"openvpn-management", "openvpn-password-file", "openvpn-status-file"} {
+		bind(name, func(d *config.Agent) { d.OpenVPN.Enabled, d.OpenVPN.Servers = true, []config.OpenVPNServer{ovServer} })
+	}
+	fs.DurationVar(&ov.PollInterval.Duration, "openvpn-poll-interval", ov.PollInterval.Duration, "how often OpenVPN servers are asked")
+	bind("openvpn-poll-interval", func(d *config.Agent) { d.OpenVPN.PollInterval = ov.PollInterval })
+
+	cv := &v.AWSClientVPN
+	fs.StringSliceVar(&cv.Endpoints, "aws-client-vpn-endpoint", nil, "watch this AWS Client VPN endpoint (cvpn-endpoint-…; repeatable)")
+	bind("aws-client-vpn-endpoint", func(d *config.Agent) { d.AWSClientVPN.Enabled, d.AWSClientVPN.Endpoints = true, cv.Endpoints })
+	fs.StringVar(&cv.Region, "aws-client-vpn-region", "", "region of the Client VPN endpoints (default: the SDK's, else this instance's)")
+	bind("aws-client-vpn-region", func(d *config.Agent) { d.AWSClientVPN.Region = cv.Region })
+	fs.DurationVar(&cv.PollInterval.Duration, "aws-client-vpn-poll-interval", cv.PollInterval.Duration, "how often DescribeClientVpnConnections is called per endpoint (it also lists connections that ended, so none is missed)")
+	bind("aws-client-vpn-poll-interval", func(d *config.Agent) { d.AWSClientVPN.PollInterval = cv.PollInterval })
 
 	a := &v.Action
 	fs.StringVar(&a.Type, "action", a.Type, "what to do when idle: "+strings.Join(config.Actions, ", "))
@@ -259,6 +292,7 @@ func buildParts(cfg config.Agent) (parts, error) {
 			IgnoreIdleAfter:   cfg.Idle.IgnoreIdleAfter.Duration,
 			IgnoreUsers:       cfg.Idle.IgnoreUsers,
 			IgnoreNets:        cfg.IgnoreNets(),
+			IgnoreKinds:       cfg.IgnoreKinds(),
 			// The agent steps every scan: a longer silence means it was
 			// stopped or frozen, or the clock jumped.
 			MaxGap: max(30*time.Second, 10*cfg.ScanInterval.Duration),
@@ -352,10 +386,11 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 	}
 	var metrics *promsink.Metrics
 	if cfg.MetricsAddr != "" {
-		metrics = promsink.New(promsink.Options{PerUserLabels: cfg.MetricsPerUser})
+		metrics = promsink.New(promsink.Options{PerUserLabels: cfg.MetricsPerUser, Kinds: cfg.Kinds()})
 		opts.Observers = append(opts.Observers, metricsObserver{metrics})
 	}
 	var cwPub *cloudwatch.Publisher
+	var cwVPN []*cloudwatch.Publisher
 	if cfg.CloudWatch.Enabled {
 		cwPub, err = cloudwatch.New(cloudwatch.Options{
 			SpoolDir: filepath.Join(cfg.StateDir, "cloudwatch"), Namespace: cfg.CloudWatch.Namespace, MetricName: cfg.CloudWatch.MetricName,
@@ -365,7 +400,29 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 			return fmt.Errorf("start CloudWatch publisher: %w", err)
 		}
 		defer cwPub.Close()
-		opts.Observers = append(opts.Observers, cloudWatchObserver{cwPub})
+		opts.Observers = append(opts.Observers, cloudWatchObserver{p: cwPub, kind: session.KindSSH})
+		// Each VPN kind has its own metric series: the SSH one stays a
+		// drop-in for the classic recipe.
+		for _, kind := range cfg.Kinds() {
+			if !kind.IsVPN() || cfg.CloudWatch.VPNMetricName == "" {
+				continue
+			}
+			dims := maps.Clone(cfg.CloudWatch.Dimensions)
+			if dims == nil {
+				dims = map[string]string{}
+			}
+			dims[cloudwatch.KindDimension] = string(kind)
+			p, err := cloudwatch.New(cloudwatch.Options{
+				SpoolDir: filepath.Join(cfg.StateDir, "cloudwatch-"+string(kind)), Namespace: cfg.CloudWatch.Namespace, MetricName: cfg.CloudWatch.VPNMetricName,
+				Dimensions: dims, Period: cfg.CloudWatch.Period.Duration, BatchInterval: cfg.CloudWatch.Batch.Duration, Logger: log.With("sink", "cloudwatch", "kind", kind),
+			})
+			if err != nil {
+				return fmt.Errorf("start CloudWatch publisher for %s: %w", kind, err)
+			}
+			defer p.Close()
+			cwVPN = append(cwVPN, p)
+			opts.Observers = append(opts.Observers, cloudWatchObserver{p: p, kind: kind})
+		}
 	}
 	tunnels, err := agentTunnels(ctx, cfg, log)
 	if err != nil {
@@ -391,6 +448,9 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 			}
 			return nil
 		})
+	}
+	for _, p := range cwVPN {
+		g.Go(func() error { return p.Run(gctx) })
 	}
 	if cwPub != nil {
 		g.Go(func() error { return cwPub.Run(gctx) })
@@ -534,26 +594,40 @@ type metricsObserver struct{ m *promsink.Metrics }
 
 func (o metricsObserver) Observe(ob agent.Observation) {
 	o.m.ObserveScan(ob.Source, ob.ScanDuration, ob.Snapshot, ob.ScanErr)
+	for _, p := range ob.Polls {
+		o.m.ObservePoll(p.Name, p.Duration, p.Err)
+	}
 	o.m.ObserveEvents(ob.Events)
 	o.m.ObservePolicy(ob.Now, ob.Policy)
 }
 
-// cloudWatchObserver gives the CloudWatch publisher the session count of
-// every iteration, including sessions seen only in sshd's log; a blind
-// iteration gives nothing, so CloudWatch sees missing data, not a false 0.
-type cloudWatchObserver struct{ p *cloudwatch.Publisher }
+// cloudWatchObserver gives a CloudWatch publisher the number of sessions
+// of one kind in every iteration, including sessions seen only in passing
+// (sshd's log, a VPN connection that began and ended between two polls);
+// an iteration blind to that kind gives nothing, so CloudWatch sees
+// missing data, not a false 0.
+type cloudWatchObserver struct {
+	p    *cloudwatch.Publisher
+	kind session.Kind
+}
 
 func (o cloudWatchObserver) Observe(ob agent.Observation) {
-	if ob.Snapshot.Blind() {
+	if ob.Snapshot.BlindFor(o.kind) {
 		return
 	}
-	n := len(ob.Sessions)
-	open := make(map[string]bool, n)
-	for _, s := range ob.Sessions {
-		open[s.ID] = true
+	ofKind := func(s *session.Session) bool {
+		return s.Kind == o.kind || (s.Kind == "" && o.kind == session.KindSSH)
+	}
+	n := 0
+	open := make(map[string]bool, len(ob.Sessions))
+	for i := range ob.Sessions {
+		if ofKind(&ob.Sessions[i]) {
+			n++
+			open[ob.Sessions[i].ID] = true
+		}
 	}
 	for _, e := range ob.Events {
-		if e.Type == event.SessionStart && e.Session != nil && !open[e.Session.ID] {
+		if e.Type == event.SessionStart && e.Session != nil && ofKind(e.Session) && !open[e.Session.ID] {
 			n++ // began and ended between two scans
 		}
 	}
@@ -584,5 +658,8 @@ func restartOnly(old, new config.Agent) []string {
 	diff("notify", old.Notify, new.Notify)
 	diff("cloudwatch", old.CloudWatch, new.CloudWatch)
 	diff("tunnels", old.Tunnels, new.Tunnels)
+	diff("wireguard", old.WireGuard, new.WireGuard)
+	diff("openvpn", old.OpenVPN, new.OpenVPN)
+	diff("aws_client_vpn", old.AWSClientVPN, new.AWSClientVPN)
 	return out
 }

@@ -198,6 +198,10 @@ type CloudWatch struct {
 	// ResetAlarm names an alarm to take out of a stale ALARM state at
 	// start ("auto": connwatch-idle-<instance-id>; "" none).
 	ResetAlarm string `toml:"reset_alarm"`
+	// VPNMetricName is the metric of each watched VPN kind, with a Kind
+	// dimension ("wireguard", "openvpn", "aws-client-vpn") besides
+	// InstanceId; "" publishes SSH only.
+	VPNMetricName string `toml:"vpn_metric_name"`
 }
 
 // Notify is where events are sent, through a durable outbox per sink.

@@ -83,12 +83,23 @@ func Table(w io.Writer, snap session.Snapshot, now time.Time, loc *time.Location
 			if s.TTY != "" {
 				mode += " " + s.TTY
 			}
+			if s.Kind.IsVPN() {
+				// VPN clients: the kind and what they are connected to.
+				mode = string(s.Kind)
+				if s.VPN != nil && s.VPN.Server != "" {
+					mode += " " + s.VPN.Server
+				}
+			}
 			idle := "?"
 			if d, ok := s.Idle(now); ok {
 				idle = Duration(d)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", s.User, hostPort(s.RemoteAddr, s.RemotePort), mode,
-				since(s.StartedAt, now, loc), idle, s.PID)
+			pid := "-"
+			if s.PID != 0 {
+				pid = strconv.Itoa(s.PID)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.User, hostPort(s.RemoteAddr, s.RemotePort), mode,
+				since(s.StartedAt, now, loc), idle, pid)
 		}
 	}
 	if n := len(snap.PendingAuth); n > 0 {

@@ -60,7 +60,9 @@ const (
 	DefaultMetricName = "SSH Connections"
 	// InstanceIDDimension is the dimension EC2 alarm actions need.
 	InstanceIDDimension = "InstanceId"
-	DefaultPeriod       = time.Minute
+	// KindDimension carries the session kind of the VPN metrics.
+	KindDimension = "Kind"
+	DefaultPeriod = time.Minute
 	// MaxBatch is PutMetricData's limit of datapoints per call.
 	MaxBatch          = 1000
 	DefaultMinBackoff = time.Second
