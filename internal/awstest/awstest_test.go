@@ -260,21 +260,22 @@ func TestUnknownAction(t *testing.T) {
 	s := awstest.New(t)
 	s.Env(t)
 	client := ec2.NewFromConfig(loadConfig(t))
-	_, err := client.DescribeClientVpnConnections(t.Context(), &ec2.DescribeClientVpnConnectionsInput{ClientVpnEndpointId: aws.String("cvpn-endpoint-0123")})
+	in := &ec2.DescribeVpnConnectionsInput{VpnConnectionIds: []string{"vpn-0123"}}
+	_, err := client.DescribeVpnConnections(t.Context(), in)
 	var apiErr smithy.APIError
 	if !errors.As(err, &apiErr) || apiErr.ErrorCode() != "InvalidAction" {
 		t.Fatalf("unregistered action: %v, want InvalidAction", err)
 	}
 
 	// Handle adds an operation; the router hands it the parsed request.
-	s.Handle("ec2", "DescribeClientVpnConnections", func(r *awstest.Request) awstest.Response {
-		if r.Params.Get("ClientVpnEndpointId") != "cvpn-endpoint-0123" {
-			return awstest.ErrorResponse(r, 400, "InvalidClientVpnEndpointId.NotFound", "no such endpoint")
+	s.Handle("ec2", "DescribeVpnConnections", func(r *awstest.Request) awstest.Response {
+		if r.Params.Get("VpnConnectionId.1") != "vpn-0123" {
+			return awstest.ErrorResponse(r, 400, "InvalidVpnConnectionID.NotFound", "no such VPN connection")
 		}
-		return awstest.QueryResponse(r, awstest.EC2Namespace, "<connections/>")
+		return awstest.QueryResponse(r, awstest.EC2Namespace, "<vpnConnectionSet/>")
 	})
-	out, err := client.DescribeClientVpnConnections(t.Context(), &ec2.DescribeClientVpnConnectionsInput{ClientVpnEndpointId: aws.String("cvpn-endpoint-0123")})
-	if err != nil || len(out.Connections) != 0 {
+	out, err := client.DescribeVpnConnections(t.Context(), in)
+	if err != nil || len(out.VpnConnections) != 0 {
 		t.Fatalf("registered action: %v, %+v", err, out)
 	}
 }

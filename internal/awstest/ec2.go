@@ -77,6 +77,7 @@ func (s *Server) InstanceState() (state string, hibernated bool) {
 
 func (s *Server) registerEC2() {
 	s.handlers["ec2/StopInstances"] = s.stopInstances
+	s.registerClientVPN()
 }
 
 func ec2Status(code string) int {
