@@ -358,8 +358,16 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 		return err
 	}
 	defer sinks.close()
+	pollers, closePollers, err := vpnPollers(cfg, clock.Real{})
+	if err != nil {
+		return err
+	}
+	defer closePollers()
+	for _, p := range pollers {
+		log.Info("watching VPN clients", "source", p.Poller.Name(), "kind", p.Poller.Kind(), "every", p.Interval)
+	}
 	opts := agent.Options{
-		Source: portFilter{src, cfg.SSHPorts}, Policy: pol, Actor: pp.actor, Holds: pp.holds,
+		Source: portFilter{src, cfg.SSHPorts}, Pollers: pollers, Policy: pol, Actor: pp.actor, Holds: pp.holds,
 		Events:   eventFanout{event.NewWriter(events), sinks.publisher},
 		StateDir: cfg.StateDir, Clock: clock.Real{}, Logger: log, ScanInterval: cfg.ScanInterval.Duration,
 		Kicks: kicks, Logins: logins, ActionTimeout: cfg.Action.Timeout.Duration,

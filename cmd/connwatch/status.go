@@ -2,12 +2,14 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/connwatch/connwatch/internal/agent"
+	"github.com/connwatch/connwatch/internal/clock"
 	"github.com/connwatch/connwatch/internal/config"
 	"github.com/connwatch/connwatch/internal/report"
 	"github.com/connwatch/connwatch/internal/source/sshd"
@@ -15,9 +17,10 @@ import (
 
 func newStatusCmd() *cobra.Command {
 	var (
-		asJSON   bool
-		procRoot string
-		stateDir string
+		asJSON     bool
+		procRoot   string
+		stateDir   string
+		configPath string
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
@@ -37,7 +40,10 @@ the connection last received data (any session; SSH client keepalives
 count as data).
 
 When an agent runs with the same --state-dir, its view is shown too:
-idle since when, when the stop is due, and what holds the machine up.
+idle since when, when the stop is due, and what holds the machine up,
+and the VPN clients it watches (WireGuard peers, OpenVPN and AWS Client
+VPN clients). Without a running agent, --config polls the VPN sources
+that file enables, once.
 
 Exit status: 0 when the scan ran (check "complete" for partial views),
 1 when the process table could not be read, 2 on usage errors.`,
@@ -57,6 +63,32 @@ Exit status: 0 when the scan ran (check "complete" for partial views),
 				return fmt.Errorf("scan sessions: %w", err)
 			}
 			view := liveAgentView(stateDir, snap.Time)
+			switch {
+			case view != nil:
+				// The agent's VPN sessions: it knows when they began.
+				for _, s := range view.Sessions {
+					if s.Kind.IsVPN() {
+						snap.Sessions = append(snap.Sessions, s)
+					}
+				}
+				for _, w := range view.Warnings {
+					if w.Kind.IsVPN() {
+						snap.Warn(w)
+					}
+				}
+			case configPath != "":
+				cfg, err := config.Load(configPath)
+				if err != nil {
+					return usageError{err}
+				}
+				pollers, closePollers, err := vpnPollers(cfg, clock.Real{})
+				if err != nil {
+					return err
+				}
+				defer closePollers()
+				pollOnce(cmd.Context(), pollers, &snap, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)))
+			}
+			snap.Sort()
 			if asJSON {
 				return report.JSON(cmd.OutOrStdout(), report.Status{Snapshot: snap, Agent: view})
 			}
@@ -68,6 +100,7 @@ Exit status: 0 when the scan ran (check "complete" for partial views),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: {sessions, pending_auth, complete, warnings}")
 	cmd.Flags().StringVar(&procRoot, "proc", "/proc", "procfs root to read (a recorded procfs-shaped tree for fixtures)")
+	cmd.Flags().StringVar(&configPath, "config", "", "agent configuration file: without a running agent, poll the VPN sources it enables once")
 	cmd.Flags().StringVar(&stateDir, "state-dir", config.DefaultStateDir(), "state directory of a running agent, whose view (idle since, stop due, holds) is shown too")
 	return cmd
 }

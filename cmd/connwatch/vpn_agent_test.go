@@ -1,0 +1,197 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/connwatch/connwatch/internal/awstest"
+	"github.com/connwatch/connwatch/internal/event"
+	"github.com/connwatch/connwatch/internal/netnstest"
+	"github.com/connwatch/connwatch/internal/session"
+	"github.com/connwatch/connwatch/internal/wgtest"
+)
+
+// emptyProc makes a procfs-shaped tree of a machine with no processes,
+// booted long ago, so that only the VPN sources see sessions.
+func emptyProc(t *testing.T, dir string) string {
+	t.Helper()
+	proc := filepath.Join(dir, "proc")
+	for _, d := range []string{filepath.Join(proc, "sys", "kernel", "random"), filepath.Join(proc, "net")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, text := range map[string]string{
+		"stat":                      "btime 1700000000\n",
+		"sys/kernel/random/boot_id": "3a1f6c1e-0000-4000-8000-000000000002\n",
+	} {
+		if err := os.WriteFile(filepath.Join(proc, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return proc
+}
+
+// vpnAgent runs `connwatch agent` in this process with an empty /proc,
+// every event to a file and every notification text to another, until
+// the test ends.
+type vpnAgent struct {
+	events, texts string
+	cancel        context.CancelFunc
+	done          chan int
+}
+
+func startVPNAgent(t *testing.T, args ...string) *vpnAgent {
+	t.Helper()
+	dir := t.TempDir()
+	a := &vpnAgent{events: filepath.Join(dir, "events.jsonl"), texts: filepath.Join(dir, "texts"), done: make(chan int, 1)}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	a.cancel = cancel
+	base := []string{"agent", "--proc", emptyProc(t, dir), "--state-dir", filepath.Join(dir, "state"), "--events", a.events,
+		"--metrics-addr", "", "--sshd-log", "", "--wall=false", "--notify-events", "session_start,session_end",
+		"--notify-command", `printf '%s\n' "$CONNWATCH_TEXT" >> ` + a.texts}
+	go func() {
+		code, _, stderr := runCLIContext(ctx, append(base, args...))
+		if code != exitOK {
+			t.Errorf("agent exit %d: %s", code, stderr)
+		}
+		a.done <- code
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-a.done:
+		case <-time.After(10 * time.Second):
+			t.Error("the agent did not stop")
+		}
+	})
+	return a
+}
+
+// sessionEvents returns the session_start and session_end events of kind.
+func (a *vpnAgent) sessionEvents(t *testing.T, kind session.Kind) []event.Event {
+	t.Helper()
+	f, err := os.Open(a.events)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []event.Event
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var e event.Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("event line %q: %v", sc.Text(), err)
+		}
+		if e.Session != nil && e.Session.Kind == kind {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// waitEvents waits (bounded) until n session events of kind were written.
+func (a *vpnAgent) waitEvents(t *testing.T, kind session.Kind, n int, within time.Duration) []event.Event {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		evs := a.sessionEvents(t, kind)
+		if len(evs) >= n {
+			return evs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d %s session events after %v, want %d; events:\n%s", len(evs), kind, within, n, readFile(a.events))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitText waits (bounded) until a notification text contains want.
+func (a *vpnAgent) waitText(t *testing.T, want string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !strings.Contains(readFile(a.texts), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no notification with %q after %v; texts:\n%s", want, within, readFile(a.texts))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAgentClientVPNShortConnection: a connection that begins and ends
+// between two polls of DescribeClientVpnConnections (the classic
+// ActiveConnectionsCount alarm never sees it) is a session_start and a
+// session_end, with who and when, and a notification.
+func TestAgentClientVPNShortConnection(t *testing.T) {
+	const endpoint = "cvpn-endpoint-0123456789abcdef0"
+	srv := awstest.New(t)
+	srv.Env(t)
+	srv.AddClientVPNEndpoint(endpoint)
+	a := startVPNAgent(t, "--aws-client-vpn-endpoint", endpoint, "--aws-client-vpn-poll-interval", "5s")
+	// The first poll: nobody.
+	for deadline := time.Now().Add(10 * time.Second); len(srv.Calls("ec2", "DescribeClientVpnConnections")) == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent never called DescribeClientVpnConnections")
+		}
+	}
+	start := time.Now().UTC().Truncate(time.Second)
+	id := srv.ConnectClientVPN(endpoint, awstest.ClientVPNConnection{CommonName: "alice.vpn.example.com", Username: "alice", ClientIP: "172.31.0.225", EstablishedAt: start, IngressBytes: 4200})
+	srv.DisconnectClientVPN(endpoint, id)
+
+	evs := a.waitEvents(t, session.KindAWSClientVPN, 2, 10*time.Second)
+	if evs[0].Type != event.SessionStart || evs[1].Type != event.SessionEnd {
+		t.Fatalf("events %s %s, want session_start session_end", evs[0].Type, evs[1].Type)
+	}
+	s := evs[0].Session
+	if s.ID != id || s.User != "alice" || s.VPN == nil || s.VPN.Server != endpoint || s.VPN.CommonName != "alice.vpn.example.com" || s.VPN.VirtualAddr != "172.31.0.225" {
+		t.Errorf("session %+v (vpn %+v)", s, s.VPN)
+	}
+	if !evs[0].Time.Equal(start) || evs[1].Time.Before(start) || evs[1].Time.After(time.Now()) {
+		t.Errorf("start %v end %v, want the connection's own times (began %v)", evs[0].Time, evs[1].Time, start)
+	}
+	a.waitText(t, "new VPN connection by alice to AWS Client VPN endpoint "+endpoint, 10*time.Second)
+	if n := len(a.sessionEvents(t, session.KindAWSClientVPN)); n != 2 {
+		t.Errorf("%d events for one connection", n)
+	}
+}
+
+// TestAgentWireGuardPeer: a real WireGuard peer (wireguard-go in a
+// namespace) that handshakes is a session of the name the config gives
+// its key; when it goes away its session ends after the handshake
+// timeout.
+func TestAgentWireGuardPeer(t *testing.T) {
+	wgtest.Require(t)
+	nsA, nsB := netnstest.New(t), netnstest.New(t)
+	aAddr, _ := nsA.Link(t, nsB)
+	srv := wgtest.Server(t, nsA)
+	cli := wgtest.Client(t, nsB, srv, aAddr, 51821, wgtest.TunnelNet+"2")
+
+	cfg := filepath.Join(t.TempDir(), "connwatch.toml")
+	text := fmt.Sprintf("[wireguard]\nenabled = true\ninterfaces = [%q]\npoll_interval = \"200ms\"\nhandshake_timeout = \"2s\"\n[wireguard.peers]\n%q = \"alice\"\n", srv.Iface, cli.Pub())
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := startVPNAgent(t, "--config", cfg)
+	wgtest.Ping(t, nsB, wgtest.ServerIP)
+	evs := a.waitEvents(t, session.KindWireGuard, 1, 5*time.Second)
+	s := evs[0].Session
+	if evs[0].Type != event.SessionStart || s.User != "alice" || s.RemoteAddr == "" || s.RemotePort != 51821 || s.VPN == nil || s.VPN.Server != srv.Iface || s.VPN.PublicKey != cli.Pub() {
+		t.Errorf("start %s %+v (vpn %+v)", evs[0].Type, s, s.VPN)
+	}
+	a.waitText(t, "new VPN connection by alice from "+s.RemoteAddr+" port 51821", 5*time.Second)
+
+	cli.Stop(t, syscall.SIGTERM)
+	evs = a.waitEvents(t, session.KindWireGuard, 2, 6*time.Second)
+	if evs[1].Type != event.SessionEnd || evs[1].Session.ID != s.ID {
+		t.Errorf("second event %s %+v, want the end of %s", evs[1].Type, evs[1].Session, s.ID)
+	}
+}
