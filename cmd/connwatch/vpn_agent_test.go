@@ -15,6 +15,7 @@ import (
 	"github.com/connwatch/connwatch/internal/awstest"
 	"github.com/connwatch/connwatch/internal/event"
 	"github.com/connwatch/connwatch/internal/netnstest"
+	"github.com/connwatch/connwatch/internal/openvpntest"
 	"github.com/connwatch/connwatch/internal/session"
 	"github.com/connwatch/connwatch/internal/wgtest"
 )
@@ -191,6 +192,28 @@ func TestAgentWireGuardPeer(t *testing.T) {
 
 	cli.Stop(t, syscall.SIGTERM)
 	evs = a.waitEvents(t, session.KindWireGuard, 2, 6*time.Second)
+	if evs[1].Type != event.SessionEnd || evs[1].Session.ID != s.ID {
+		t.Errorf("second event %s %+v, want the end of %s", evs[1].Type, evs[1].Session, s.ID)
+	}
+}
+
+// TestAgentOpenVPNClient: a client of a real OpenVPN server, read over
+// its management interface with a password, is a session named by its
+// username, and ends when the client leaves.
+func TestAgentOpenVPNClient(t *testing.T) {
+	srv := openvpntest.Start(t, openvpntest.Options{Proto: "tcp", Management: openvpntest.ManagementUnix, ManagementPassword: "s3cret",
+		Users: map[string]string{"alice": "wonderland"}})
+	a := startVPNAgent(t, "--openvpn-management", "unix:"+srv.ManagementSocket, "--openvpn-password-file", srv.ManagementPasswordFile,
+		"--openvpn-poll-interval", "200ms")
+	cl := srv.Connect(t, "alice-laptop", openvpntest.ClientOptions{Username: "alice", Password: "wonderland"})
+	evs := a.waitEvents(t, session.KindOpenVPN, 1, 5*time.Second)
+	s := evs[0].Session
+	if evs[0].Type != event.SessionStart || s.User != "alice" || s.RemoteAddr != srv.ClientAddr || s.VPN == nil || s.VPN.CommonName != "alice-laptop" || s.VPN.VirtualAddr == "" {
+		t.Errorf("start %s %+v (vpn %+v)", evs[0].Type, s, s.VPN)
+	}
+	a.waitText(t, "new VPN connection by alice from "+srv.ClientAddr, 5*time.Second)
+	cl.Stop()
+	evs = a.waitEvents(t, session.KindOpenVPN, 2, 5*time.Second)
 	if evs[1].Type != event.SessionEnd || evs[1].Session.ID != s.ID {
 		t.Errorf("second event %s %+v, want the end of %s", evs[1].Type, evs[1].Session, s.ID)
 	}
