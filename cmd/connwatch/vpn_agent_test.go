@@ -218,3 +218,40 @@ func TestAgentOpenVPNClient(t *testing.T) {
 		t.Errorf("second event %s %+v, want the end of %s", evs[1].Type, evs[1].Session, s.ID)
 	}
 }
+
+// TestStatusPollsVPNSources: without a running agent, `status --config`
+// polls the VPN sources the file enables, once, next to the SSH sessions.
+func TestStatusPollsVPNSources(t *testing.T) {
+	const endpoint = "cvpn-endpoint-0123456789abcdef0"
+	srv := awstest.New(t)
+	srv.Env(t)
+	srv.AddClientVPNEndpoint(endpoint)
+	id := srv.ConnectClientVPN(endpoint, awstest.ClientVPNConnection{CommonName: "bob.vpn.example.com", ClientIP: "172.31.0.9"})
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "connwatch.toml")
+	if err := os.WriteFile(cfg, []byte("[aws_client_vpn]\nenabled = true\nendpoints = [\""+endpoint+"\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCLI(t, []string{"status", "--json", "--proc", emptyProc(t, dir), "--state-dir", filepath.Join(dir, "none"), "--config", cfg})
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var got session.Snapshot
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatalf("%v: %s", err, stdout)
+	}
+	if len(got.Sessions) != 1 || got.Sessions[0].ID != id || got.Sessions[0].User != "bob.vpn.example.com" || got.Sessions[0].Kind != session.KindAWSClientVPN {
+		t.Errorf("sessions %+v", got.Sessions)
+	}
+	code, stdout, _ = runCLI(t, []string{"status", "--proc", emptyProc(t, dir), "--state-dir", filepath.Join(dir, "none"), "--config", cfg})
+	if code != exitOK || !strings.Contains(stdout, "aws-client-vpn "+endpoint) {
+		t.Errorf("table (exit %d):\n%s", code, stdout)
+	}
+
+	// The endpoint cannot be listed: said, and the view is incomplete.
+	srv.SetClientVPNFailure(endpoint, awstest.CodeUnauthorizedOperation, "not allowed")
+	code, stdout, _ = runCLI(t, []string{"status", "--json", "--proc", emptyProc(t, dir), "--state-dir", filepath.Join(dir, "none"), "--config", cfg})
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil || code != exitOK || got.Complete || !got.BlindFor(session.KindAWSClientVPN) || got.BlindFor(session.KindSSH) {
+		t.Errorf("failing endpoint: exit %d, %+v", code, got)
+	}
+}
