@@ -210,6 +210,15 @@ that lasts 100 ms. Each is written as a JSON line to --events:
 Types: session_start, session_end, idle_start, idle_cancel, stop_warning,
 stop, stop_failed, blind, sighted.
 
+VPN clients are sessions too, each source polled on its own interval:
+WireGuard peers with a recent handshake (--wireguard), OpenVPN clients
+from the management interface or status file (--openvpn-management,
+--openvpn-status-file), AWS Client VPN connections (--aws-client-vpn-
+endpoint), including those that began and ended between two polls.
+Until a VPN source has answered, or while it fails, its sessions are
+kept and the machine is not stopped; --keep-awake-kinds chooses which
+kinds keep the machine up.
+
 Idle policy: every --period is one datapoint, idle when no counted
 session and no hold existed at any time in it. When M of the last N
 datapoints are idle (N = --idle-after / --period, M =
@@ -228,6 +237,8 @@ The default action is dry-run: it only says what it would do.`,
 		Example: `  connwatch agent                                   # dry-run, defaults
   connwatch agent --action ec2-stop --idle-after 30m
   connwatch agent --config /etc/connwatch/connwatch.toml
+  connwatch agent --wireguard --openvpn-management unix:/run/openvpn/server.sock
+  connwatch agent --aws-client-vpn-endpoint cvpn-endpoint-0123456789abcdef0 --sns-topic arn:aws:sns:…
   connwatch agent --period 1s --idle-after 10s --boot-grace 0 --events /tmp/events.jsonl`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
