@@ -24,6 +24,7 @@ import (
 	"github.com/connwatch/connwatch/internal/netnstest"
 )
 
+// The server's port and tunnel address.
 const (
 	ServerPort = 51820
 	// TunnelNet is the tunnel's /24, inside the test's namespaces only.
@@ -176,11 +177,12 @@ func Client(t testing.TB, ns *netnstest.NS, srv *Daemon, srvLinkAddr string, por
 	return c
 }
 
-// Ping sends one ping through the tunnel from ns (which makes the
-// handshake) and returns when it was answered.
+// Ping sends one ping of 1,000 bytes (more than keepalives, so it counts
+// as use) through the tunnel from ns, which makes the handshake, and
+// returns when it was answered.
 func Ping(t testing.TB, ns *netnstest.NS, to string) time.Time {
 	t.Helper()
-	out := ns.Run(t, "ping", "-c", "1", "-W", "3", to)
+	out := ns.Run(t, "ping", "-c", "1", "-s", "1000", "-W", "3", to)
 	if !strings.Contains(out, "1 received") {
 		t.Fatalf("ping %s: %s", to, out)
 	}

@@ -40,6 +40,23 @@ const Name = "wireguard"
 // send anything.
 const DefaultHandshakeTimeout = 180 * time.Second
 
+// What a connected but unused peer sends: persistent keepalives (32-byte
+// messages; clients behind NAT send one every 25 s or so) and the
+// handshakes they cause every 2 minutes (an initiation is 148 bytes).
+// Received bytes that grow by no more than KeepaliveAllowance between two
+// polls are not activity: a laptop left connected goes idle.
+const (
+	keepaliveBytes = 32
+	handshakeBytes = 148
+)
+
+// KeepaliveAllowance is how many received bytes in elapsed time are
+// taken for keepalives and handshakes, not use: one keepalive per 10 s
+// (and one more) plus one handshake initiation.
+func KeepaliveAllowance(elapsed time.Duration) int64 {
+	return keepaliveBytes*(1+int64(elapsed/(10*time.Second))) + handshakeBytes
+}
+
 // Warning codes of this source.
 const (
 	// WarnDeviceMissing: a configured interface does not exist (or its
@@ -105,6 +122,8 @@ type Source struct {
 	recent map[string]time.Time
 	// lastLive sizes the next poll's allocations.
 	lastLive int
+	// prevPoll is the time of the previous good poll.
+	prevPoll time.Time
 }
 
 // device is what the Source remembers of one device: its peers, seen or
@@ -348,6 +367,7 @@ func (s *Source) Poll(ctx context.Context) (session.Snapshot, error) {
 	}
 	slices.SortFunc(snap.Ended, func(a, b session.Session) int { return strings.Compare(a.ID, b.ID) })
 	s.lastLive = len(snap.Sessions)
+	s.prevPoll = now
 	return snap, nil
 }
 
@@ -385,6 +405,9 @@ func (s *Source) apply(p *poll, name string, dev *wgtypes.Device) {
 		// A counter that went down was reset (the peer was removed and
 		// added again): any bytes since are new.
 		rxUp := wp.ReceiveBytes > pr.rx || (wp.ReceiveBytes < pr.rx && wp.ReceiveBytes > 0)
+		// Used: more than keepalives and handshakes would send.
+		used := (wp.ReceiveBytes < pr.rx && wp.ReceiveBytes > 0) ||
+			wp.ReceiveBytes-pr.rx > KeepaliveAllowance(p.now.Sub(s.prevPoll))
 		newHS := !hs.IsZero() && hs.After(pr.hs)
 		pr.rx, pr.tx = wp.ReceiveBytes, wp.TransmitBytes
 		if !hs.IsZero() || !pr.live {
@@ -395,11 +418,9 @@ func (s *Source) apply(p *poll, name string, dev *wgtypes.Device) {
 
 		switch {
 		case pr.live && connected:
-			if rxUp {
+			// Handshakes are not activity: keepalives cause them too.
+			if used {
 				pr.activity = p.now
-			}
-			if hs.After(pr.activity) {
-				pr.activity = hs
 			}
 		case pr.live:
 			// Its handshakes stopped (or were reset): the session ended.

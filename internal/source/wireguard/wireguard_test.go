@@ -232,25 +232,35 @@ func TestActivityRekeyAndTimeoutEnd(t *testing.T) {
 		t.Errorf("bytes out %d, want 500", snap.Sessions[0].VPN.BytesOut)
 	}
 
+	// A keepalive's worth of bytes received: not activity.
+	clk.Advance(10 * time.Second)
+	d.Peers[0].ReceiveBytes = 100 + 32
+	snap = mustPoll(t, s)
+	if got := *snap.Sessions[0].LastActivityAt; !got.Equal(hs) {
+		t.Errorf("activity after a keepalive = %v, want still the handshake %v", got, hs)
+	}
+
 	// Bytes received: activity is now.
 	clk.Advance(10 * time.Second)
-	d.Peers[0].ReceiveBytes = 180
+	d.Peers[0].ReceiveBytes = 1180
 	snap = mustPoll(t, s)
 	actAt := clk.Now()
 	if got := *snap.Sessions[0].LastActivityAt; !got.Equal(actAt) {
 		t.Errorf("activity after receiving = %v, want %v", got, actAt)
 	}
 
-	// A rekey keeps the session.
+	// A rekey keeps the session; it is not activity (keepalives cause
+	// rekeys too), nor are its bytes with a keepalive's.
 	clk.Advance(40 * time.Second)
 	rekey := clk.Now().Add(-time.Second)
 	d.Peers[0].LastHandshakeTime = rekey
+	d.Peers[0].ReceiveBytes += 148 + 32
 	snap = mustPoll(t, s)
 	if len(snap.Sessions) != 1 || snap.Sessions[0].ID != id || !snap.Sessions[0].StartedAt.Equal(hs) {
 		t.Fatalf("after rekey: %+v, want same session %s started %v", snap.Sessions, id, hs)
 	}
-	if got := *snap.Sessions[0].LastActivityAt; !got.Equal(rekey) {
-		t.Errorf("activity after rekey = %v, want the handshake %v", got, rekey)
+	if got := *snap.Sessions[0].LastActivityAt; !got.Equal(actAt) {
+		t.Errorf("activity after rekey = %v, want still %v", got, actAt)
 	}
 	if got := *snap.Sessions[0].VPN.LastHandshakeAt; !got.Equal(rekey) {
 		t.Errorf("last handshake %v, want %v", got, rekey)
@@ -263,8 +273,8 @@ func TestActivityRekeyAndTimeoutEnd(t *testing.T) {
 		t.Fatalf("after timeout: sessions %v ended %v", ids(snap.Sessions), ids(snap.Ended))
 	}
 	e := snap.Ended[0]
-	if e.ID != id || e.EndedAt == nil || !e.EndedAt.Equal(rekey) || e.VPN.BytesIn != 180 {
-		t.Fatalf("ended %+v at %v, want %s at %v with 180 bytes in", e, e.EndedAt, id, rekey)
+	if e.ID != id || e.EndedAt == nil || !e.EndedAt.Equal(rekey) || e.VPN.BytesIn != 1360 {
+		t.Fatalf("ended %+v at %v, want %s at %v with 1360 bytes in", e, e.EndedAt, id, rekey)
 	}
 	clk.Advance(time.Second)
 	if snap := mustPoll(t, s); len(snap.Ended) != 0 || len(snap.Sessions) != 0 {
@@ -278,7 +288,7 @@ func TestEndedAtIsLastActivity(t *testing.T) {
 	s, clk := newSource(t, f, Config{HandshakeTimeout: time.Minute})
 	mustPoll(t, s)
 	clk.Advance(30 * time.Second)
-	d.Peers[0].ReceiveBytes = 200
+	d.Peers[0].ReceiveBytes = 2000
 	mustPoll(t, s)
 	active := clk.Now()
 	clk.Advance(31 * time.Second)
