@@ -21,6 +21,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/connwatch/connwatch/internal/session"
+	"github.com/connwatch/connwatch/internal/source/openvpn"
 	"github.com/connwatch/connwatch/internal/sink/cloudwatch"
 	"github.com/connwatch/connwatch/internal/sink/notify"
 )
@@ -505,6 +506,11 @@ func (c Agent) validateVPN() []error {
 			names[srv.Name] = true
 			if (srv.Management == "") == (srv.StatusFile == "") {
 				bad(key, srv.Name, "set exactly one of management and status_file")
+			}
+			if srv.Management != "" {
+				if _, _, err := openvpn.ParseAddr(srv.Management); err != nil {
+					bad(key+".management", srv.Management, "want unix:/path, tcp:host:port or host:port")
+				}
 			}
 			if srv.PasswordFile != "" && srv.Management == "" {
 				bad(key+".password_file", srv.PasswordFile, "is for the management interface")

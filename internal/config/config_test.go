@@ -49,6 +49,7 @@ func TestLoadErrors(t *testing.T) {
 		{"wgkey.toml", "[wireguard]\nenabled = true\n[wireguard.peers]\n\"abc\" = \"alice\"\n", []string{"wireguard.peers = \"abc\"", "public key"}},
 		{"wgpoll.toml", "[wireguard]\nenabled = true\npoll_interval = \"10ms\"\n", []string{"wireguard.poll_interval = 10ms"}},
 		{"ovpn.toml", "[openvpn]\nenabled = true\n[[openvpn.server]]\nname = \"office\"\n", []string{"openvpn.server[0] = office", "exactly one of management and status_file"}},
+		{"ovpnaddr.toml", "[openvpn]\nenabled = true\n[[openvpn.server]]\nmanagement = \"unix:relative.sock\"\n", []string{"openvpn.server[0].management = unix:relative.sock"}},
 		{"ovpnnone.toml", "[openvpn]\nenabled = true\n", []string{"openvpn.server", "at least one"}},
 		{"ovpndup.toml", "[openvpn]\nenabled = true\n[[openvpn.server]]\nstatus_file = \"/a\"\n[[openvpn.server]]\nstatus_file = \"/b\"\n", []string{"openvpn.server[1].name", "same name"}},
 		{"cvpn.toml", "[aws_client_vpn]\nenabled = true\nendpoints = [\"vpn-1\"]\n", []string{"aws_client_vpn.endpoints = \"vpn-1\"", "cvpn-endpoint-"}},
