@@ -670,14 +670,21 @@ func (a *Agent) persist(now time.Time, snap session.Snapshot) {
 	a.lastView = v
 }
 
-// withoutTime leaves out what changes all the time (activity, the time
-// of the view): a change of only those does not rewrite the file.
+// withoutTime leaves out what changes all the time (activity, VPN
+// counters, the time of the view): a change of only those does not
+// rewrite the file.
 func withoutTime(v View) View {
 	v.Updated = time.Time{}
 	v.Policy.StopDueAt = nil
 	sess := make([]session.Session, len(v.Sessions))
 	for i, s := range v.Sessions {
 		s.LastActivityAt = nil
+		if s.VPN != nil {
+			// Counters move with every poll of a busy VPN.
+			vpn := *s.VPN
+			vpn.BytesIn, vpn.BytesOut, vpn.LastHandshakeAt = 0, 0, nil
+			s.VPN = &vpn
+		}
 		sess[i] = s
 	}
 	v.Sessions = sess
