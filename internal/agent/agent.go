@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"time"
 
 	"github.com/connwatch/connwatch/internal/action"
@@ -295,9 +296,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	var burstUntil time.Time
 	ready := false
 	pctx, stopPollers := context.WithCancel(ctx)
-	defer stopPollers()
+	var pollers sync.WaitGroup
+	defer func() {
+		stopPollers()
+		a.waitPollers(&pollers)
+	}()
 	for _, p := range a.o.Pollers {
-		go a.poll(pctx, p)
+		pollers.Go(func() { a.poll(pctx, p) })
 	}
 	for {
 		select {
@@ -364,7 +369,9 @@ func (a *Agent) poll(ctx context.Context, p Polled) {
 	failing := false
 	for {
 		began := a.o.Clock.Now()
-		snap, err := p.Poller.Poll(ctx)
+		pctx, cancel := context.WithTimeout(ctx, PollTimeout(p.Interval))
+		snap, err := p.Poller.Poll(pctx)
+		cancel()
 		r := pollResult{name: p.Poller.Name(), kind: p.Poller.Kind(), snap: snap, err: err, at: began, took: a.o.Clock.Now().Sub(began)}
 		switch {
 		case err != nil && ctx.Err() != nil:
@@ -399,8 +406,45 @@ func (a *Agent) received(r pollResult) {
 }
 
 // PollWarning is the warning code of a poller that has not answered yet
-// or whose last poll failed.
-const PollWarning = "poll_failed"
+// or whose last poll failed; PollStaleWarning of one whose last answer is
+// too old (a poll that hangs).
+const (
+	PollWarning      = "poll_failed"
+	PollStaleWarning = "poll_stale"
+)
+
+// PollTimeout bounds one poll: twice the interval, at least 10 s and at
+// most 2 minutes. A source that ignores it (a hung socket) is caught by
+// PollStaleAfter.
+func PollTimeout(interval time.Duration) time.Duration {
+	return min(max(2*interval, 10*time.Second), 2*time.Minute)
+}
+
+// PollStaleAfter is how old a poller's last answer may be before its kind
+// is blind: three intervals and a timeout.
+func PollStaleAfter(interval time.Duration) time.Duration {
+	return 3*interval + PollTimeout(interval)
+}
+
+// PollerWait bounds how long Run waits for its pollers to return.
+const PollerWait = 5 * time.Second
+
+// waitPollers waits for the pollers to return, at most PollerWait: one
+// stuck in a source that ignores its context is left behind, logged.
+func (a *Agent) waitPollers(wg *sync.WaitGroup) {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t := a.o.Clock.NewTimer(PollerWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C():
+		a.log.Warn("a VPN poll did not return; leaving it behind")
+	}
+}
 
 // merge adds the pollers' latest answers to snap.
 func (a *Agent) merge(snap *session.Snapshot) {
@@ -412,6 +456,10 @@ func (a *Agent) merge(snap *session.Snapshot) {
 			snap.Warn(session.Warning{Code: PollWarning, Source: name, Kind: kind, Message: name + " has not been polled yet", Blind: true})
 		case r.err != nil:
 			snap.Warn(session.Warning{Code: PollWarning, Source: name, Kind: kind, Message: r.err.Error(), Blind: true})
+		case snap.Time.Sub(r.at) > PollStaleAfter(p.Interval):
+			// Its poll hangs: the last answer cannot be trusted any more.
+			snap.Warn(session.Warning{Code: PollStaleWarning, Source: name, Kind: kind, Blind: true,
+				Message: fmt.Sprintf("%s has not answered since %s", name, r.at.UTC().Format(time.RFC3339))})
 		default:
 			snap.Sessions = append(snap.Sessions, r.snap.Sessions...)
 			if !r.snap.Complete {

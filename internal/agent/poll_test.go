@@ -237,3 +237,48 @@ func TestAgentRunPollsOnItsInterval(t *testing.T) {
 		t.Fatal("run did not stop")
 	}
 }
+
+func TestAgentHungPollIsBlind(t *testing.T) {
+	clk := clock.NewFake(t0)
+	p := &vpnPoller{clk: clk}
+	a, rec, actor := newPollAgent(t, clk, p)
+	// One answer (nobody connected), then the source hangs: no more
+	// answers reach the loop.
+	pollNow(a, p, clk)
+	drive(a, clk, 10*time.Minute)
+	if actor.calls != 0 {
+		t.Fatalf("stopped on a stale answer; events %v", rec.types())
+	}
+	rec.mu.Lock()
+	var blind []event.Event
+	for _, e := range rec.evs {
+		if e.Type == event.Blind {
+			blind = append(blind, e)
+		}
+	}
+	rec.mu.Unlock()
+	if len(blind) != 1 || !strings.Contains(blind[0].Reason, "has not answered since") {
+		t.Errorf("blind events %+v, want one saying the source has not answered", blind)
+	}
+	// It answers again: the machine may stop.
+	drivePolling(a, p, clk, 6*time.Minute)
+	if actor.calls != 1 {
+		t.Errorf("stops = %d after the source recovered", actor.calls)
+	}
+}
+
+func TestPollTimeouts(t *testing.T) {
+	for _, tt := range []struct{ interval, timeout, stale time.Duration }{
+		{time.Second, 10 * time.Second, 13 * time.Second},
+		{5 * time.Second, 10 * time.Second, 25 * time.Second},
+		{time.Minute, 2 * time.Minute, 5 * time.Minute},
+		{10 * time.Minute, 2 * time.Minute, 32 * time.Minute},
+	} {
+		if got := PollTimeout(tt.interval); got != tt.timeout {
+			t.Errorf("PollTimeout(%v) = %v, want %v", tt.interval, got, tt.timeout)
+		}
+		if got := PollStaleAfter(tt.interval); got != tt.stale {
+			t.Errorf("PollStaleAfter(%v) = %v, want %v", tt.interval, got, tt.stale)
+		}
+	}
+}
