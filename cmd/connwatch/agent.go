@@ -129,6 +129,8 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("cloudwatch-dimension", func(d *config.Agent) { d.CloudWatch.Dimensions = cw.Dimensions })
 	fs.DurationVar(&cw.Batch.Duration, "cloudwatch-batch", 0, "send datapoints every this long (fewer API calls; a first session after idleness goes at once)")
 	bind("cloudwatch-batch", func(d *config.Agent) { d.CloudWatch.Batch = cw.Batch })
+	fs.StringVar(&cw.VPNMetricName, "cloudwatch-vpn-metric", cw.VPNMetricName, `metric of each watched VPN kind, with a Kind dimension ("" for none)`)
+	bind("cloudwatch-vpn-metric", func(d *config.Agent) { d.CloudWatch.VPNMetricName = cw.VPNMetricName })
 	fs.StringVar(&cw.ResetAlarm, "cloudwatch-reset-alarm", "", `at start, take this alarm out of a stale ALARM state so it can fire again ("auto": connwatch-idle-<instance-id>)`)
 	bind("cloudwatch-reset-alarm", func(d *config.Agent) { d.CloudWatch.ResetAlarm = cw.ResetAlarm })
 
@@ -139,7 +141,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&wg.Enabled, "wireguard", false, "watch WireGuard peers (kernel or userspace devices); name peers in the config file's [wireguard.peers]")
 	bind("wireguard", func(d *config.Agent) { d.WireGuard.Enabled = wg.Enabled })
 	fs.StringSliceVar(&wg.Interfaces, "wireguard-interface", nil, "WireGuard interface to watch (repeatable; default: every one)")
-	bind("wireguard-interface", func(d *config.Agent) { d.WireGuard.Interfaces = wg.Interfaces })
+	bind("wireguard-interface", func(d *config.Agent) { d.WireGuard.Enabled, d.WireGuard.Interfaces = true, wg.Interfaces })
 	fs.DurationVar(&wg.PollInterval.Duration, "wireguard-poll-interval", wg.PollInterval.Duration, "how often WireGuard devices are read")
 	bind("wireguard-poll-interval", func(d *config.Agent) { d.WireGuard.PollInterval = wg.PollInterval })
 	fs.DurationVar(&wg.HandshakeTimeout.Duration, "wireguard-handshake-timeout", wg.HandshakeTimeout.Duration, "a peer is connected while its latest handshake is at most this old")
@@ -147,12 +149,21 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 
 	ov := &v.OpenVPN
 	var ovServer config.OpenVPNServer
-	fs.StringVar(&ovServer.Management, "openvpn-management", "", `watch the OpenVPN server with this management interface ("unix:/run/openvpn/server.sock" or "tcp:127.0.0.1:7505"; only "status 3" is sent)`)
-	fs.StringVar(&ovServer.PasswordFile, "openvpn-password-file", "", "file holding the OpenVPN management password")
-	fs.StringVar(&ovServer.StatusFile, "openvpn-status-file", "", "watch the OpenVPN server that writes this --status file")
-	for _, name := range []string{"openvpn-management", "openvpn-password-file", "openvpn-status-file"} {
-		bind(name, func(d *config.Agent) { d.OpenVPN.Enabled, d.OpenVPN.Servers = true, []config.OpenVPNServer{ovServer} })
+	// The OpenVPN flags set the fields of the config file's first (or
+	// only) server, or make one.
+	openvpnServer := func(d *config.Agent) *config.OpenVPNServer {
+		d.OpenVPN.Enabled = true
+		if len(d.OpenVPN.Servers) == 0 {
+			d.OpenVPN.Servers = []config.OpenVPNServer{{}}
+		}
+		return &d.OpenVPN.Servers[0]
 	}
+	fs.StringVar(&ovServer.Management, "openvpn-management", "", `watch the OpenVPN server with this management interface ("unix:/run/openvpn/server.sock" or "tcp:127.0.0.1:7505"; only "status 3" is sent)`)
+	bind("openvpn-management", func(d *config.Agent) { openvpnServer(d).Management = ovServer.Management })
+	fs.StringVar(&ovServer.PasswordFile, "openvpn-password-file", "", "file holding the OpenVPN management password")
+	bind("openvpn-password-file", func(d *config.Agent) { openvpnServer(d).PasswordFile = ovServer.PasswordFile })
+	fs.StringVar(&ovServer.StatusFile, "openvpn-status-file", "", "watch the OpenVPN server that writes this --status file")
+	bind("openvpn-status-file", func(d *config.Agent) { openvpnServer(d).StatusFile = ovServer.StatusFile })
 	fs.DurationVar(&ov.PollInterval.Duration, "openvpn-poll-interval", ov.PollInterval.Duration, "how often OpenVPN servers are asked")
 	bind("openvpn-poll-interval", func(d *config.Agent) { d.OpenVPN.PollInterval = ov.PollInterval })
 
@@ -419,7 +430,11 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 			return fmt.Errorf("start CloudWatch publisher: %w", err)
 		}
 		defer cwPub.Close()
-		opts.Observers = append(opts.Observers, cloudWatchObserver{p: cwPub, kind: session.KindSSH})
+		// The main metric is what the cloud-side stop alarm watches: it
+		// counts every kind that keeps the machine up (only SSH unless VPN
+		// kinds are watched), so that alarm never stops a machine with a
+		// VPN user the local policy would keep up.
+		opts.Observers = append(opts.Observers, cloudWatchObserver{p: cwPub, kinds: cfg.KeepAwakeKinds()})
 		// Each VPN kind has its own metric series: the SSH one stays a
 		// drop-in for the classic recipe.
 		for _, kind := range cfg.Kinds() {
@@ -440,7 +455,7 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 			}
 			defer p.Close()
 			cwVPN = append(cwVPN, p)
-			opts.Observers = append(opts.Observers, cloudWatchObserver{p: p, kind: kind})
+			opts.Observers = append(opts.Observers, cloudWatchObserver{p: p, kinds: []session.Kind{kind}})
 		}
 	}
 	tunnels, err := agentTunnels(ctx, cfg, log)
@@ -612,7 +627,11 @@ func (f portFilter) Scan(ctx context.Context) (session.Snapshot, error) {
 type metricsObserver struct{ m *promsink.Metrics }
 
 func (o metricsObserver) Observe(ob agent.Observation) {
-	o.m.ObserveScan(ob.Source, ob.ScanDuration, ob.Snapshot, ob.ScanErr)
+	// The tracker's sessions: a VPN source that fails keeps its last
+	// sessions there (and in the policy), so the series do not drop to 0.
+	snap := ob.Snapshot
+	snap.Sessions = ob.Sessions
+	o.m.ObserveScan(ob.Source, ob.ScanDuration, snap, ob.ScanErr)
 	for _, p := range ob.Polls {
 		o.m.ObservePoll(p.Name, p.Duration, p.Err)
 	}
@@ -621,21 +640,36 @@ func (o metricsObserver) Observe(ob agent.Observation) {
 }
 
 // cloudWatchObserver gives a CloudWatch publisher the number of sessions
-// of one kind in every iteration, including sessions seen only in passing
-// (sshd's log, a VPN connection that began and ended between two polls);
-// an iteration blind to that kind gives nothing, so CloudWatch sees
-// missing data, not a false 0.
+// of its kinds in every iteration, including sessions seen only in
+// passing (sshd's log, a VPN connection that began and ended between two
+// polls); an iteration blind to one of its kinds gives nothing, so
+// CloudWatch sees missing data, not a false 0.
 type cloudWatchObserver struct {
-	p    *cloudwatch.Publisher
-	kind session.Kind
+	p     *cloudwatch.Publisher
+	kinds []session.Kind
 }
 
 func (o cloudWatchObserver) Observe(ob agent.Observation) {
-	if ob.Snapshot.BlindFor(o.kind) {
-		return
+	if n, ok := countKinds(ob, o.kinds); ok {
+		o.p.Observe(ob.Now, n)
+	}
+}
+
+// countKinds counts the sessions of kinds in ob, those that began and
+// ended between two scans included; false when ob is blind to one of
+// kinds.
+func countKinds(ob agent.Observation, kinds []session.Kind) (int, bool) {
+	for _, k := range kinds {
+		if ob.Snapshot.BlindFor(k) {
+			return 0, false
+		}
 	}
 	ofKind := func(s *session.Session) bool {
-		return s.Kind == o.kind || (s.Kind == "" && o.kind == session.KindSSH)
+		k := s.Kind
+		if k == "" {
+			k = session.KindSSH
+		}
+		return slices.Contains(kinds, k)
 	}
 	n := 0
 	open := make(map[string]bool, len(ob.Sessions))
@@ -650,7 +684,7 @@ func (o cloudWatchObserver) Observe(ob agent.Observation) {
 			n++ // began and ended between two scans
 		}
 	}
-	o.p.Observe(ob.Now, n)
+	return n, true
 }
 
 // restartOnly lists the settings that differ between old and new but are

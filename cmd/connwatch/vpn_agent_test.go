@@ -12,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
+
+	"github.com/connwatch/connwatch/internal/agent"
 	"github.com/connwatch/connwatch/internal/awstest"
+	"github.com/connwatch/connwatch/internal/config"
 	"github.com/connwatch/connwatch/internal/event"
 	"github.com/connwatch/connwatch/internal/netnstest"
 	"github.com/connwatch/connwatch/internal/openvpntest"
@@ -253,5 +257,71 @@ func TestStatusPollsVPNSources(t *testing.T) {
 	code, stdout, _ = runCLI(t, []string{"status", "--json", "--proc", emptyProc(t, dir), "--state-dir", filepath.Join(dir, "none"), "--config", cfg})
 	if err := json.Unmarshal([]byte(stdout), &got); err != nil || code != exitOK || got.Complete || !got.BlindFor(session.KindAWSClientVPN) || got.BlindFor(session.KindSSH) {
 		t.Errorf("failing endpoint: exit %d, %+v", code, got)
+	}
+}
+
+// TestVPNFlagsMergeWithTheConfigFile: flags set fields of the file's
+// OpenVPN server instead of replacing it, and --wireguard-interface
+// enables WireGuard.
+func TestVPNFlagsMergeWithTheConfigFile(t *testing.T) {
+	cfgPath := filepath.Join(t.TempDir(), "connwatch.toml")
+	text := "[openvpn]\nenabled = true\n[[openvpn.server]]\nname = \"office\"\nmanagement = \"unix:/run/openvpn/office.sock\"\npassword_file = \"/etc/openvpn/pw\"\n"
+	if err := os.WriteFile(cfgPath, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	resolve := func(args ...string) (config.Agent, error) {
+		f := &agentFlags{}
+		fs := pflag.NewFlagSet("agent", pflag.ContinueOnError)
+		f.register(fs)
+		if err := fs.Parse(append([]string{"--config", cfgPath}, args...)); err != nil {
+			t.Fatal(err)
+		}
+		return f.resolve(fs)
+	}
+	cfg, err := resolve("--openvpn-management", "tcp:127.0.0.1:7505", "--wireguard-interface", "wg0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config.OpenVPNServer{Name: "office", Management: "tcp:127.0.0.1:7505", PasswordFile: "/etc/openvpn/pw"}
+	if len(cfg.OpenVPN.Servers) != 1 || cfg.OpenVPN.Servers[0] != want {
+		t.Errorf("servers %+v, want %+v", cfg.OpenVPN.Servers, want)
+	}
+	if !cfg.WireGuard.Enabled || fmt.Sprint(cfg.WireGuard.Interfaces) != "[wg0]" {
+		t.Errorf("wireguard %+v", cfg.WireGuard)
+	}
+	// A status file as well as the file's management interface: refused,
+	// naming the server.
+	if _, err := resolve("--openvpn-status-file", "/run/openvpn/status.log"); err == nil || !strings.Contains(err.Error(), "openvpn.server[0]") {
+		t.Errorf("both management and status file: %v", err)
+	}
+	if _, err := resolve("--keep-awake-kinds="); err == nil || !strings.Contains(err.Error(), "idle.keep_awake_kinds") {
+		t.Errorf("an empty keep-awake list: %v", err)
+	}
+}
+
+// TestCloudWatchCountsKeepAwakeKinds: the main metric (what the cloud-side
+// stop alarm watches) counts every kind that keeps the machine up, so a
+// VPN user alone keeps it above 0; a blind kind gives no value.
+func TestCloudWatchCountsKeepAwakeKinds(t *testing.T) {
+	cfg := config.Default()
+	cfg.WireGuard.Enabled = true
+	wg := session.Session{ID: "wg-1", Kind: session.KindWireGuard, User: "alice"}
+	short := session.Session{ID: "cvpn-1", Kind: session.KindAWSClientVPN, User: "bob"}
+	ob := agent.Observation{Sessions: []session.Session{wg}, Events: []event.Event{{Type: event.SessionStart, Session: &short}}}
+	if n, ok := countKinds(ob, cfg.KeepAwakeKinds()); n != 1 || !ok {
+		t.Errorf("keep-awake kinds %v: %d %v, want the WireGuard user", cfg.KeepAwakeKinds(), n, ok)
+	}
+	if n, ok := countKinds(ob, []session.Kind{session.KindSSH}); n != 0 || !ok {
+		t.Errorf("ssh only: %d %v", n, ok)
+	}
+	if n, _ := countKinds(ob, []session.Kind{session.KindAWSClientVPN}); n != 1 {
+		t.Errorf("a Client VPN connection seen only after it ended counts in its period: %d", n)
+	}
+	ob.Snapshot.Warn(session.Warning{Code: agent.PollWarning, Kind: session.KindWireGuard, Blind: true})
+	if _, ok := countKinds(ob, cfg.KeepAwakeKinds()); ok {
+		t.Error("a value while WireGuard is blind")
+	}
+	if _, ok := countKinds(ob, []session.Kind{session.KindSSH}); !ok {
+		t.Error("SSH is not blind when only WireGuard is")
 	}
 }

@@ -21,9 +21,9 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/connwatch/connwatch/internal/session"
-	"github.com/connwatch/connwatch/internal/source/openvpn"
 	"github.com/connwatch/connwatch/internal/sink/cloudwatch"
 	"github.com/connwatch/connwatch/internal/sink/notify"
+	"github.com/connwatch/connwatch/internal/source/openvpn"
 )
 
 // Sentinels callers branch on.
@@ -150,6 +150,18 @@ func (c Agent) Kinds() []session.Kind {
 		kinds = append(kinds, session.KindAWSClientVPN)
 	}
 	return kinds
+}
+
+// KeepAwakeKinds are the watched kinds that keep the machine up.
+func (c Agent) KeepAwakeKinds() []session.Kind {
+	ignore := c.IgnoreKinds()
+	var out []session.Kind
+	for _, k := range c.Kinds() {
+		if !slices.Contains(ignore, k) {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // IgnoreKinds are the watched kinds that do not keep the machine up
@@ -304,7 +316,7 @@ func Default() Agent {
 		},
 		Action:       Action{Type: "dry-run", Timeout: Duration{2 * time.Minute}},
 		Notify:       Notify{Events: "session_start,session_end,stop_warning,stop,stop_failed"},
-		CloudWatch:   CloudWatch{Namespace: "EC2", MetricName: "SSH Connections", Period: Duration{time.Minute}},
+		CloudWatch:   CloudWatch{Namespace: "EC2", MetricName: "SSH Connections", VPNMetricName: "VPN Connections", Period: Duration{time.Minute}},
 		WireGuard:    WireGuard{PollInterval: Duration{5 * time.Second}, HandshakeTimeout: Duration{3 * time.Minute}},
 		OpenVPN:      OpenVPN{PollInterval: Duration{5 * time.Second}},
 		AWSClientVPN: AWSClientVPN{PollInterval: Duration{time.Minute}},
@@ -463,6 +475,9 @@ func (c Agent) validateVPN() []error {
 		errs = append(errs, &FieldError{Key: key, Value: v, Msg: fmt.Sprintf(format, a...)})
 	}
 	watched := c.Kinds()
+	if c.Idle.KeepAwakeKinds != nil && len(c.Idle.KeepAwakeKinds) == 0 {
+		bad("idle.keep_awake_kinds", "[]", "list at least one kind; leave it unset for every watched kind")
+	}
 	for _, k := range c.Idle.KeepAwakeKinds {
 		kind, ok := session.ParseKind(k)
 		switch {

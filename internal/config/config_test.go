@@ -44,6 +44,7 @@ func TestLoadErrors(t *testing.T) {
 		{"cidr.toml", "[idle]\nignore_cidrs = [\"10.0.0.0/33\"]\n", []string{"idle.ignore_cidrs = 10.0.0.0/33"}},
 		{"regexp.toml", "[idle]\nkeep_awake_processes = [\"(\"]\n", []string{"idle.keep_awake_processes"}},
 		{"type.toml", "scan_interval = 5\n", []string{"type.toml"}},
+		{"nokinds.toml", "[idle]\nkeep_awake_kinds = []\n", []string{"idle.keep_awake_kinds = []", "at least one"}},
 		{"kind.toml", "[idle]\nkeep_awake_kinds = [\"ipsec\"]\n", []string{"idle.keep_awake_kinds = \"ipsec\"", "not a session kind"}},
 		{"notenabled.toml", "[idle]\nkeep_awake_kinds = [\"ssh\", \"openvpn\"]\n", []string{"idle.keep_awake_kinds = openvpn", "openvpn.enabled = true"}},
 		{"wgkey.toml", "[wireguard]\nenabled = true\n[wireguard.peers]\n\"abc\" = \"alice\"\n", []string{"wireguard.peers = \"abc\"", "public key"}},
@@ -112,6 +113,9 @@ endpoints = ["cvpn-endpoint-0123456789abcdef0"]
 	}
 	if cfg.WireGuard.PollInterval.Duration != 5*time.Second || cfg.AWSClientVPN.PollInterval.Duration != time.Minute {
 		t.Errorf("default poll intervals %v %v", cfg.WireGuard.PollInterval, cfg.AWSClientVPN.PollInterval)
+	}
+	if got := fmt.Sprint(cfg.KeepAwakeKinds()); got != "[ssh aws-client-vpn]" {
+		t.Errorf("keep-awake kinds %s", got)
 	}
 	if def := Default(); def.IgnoreKinds() != nil {
 		t.Errorf("by default every watched kind keeps the machine up: %v", def.IgnoreKinds())

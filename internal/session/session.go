@@ -82,8 +82,9 @@ type Session struct {
 	UserPID   int       `json:"user_pid"`
 	StartedAt time.Time `json:"started_at"`
 	// LastActivityAt is the newest of the terminal's input time and the last
-	// data received on the TCP connection (SSH), or the last time the
-	// client sent data (VPN); nil when neither is known.
+	// data received on the TCP connection (SSH); for VPN clients the last
+	// time they sent more than keepalives (WireGuard, Client VPN) or their
+	// routes were used (OpenVPN). Nil when unknown.
 	LastActivityAt *time.Time `json:"last_activity_at"`
 	// EndedAt is when the connection ended, when its source knows (set
 	// only on Snapshot.Ended and on session_end events).

@@ -687,3 +687,38 @@ func TestDeviceNames(t *testing.T) {
 		t.Fatalf("link error: %v", err)
 	}
 }
+
+// TestKeyRefreshIsNotActivity: a laptop left connected with persistent
+// keepalives: a keepalive every 25 s and, every 2 minutes, a key refresh
+// of 212 bytes (148-byte initiation, its keepalive, the regular one) as
+// wireguard-go sends them, polled every 5 s. It stays connected and goes
+// idle; real traffic still counts.
+func TestKeyRefreshIsNotActivity(t *testing.T) {
+	f := newFake()
+	k := pub(7)
+	d := f.add("wg0", 51820, mkPeer(k, t0, 100, 100, "192.0.2.7:40001"))
+	s, clk := newSource(t, f, Config{})
+	mustPoll(t, s)
+	for i := 1; i <= 60; i++ { // 5 minutes
+		clk.Advance(5 * time.Second)
+		switch {
+		case i%24 == 0: // every 2 minutes
+			d.Peers[0].ReceiveBytes += 212
+			d.Peers[0].LastHandshakeTime = clk.Now().Add(-time.Second)
+		case i%5 == 0: // every 25 s
+			d.Peers[0].ReceiveBytes += 32
+		}
+		snap := mustPoll(t, s)
+		if len(snap.Sessions) != 1 {
+			t.Fatalf("poll %d: sessions %v, want the peer connected", i, ids(snap.Sessions))
+		}
+		if got := *snap.Sessions[0].LastActivityAt; !got.Equal(t0) {
+			t.Fatalf("poll %d: activity %v, want still the first handshake %v (keepalives are not use)", i, got, t0)
+		}
+	}
+	clk.Advance(5 * time.Second)
+	d.Peers[0].ReceiveBytes += 1500 // one full-size packet
+	if got := *mustPoll(t, s).Sessions[0].LastActivityAt; !got.Equal(clk.Now()) {
+		t.Errorf("activity after real traffic %v, want %v", got, clk.Now())
+	}
+}
