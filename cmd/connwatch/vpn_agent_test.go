@@ -21,6 +21,7 @@ import (
 	"github.com/connwatch/connwatch/internal/netnstest"
 	"github.com/connwatch/connwatch/internal/openvpntest"
 	"github.com/connwatch/connwatch/internal/session"
+	promsink "github.com/connwatch/connwatch/internal/sink/prometheus"
 	"github.com/connwatch/connwatch/internal/wgtest"
 )
 
@@ -323,5 +324,35 @@ func TestCloudWatchCountsKeepAwakeKinds(t *testing.T) {
 	}
 	if _, ok := countKinds(ob, []session.Kind{session.KindSSH}); !ok {
 		t.Error("SSH is not blind when only WireGuard is")
+	}
+}
+
+// TestMetricsKeepAFailingSourcesSessions: while a VPN source fails, the
+// tracker (and the policy) keep its sessions, and so does
+// connwatch_sessions: an alert on it does not fire for nothing.
+func TestMetricsKeepAFailingSourcesSessions(t *testing.T) {
+	m := promsink.New(promsink.Options{Kinds: []session.Kind{session.KindSSH, session.KindWireGuard}})
+	ob := agent.Observation{Now: time.Now(), Source: "sshd", Sessions: []session.Session{{ID: "wg-1", Kind: session.KindWireGuard, User: "alice"}}}
+	ob.Snapshot.Warn(session.Warning{Code: agent.PollWarning, Kind: session.KindWireGuard, Blind: true})
+	metricsObserver{m}.Observe(ob)
+	mfs, err := m.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got float64 = -1
+	for _, mf := range mfs {
+		if mf.GetName() != "connwatch_sessions" {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			for _, l := range mt.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == "wireguard" {
+					got = mt.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	if got != 1 {
+		t.Errorf("connwatch_sessions{kind=\"wireguard\"} = %v, want 1", got)
 	}
 }
