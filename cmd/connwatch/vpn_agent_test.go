@@ -164,7 +164,7 @@ func TestAgentClientVPNShortConnection(t *testing.T) {
 	if !evs[0].Time.Equal(start) || evs[1].Time.Before(start) || evs[1].Time.After(time.Now()) {
 		t.Errorf("start %v end %v, want the connection's own times (began %v)", evs[0].Time, evs[1].Time, start)
 	}
-	a.waitText(t, "new VPN connection by alice to AWS Client VPN endpoint "+endpoint, 10*time.Second)
+	a.waitText(t, "new VPN connection by alice (tunnel address 172.31.0.225) to AWS Client VPN endpoint "+endpoint, 10*time.Second)
 	if n := len(a.sessionEvents(t, session.KindAWSClientVPN)); n != 2 {
 		t.Errorf("%d events for one connection", n)
 	}

@@ -91,8 +91,8 @@ func TestText(t *testing.T) {
 	fwd.Mode, fwd.TTY = session.ModeForward, ""
 	wg := session.Session{ID: "wg-1", Kind: session.KindWireGuard, User: "alice", RemoteAddr: "198.51.100.7", RemotePort: 51820, StartedAt: t0,
 		VPN: &session.VPN{Server: "wg0", PublicKey: "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="}}
-	cvpn := session.Session{ID: "cvpn-connection-0a1b", Kind: session.KindAWSClientVPN, User: "bob", RemoteAddr: "203.0.113.9", StartedAt: t0,
-		VPN: &session.VPN{Server: "cvpn-endpoint-0abc", CommonName: "bob.example.com", Username: "bob"}}
+	cvpn := session.Session{ID: "cvpn-connection-0a1b", Kind: session.KindAWSClientVPN, User: "bob", StartedAt: t0,
+		VPN: &session.VPN{Server: "cvpn-endpoint-0abc", CommonName: "bob.example.com", Username: "bob", VirtualAddr: "172.31.0.225"}}
 	for _, tt := range []struct {
 		m             notify.Message
 		text, subject string
@@ -110,10 +110,10 @@ func TestText(t *testing.T) {
 			"new VPN connection by alice from 198.51.100.7 port 51820 to dev-box (i-0abc) over wireguard wg0",
 			"connwatch: new VPN connection by alice to dev-box"},
 		{msg(event.Event{Time: t0, Type: event.SessionStart, Session: &cvpn, Reason: "seen only after it ended: it began and ended between two polls"}),
-			"new VPN connection by bob from 203.0.113.9 to AWS Client VPN endpoint cvpn-endpoint-0abc (seen by dev-box (i-0abc)): seen only after it ended: it began and ended between two polls",
+			"new VPN connection by bob (tunnel address 172.31.0.225) to AWS Client VPN endpoint cvpn-endpoint-0abc (seen by dev-box (i-0abc)): seen only after it ended: it began and ended between two polls",
 			"connwatch: new VPN connection by bob to cvpn-endpoint-0abc"},
 		{msg(event.Event{Time: t0.Add(90 * time.Second), Type: event.SessionEnd, Session: &cvpn}),
-			"VPN connection of bob from 203.0.113.9 to AWS Client VPN endpoint cvpn-endpoint-0abc (seen by dev-box (i-0abc)) ended after 1m30s",
+			"VPN connection of bob (tunnel address 172.31.0.225) to AWS Client VPN endpoint cvpn-endpoint-0abc (seen by dev-box (i-0abc)) ended after 1m30s",
 			"connwatch: bob left the VPN cvpn-endpoint-0abc"},
 		{msg(event.Event{Time: t0, Type: event.StopWarning, StopAt: &stopAt, Reason: "idle since …"}),
 			"dev-box (i-0abc) will be stopped at 12:11 UTC unless someone connects",

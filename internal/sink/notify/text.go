@@ -17,7 +17,7 @@ import (
 //	dev-box (i-0abc) will be stopped at 12:11 UTC unless someone connects
 //	dev-box (i-0abc) was stopped: stopped i-0abc in eu-west-1 (running -> stopping)
 //	new VPN connection by alice from 198.51.100.7 to dev-box (i-0abc) over wireguard wg0
-//	new VPN connection by bob from 203.0.113.9 to AWS Client VPN endpoint cvpn-endpoint-0abc (seen by dev-box (i-0abc))
+//	new VPN connection by bob (tunnel address 172.31.0.225) to AWS Client VPN endpoint cvpn-endpoint-0abc (seen by dev-box (i-0abc))
 func Text(m Message) string {
 	e, machine, s := m.Event, m.machine(), m.Event.Session
 	if s != nil && s.Kind.IsVPN() && (e.Type == event.SessionStart || e.Type == event.SessionEnd) {
@@ -144,10 +144,15 @@ func vpnText(e event.Event, machine string, s *session.Session) string {
 			to += " " + server
 		}
 	}
-	if e.Type == event.SessionStart {
-		return withReason(fmt.Sprintf("new VPN connection by %s%s to %s", user(s), from(s), to), e.Reason)
+	origin := from(s)
+	if origin == "" && s.VPN != nil && s.VPN.VirtualAddr != "" {
+		// Client VPN gives only the address it assigned the client.
+		origin = " (tunnel address " + s.VPN.VirtualAddr + ")"
 	}
-	t := fmt.Sprintf("VPN connection of %s%s to %s ended", user(s), from(s), to)
+	if e.Type == event.SessionStart {
+		return withReason(fmt.Sprintf("new VPN connection by %s%s to %s", user(s), origin, to), e.Reason)
+	}
+	t := fmt.Sprintf("VPN connection of %s%s to %s ended", user(s), origin, to)
 	if !s.StartedAt.IsZero() && !e.Time.Before(s.StartedAt) {
 		t += " after " + Duration(e.Time.Sub(s.StartedAt))
 	}
