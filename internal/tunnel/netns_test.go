@@ -2,19 +2,14 @@ package tunnel
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/connwatch/connwatch/internal/netnstest"
 	"github.com/connwatch/connwatch/internal/sshdtest"
 )
 
@@ -54,7 +50,7 @@ func TestTunnelSurvivesBlackhole(t *testing.T) {
 	lport := freeLocalPort(t)
 	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(lport))
 	spec := Spec{
-		Host: "netns", HostName: ns.nsAddr, Port: 22, User: "root",
+		Host: "netns", HostName: ns.Addr, Port: 22, User: "root",
 		IdentityFiles: []string{ns.clientKey}, IdentitiesOnly: true,
 		UserKnownHostsFiles:   []string{ns.knownHosts},
 		StrictHostKeyChecking: HostKeyStrict,
@@ -168,138 +164,22 @@ func roundTripWithin(addr, msg string, d time.Duration) error {
 	return nil
 }
 
-// netns is a network namespace made for one test, joined to the root
-// namespace by a veth pair on a /30 of 10.231.0.0/16.
+// netns is a network namespace made for one test (see netnstest) with
+// an sshd in it.
 type netns struct {
-	name       string
-	hostIf     string // veth end in the root namespace
-	nsIf       string // veth end in the test namespace
-	hostAddr   string
-	nsAddr     string
+	*netnstest.NS
 	dir        string
 	clientKey  string // authorised for root by the namespace's sshd
-	knownHosts string // holds the sshd's host key for nsAddr
-	sshdCmd    *exec.Cmd
+	knownHosts string // holds the sshd's host key for Addr
 }
 
 const nftTable = "cwtun"
 
-// run runs a command and fails the test with its output when it fails.
-func run(t *testing.T, stdin string, name string, args ...string) {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
-	}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
-	}
-}
-
-// newNetns creates the namespace, the veth pair and their addresses, and
-// registers their removal (and that of every process left inside).
+// newNetns creates the namespace and registers its removal (and that of
+// every process left inside).
 func newNetns(t *testing.T) *netns {
 	t.Helper()
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	id := hex.EncodeToString(b[:])
-	n := &netns{name: "cwtun-" + id, hostIf: "cwth" + id, nsIf: "cwtn" + id, dir: t.TempDir()}
-	// A /30 no interface here is already on.
-	inUse := func(a string) bool {
-		addrs, _ := net.InterfaceAddrs()
-		for _, ad := range addrs {
-			if ipn, ok := ad.(*net.IPNet); ok && strings.HasPrefix(ipn.IP.String(), a) {
-				return true
-			}
-		}
-		return false
-	}
-	for range 20 {
-		x, _ := rand.Int(rand.Reader, big.NewInt(256))
-		y, _ := rand.Int(rand.Reader, big.NewInt(64))
-		prefix := fmt.Sprintf("10.231.%d.", x.Int64())
-		if inUse(prefix) {
-			continue
-		}
-		n.hostAddr = prefix + strconv.Itoa(int(y.Int64())*4+1)
-		n.nsAddr = prefix + strconv.Itoa(int(y.Int64())*4+2)
-		break
-	}
-	if n.nsAddr == "" {
-		t.Fatal("no free /30 in 10.231.0.0/16")
-	}
-	run(t, "", "ip", "netns", "add", n.name)
-	t.Cleanup(func() { n.remove(t) })
-	run(t, "", "ip", "link", "add", n.hostIf, "type", "veth", "peer", "name", n.nsIf, "netns", n.name)
-	run(t, "", "ip", "addr", "add", n.hostAddr+"/30", "dev", n.hostIf)
-	run(t, "", "ip", "link", "set", n.hostIf, "up")
-	run(t, "", "ip", "-n", n.name, "addr", "add", n.nsAddr+"/30", "dev", n.nsIf)
-	run(t, "", "ip", "-n", n.name, "link", "set", n.nsIf, "up")
-	run(t, "", "ip", "-n", n.name, "link", "set", "lo", "up")
-	t.Logf("netns %s: %s (%s) <-> %s (%s)", n.name, n.hostAddr, n.hostIf, n.nsAddr, n.nsIf)
-	return n
-}
-
-// remove kills every process in the namespace (reaping those that were
-// re-parented to this process), then deletes it and the veth pair.
-func (n *netns) remove(t *testing.T) {
-	t.Helper()
-	pids := func() []int {
-		out, _ := exec.Command("ip", "netns", "pids", n.name).Output()
-		var ps []int
-		for _, f := range strings.Fields(string(out)) {
-			if p, err := strconv.Atoi(f); err == nil {
-				ps = append(ps, p)
-			}
-		}
-		return ps
-	}
-	others := func() []int {
-		var ps []int
-		for _, p := range pids() {
-			if p != os.Getpid() {
-				ps = append(ps, p)
-			}
-		}
-		return ps
-	}
-	if slices.Contains(pids(), os.Getpid()) {
-		t.Errorf("the test process itself is in netns %s", n.name)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for ps := others(); len(ps) > 0; ps = others() {
-		if time.Now().After(deadline) {
-			t.Errorf("processes %v still in netns %s", ps, n.name)
-			break
-		}
-		for _, p := range ps {
-			_ = syscall.Kill(p, syscall.SIGKILL)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if n.sshdCmd != nil {
-		_ = n.sshdCmd.Wait()
-	}
-	// sshd's per-connection children were re-parented to this process
-	// (a child subreaper, see startSSHD): reap them, nothing else.
-	for _, p := range n.orphans() {
-		var ws unix.WaitStatus
-		_, _ = unix.Wait4(p, &ws, unix.WNOHANG, nil)
-	}
-	if out, err := exec.Command("ip", "netns", "del", n.name).CombinedOutput(); err != nil {
-		t.Errorf("ip netns del %s: %v: %s", n.name, err, out)
-	}
-	// Deleting the namespace deletes the pair, asynchronously: give it a
-	// moment, then delete the host end ourselves if it is still there.
-	for i := 0; i < 50; i++ {
-		if _, err := net.InterfaceByName(n.hostIf); err != nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if out, err := exec.Command("ip", "link", "del", n.hostIf).CombinedOutput(); err != nil && !strings.Contains(string(out), "Cannot find device") {
-		t.Errorf("ip link del %s: %v: %s", n.hostIf, err, out)
-	}
+	return &netns{NS: netnstest.New(t), dir: t.TempDir()}
 }
 
 // orphans returns the zombie children of this process whose command is
@@ -330,7 +210,7 @@ func (n *netns) orphans() []int {
 	return out
 }
 
-// startSSHD starts sshd -D inside the namespace on nsAddr:22, with its
+// startSSHD starts sshd -D inside the namespace on Addr:22, with its
 // own host key and a client key authorised for root, and waits (at most
 // 10 s) until it answers.
 func (n *netns) startSSHD(t *testing.T) {
@@ -339,7 +219,7 @@ func (n *netns) startSSHD(t *testing.T) {
 	hostKey := filepath.Join(n.dir, "host_ed25519")
 	n.clientKey = filepath.Join(n.dir, "client_ed25519")
 	for _, k := range []string{hostKey, n.clientKey} {
-		run(t, "", "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cwtun-netns", "-f", k)
+		netnstest.Run(t, "", "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cwtun-netns", "-f", k)
 	}
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		t.Fatal(err)
@@ -360,13 +240,13 @@ func (n *netns) startSSHD(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.knownHosts = filepath.Join(n.dir, "known_hosts")
-	if err := os.WriteFile(n.knownHosts, []byte(n.nsAddr+" "+strings.TrimSpace(string(hostPub))+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(n.knownHosts, []byte(n.Addr+" "+strings.TrimSpace(string(hostPub))+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	config := filepath.Join(n.dir, "sshd_config")
 	cfg := strings.Join([]string{
 		"# written by TestTunnelSurvivesBlackhole",
-		"ListenAddress " + n.nsAddr,
+		"ListenAddress " + n.Addr,
 		"Port 22",
 		"HostKey " + hostKey,
 		"PidFile " + filepath.Join(n.dir, "sshd.pid"),
@@ -383,20 +263,29 @@ func (n *netns) startSSHD(t *testing.T) {
 	if err := os.WriteFile(config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "", "/usr/sbin/sshd", "-t", "-f", config)
+	netnstest.Run(t, "", "/usr/sbin/sshd", "-t", "-f", config)
 	out, err := os.Create(filepath.Join(n.dir, "sshd.out"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	cmd := exec.Command("ip", "netns", "exec", n.name, "/usr/sbin/sshd", "-D", "-f", config, "-E", filepath.Join(n.dir, "sshd.log"))
+	cmd := n.Command("/usr/sbin/sshd", "-D", "-f", config, "-E", filepath.Join(n.dir, "sshd.log"))
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start sshd in %s: %v", n.name, err)
+		t.Fatalf("start sshd in %s: %v", n.Name, err)
 	}
-	n.sshdCmd = cmd
-	addr := net.JoinHostPort(n.nsAddr, "22")
+	// Once every process in the namespace is killed: wait for sshd, and
+	// reap its per-connection children, re-parented to this process (a
+	// child subreaper, above), nothing else.
+	n.AfterKill(func() {
+		_ = cmd.Wait()
+		for _, p := range n.orphans() {
+			var ws unix.WaitStatus
+			_, _ = unix.Wait4(p, &ws, unix.WNOHANG, nil)
+		}
+	})
+	addr := net.JoinHostPort(n.Addr, "22")
 	start := time.Now()
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
@@ -405,7 +294,7 @@ func (n *netns) startSSHD(t *testing.T) {
 			return
 		}
 		if time.Since(start) > 10*time.Second {
-			t.Fatalf("sshd in %s not answering on %s after 10 s: %v\nlog:\n%s", n.name, addr, err, n.sshdLog())
+			t.Fatalf("sshd in %s not answering on %s after 10 s: %v\nlog:\n%s", n.Name, addr, err, n.sshdLog())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -417,7 +306,7 @@ func (n *netns) sshdLog() string {
 	return string(b) + string(o)
 }
 
-// echoServer listens on nsAddr inside the namespace and echoes what it
+// echoServer listens on Addr inside the namespace and echoes what it
 // reads. The socket is made on a thread moved into the namespace (a
 // socket stays in the namespace it was made in); that thread is thrown
 // away afterwards, and the socket is served from ordinary goroutines.
@@ -431,7 +320,8 @@ func (n *netns) echoServer(t *testing.T) string {
 	go func() {
 		// Unlocked only once back in the original namespace; a thread
 		// left locked ends with the goroutine (or, if it is the main
-		// thread, is wedged: still in the test namespace, see remove).
+		// thread, is wedged: still in the test namespace, which
+		// netnstest reports at removal).
 		runtime.LockOSThread()
 		orig, err := os.Open("/proc/thread-self/ns/net")
 		if err != nil {
@@ -439,17 +329,17 @@ func (n *netns) echoServer(t *testing.T) string {
 			return
 		}
 		defer orig.Close()
-		f, err := os.Open(filepath.Join("/run/netns", n.name))
+		f, err := os.Open(filepath.Join("/run/netns", n.Name))
 		if err != nil {
 			ch <- result{err: err}
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("setns %s: %w", n.name, err)}
+			ch <- result{err: fmt.Errorf("setns %s: %w", n.Name, err)}
 			return
 		}
-		ln, err := net.Listen("tcp", net.JoinHostPort(n.nsAddr, "0"))
+		ln, err := net.Listen("tcp", net.JoinHostPort(n.Addr, "0"))
 		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
 			runtime.UnlockOSThread()
 		}
@@ -457,7 +347,7 @@ func (n *netns) echoServer(t *testing.T) string {
 	}()
 	r := <-ch
 	if r.err != nil {
-		t.Fatalf("echo server in %s: %v", n.name, r.err)
+		t.Fatalf("echo server in %s: %v", n.Name, r.err)
 	}
 	var (
 		wg    sync.WaitGroup
@@ -492,12 +382,12 @@ func (n *netns) echoServer(t *testing.T) string {
 // silently.
 func (n *netns) blackhole(t *testing.T) {
 	t.Helper()
-	rules := fmt.Sprintf("table inet %[1]s {\n chain in {\n  type filter hook input priority -300; policy accept;\n  iifname %[2]q drop\n }\n}\n", nftTable, n.nsIf)
-	run(t, rules, "ip", "netns", "exec", n.name, "nft", "-f", "-")
+	rules := fmt.Sprintf("table inet %[1]s {\n chain in {\n  type filter hook input priority -300; policy accept;\n  iifname %[2]q drop\n }\n}\n", nftTable, n.If)
+	netnstest.Run(t, rules, "ip", "netns", "exec", n.Name, "nft", "-f", "-")
 }
 
 // restore removes the blackhole.
 func (n *netns) restore(t *testing.T) {
 	t.Helper()
-	run(t, "", "ip", "netns", "exec", n.name, "nft", "delete", "table", "inet", nftTable)
+	n.Run(t, "nft", "delete", "table", "inet", nftTable)
 }
