@@ -2,10 +2,12 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/connwatch/connwatch/internal/config"
+	"github.com/connwatch/connwatch/internal/session"
 )
 
 func newConfigCmd() *cobra.Command {
@@ -34,9 +36,21 @@ are reported and the exit status is 1. A valid file prints a summary.`,
 			if m == 0 {
 				m = n
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (action %s when %d of %d periods of %v are idle)\n", args[0], cfg.Action.Type, m, n, cfg.Idle.Period)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (action %s when %d of %d periods of %v are idle; watching %s; kept up by %s)\n",
+				args[0], cfg.Action.Type, m, n, cfg.Idle.Period, kindList(cfg.Kinds()), kindList(cfg.KeepAwakeKinds()))
 			return nil
 		},
 	})
 	return cmd
+}
+
+func kindList(kinds []session.Kind) string {
+	if len(kinds) == 0 {
+		return "none"
+	}
+	out := make([]string, len(kinds))
+	for i, k := range kinds {
+		out[i] = string(k)
+	}
+	return strings.Join(out, ", ")
 }

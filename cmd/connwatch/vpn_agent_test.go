@@ -356,3 +356,15 @@ func TestMetricsKeepAFailingSourcesSessions(t *testing.T) {
 		t.Errorf("connwatch_sessions{kind=\"wireguard\"} = %v, want 1", got)
 	}
 }
+
+func TestConfigCheckNamesWatchedKinds(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "vpn.toml")
+	text := "[idle]\nkeep_awake_kinds = [\"ssh\"]\n[wireguard]\nenabled = true\n[aws_client_vpn]\nenabled = true\nendpoints = [\"cvpn-endpoint-0123456789abcdef0\"]\n"
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCLI(t, []string{"config", "check", p})
+	if code != exitOK || !strings.Contains(stdout, "watching ssh, wireguard, aws-client-vpn; kept up by ssh)") {
+		t.Errorf("exit %d: %s%s", code, stdout, stderr)
+	}
+}

@@ -6,6 +6,7 @@
 package config
 
 import (
+	"cmp"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -520,7 +521,7 @@ func (c Agent) validateVPN() []error {
 			}
 			names[srv.Name] = true
 			if (srv.Management == "") == (srv.StatusFile == "") {
-				bad(key, srv.Name, "set exactly one of management and status_file")
+				bad(key, cmp.Or(srv.Name, "(unnamed)"), "set exactly one of management and status_file")
 			}
 			if srv.Management != "" {
 				if _, _, err := openvpn.ParseAddr(srv.Management); err != nil {
