@@ -59,7 +59,9 @@ func startVPNAgent(t *testing.T, args ...string) *vpnAgent {
 	t.Helper()
 	dir := t.TempDir()
 	a := &vpnAgent{events: filepath.Join(dir, "events.jsonl"), texts: filepath.Join(dir, "texts"), done: make(chan int, 1)}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// Stopped by the test's cleanup; the timeout only bounds a test that
+	// hangs (the VPN bench runs for minutes).
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	a.cancel = cancel
 	base := []string{"agent", "--proc", emptyProc(t, dir), "--state-dir", filepath.Join(dir, "state"), "--events", a.events,
 		"--metrics-addr", "", "--sshd-log", "", "--wall=false", "--notify-events", "session_start,session_end",

@@ -491,9 +491,12 @@ func (s *Source) carry(p *poll, name string) {
 // end lists pr's session in Ended and forgets it.
 func (s *Source) end(p *poll, name string, d *device, pr *peer) {
 	sess := pr.session(name, d.listenPort, p.ar.new())
-	at := pr.activity
-	if pr.hs.After(at) {
-		at = pr.hs
+	// Connected means a handshake at most timeout old: the session ended
+	// when the latest one became too old (or now, for a peer or device
+	// that went away before that).
+	at := minTime(p.now, pr.hs.Add(s.timeout))
+	if pr.activity.After(at) {
+		at = pr.activity
 	}
 	if at.After(p.now) {
 		at = p.now

@@ -266,15 +266,15 @@ func TestActivityRekeyAndTimeoutEnd(t *testing.T) {
 		t.Errorf("last handshake %v, want %v", got, rekey)
 	}
 
-	// Handshakes stop: it ends once, at its last handshake.
+	// Handshakes stop: it ends once, when the latest became too old.
 	clk.Advance(time.Minute + time.Second)
 	snap = mustPoll(t, s)
 	if len(snap.Sessions) != 0 || len(snap.Ended) != 1 {
 		t.Fatalf("after timeout: sessions %v ended %v", ids(snap.Sessions), ids(snap.Ended))
 	}
 	e := snap.Ended[0]
-	if e.ID != id || e.EndedAt == nil || !e.EndedAt.Equal(rekey) || e.VPN.BytesIn != 1360 {
-		t.Fatalf("ended %+v at %v, want %s at %v with 1360 bytes in", e, e.EndedAt, id, rekey)
+	if e.ID != id || e.EndedAt == nil || !e.EndedAt.Equal(rekey.Add(time.Minute)) || e.VPN.BytesIn != 1360 {
+		t.Fatalf("ended %+v at %v, want %s at %v with 1360 bytes in", e, e.EndedAt, id, rekey.Add(time.Minute))
 	}
 	clk.Advance(time.Second)
 	if snap := mustPoll(t, s); len(snap.Ended) != 0 || len(snap.Sessions) != 0 {
@@ -282,7 +282,10 @@ func TestActivityRekeyAndTimeoutEnd(t *testing.T) {
 	}
 }
 
-func TestEndedAtIsLastActivity(t *testing.T) {
+// TestEndedAtIsWhenTheHandshakeExpired: a session is connected while its
+// latest handshake is at most the timeout old, so it ends then, whatever
+// its last activity (which LastActivityAt keeps).
+func TestEndedAtIsWhenTheHandshakeExpired(t *testing.T) {
 	f := newFake()
 	d := f.add("wg0", 1, mkPeer(pub(1), t0, 100, 0, ""))
 	s, clk := newSource(t, f, Config{HandshakeTimeout: time.Minute})
@@ -293,8 +296,8 @@ func TestEndedAtIsLastActivity(t *testing.T) {
 	active := clk.Now()
 	clk.Advance(31 * time.Second)
 	snap := mustPoll(t, s)
-	if len(snap.Ended) != 1 || !snap.Ended[0].EndedAt.Equal(active) {
-		t.Fatalf("ended %+v, want one at the last activity %v", snap.Ended, active)
+	if len(snap.Ended) != 1 || !snap.Ended[0].EndedAt.Equal(t0.Add(time.Minute)) || !snap.Ended[0].LastActivityAt.Equal(active) {
+		t.Fatalf("ended %+v, want one at the keys' expiry %v, last active %v", snap.Ended, t0.Add(time.Minute), active)
 	}
 	// Bytes that arrived after the last poll but before the keys expired.
 	f.add("wg1", 1, mkPeer(pub(2), clk.Now(), 100, 0, ""))
@@ -343,8 +346,8 @@ func TestConnectionBetweenPolls(t *testing.T) {
 	if len(snap.Sessions) != 0 || len(snap.Ended) != 1 {
 		t.Fatalf("sessions %v ended %v, want one ended", ids(snap.Sessions), ids(snap.Ended))
 	}
-	if e := snap.Ended[0]; !e.StartedAt.Equal(hs) || !e.EndedAt.Equal(hs) {
-		t.Fatalf("ended %v..%v, want both at %v", e.StartedAt, e.EndedAt, hs)
+	if e := snap.Ended[0]; !e.StartedAt.Equal(hs) || !e.EndedAt.Equal(hs.Add(time.Minute)) {
+		t.Fatalf("ended %v..%v, want %v..%v", e.StartedAt, e.EndedAt, hs, hs.Add(time.Minute))
 	}
 	clk.Advance(time.Second)
 	if snap := mustPoll(t, s); len(snap.Ended) != 0 {
@@ -380,8 +383,8 @@ func TestPeerRemoved(t *testing.T) {
 	if len(snap.Sessions) != 1 || len(snap.Ended) != 1 || snap.Ended[0].VPN.PublicKey != pub(1).String() {
 		t.Fatalf("sessions %v ended %v", ids(snap.Sessions), ids(snap.Ended))
 	}
-	if !snap.Ended[0].EndedAt.Equal(t0) {
-		t.Errorf("ended at %v, want the handshake %v", snap.Ended[0].EndedAt, t0)
+	if !snap.Ended[0].EndedAt.Equal(clk.Now()) {
+		t.Errorf("ended at %v, want when its removal was seen %v", snap.Ended[0].EndedAt, clk.Now())
 	}
 	if n := len(s.devices["wg0"].peers); n != 1 {
 		t.Errorf("remembers %d peers, want 1", n)
