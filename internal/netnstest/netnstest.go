@@ -20,19 +20,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/connwatch/connwatch/internal/testproc"
 )
 
 // Require skips the test with a clear reason when ok is false, or fails
 // it when the environment variable CI is "true".
 func Require(t testing.TB, what string, ok bool) {
 	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("netnstest: requires %s (CI=true, so this is a failure, not a skip)", what)
-	}
-	t.Skipf("netnstest: requires %s", what)
+	testproc.Require(t, "netnstest", what, ok)
 }
 
 // RequireBinary requires an executable and returns its path.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/connwatch/connwatch/internal/netnstest"
+	"github.com/connwatch/connwatch/internal/testproc"
 )
 
 // ClientOptions configure Connect.
@@ -147,7 +148,7 @@ func (c *Client) Stop() bool { return c.stop(syscall.SIGTERM) }
 func (c *Client) Kill() { c.stop(syscall.SIGKILL) }
 
 func (c *Client) stop(sig syscall.Signal) bool {
-	if isClosed(c.proc.done) {
+	if testproc.IsClosed(c.proc.done) {
 		return true
 	}
 	c.StoppedAt = time.Now()

@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/connwatch/connwatch/internal/netnstest"
+	"github.com/connwatch/connwatch/internal/testproc"
 )
 
 // Management says where the server's management interface listens.
@@ -347,22 +348,22 @@ func startProcess(ns *netnstest.NS, name string, args ...string) (*process, erro
 		_ = cmd.Wait()
 		close(p.done)
 	}()
-	ns.AfterKill(func() { waitClosed(p.done, 5*time.Second) })
+	ns.AfterKill(func() { testproc.WaitClosed(p.done, 5*time.Second) })
 	return p, nil
 }
 
 // stop signals the process and waits at most grace for it to exit, then
 // kills it. It returns whether it exited within grace.
 func (p *process) stop(t testing.TB, sig syscall.Signal, grace time.Duration) bool {
-	if isClosed(p.done) {
+	if testproc.IsClosed(p.done) {
 		return true
 	}
 	_ = p.cmd.Process.Signal(sig)
-	if waitClosed(p.done, grace) {
+	if testproc.WaitClosed(p.done, grace) {
 		return true
 	}
 	_ = p.cmd.Process.Kill()
-	if !waitClosed(p.done, stopTimeout) {
+	if !testproc.WaitClosed(p.done, stopTimeout) {
 		t.Errorf("openvpntest: process %d survived SIGKILL", p.cmd.Process.Pid)
 	}
 	return false
@@ -434,26 +435,4 @@ func writeFile(path, content string, mode os.FileMode) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
-}
-
-// waitClosed waits at most d for ch to be closed.
-func waitClosed(ch <-chan struct{}, d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ch:
-		return true
-	case <-timer.C:
-		return false
-	}
-}
-
-// isClosed tells whether ch is closed.
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
 }

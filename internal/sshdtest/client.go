@@ -1,7 +1,6 @@
 package sshdtest
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/connwatch/connwatch/internal/testproc"
 )
 
 // ErrNoConnection is returned by LocalPort while the client holds no TCP
@@ -30,8 +31,8 @@ type Client struct {
 
 	t        testing.TB
 	server   *Server
-	stdout   lockedBuffer
-	stderr   lockedBuffer
+	stdout   testproc.Buffer
+	stderr   testproc.Buffer
 	done     chan struct{} // closed when the process has been reaped
 	err      error         // from Cmd.Wait, set before done is closed
 	stopOnce sync.Once
@@ -149,7 +150,7 @@ func (c *Client) Stop() {
 		}
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		_ = syscall.Kill(pid, syscall.SIGCONT) // SIGKILL needs no CONT; harmless
-		if !waitClosed(c.done, stopTimeout) {
+		if !testproc.WaitClosed(c.done, stopTimeout) {
 			c.t.Errorf("sshdtest: client %d (%s) did not exit %v after SIGKILL", pid, c.Cmd.Path, stopTimeout)
 			return
 		}
@@ -162,14 +163,14 @@ func (c *Client) Stop() {
 // Wait waits at most timeout for the client to exit and returns its exit
 // error (nil for status 0), or an error wrapping ErrTimeout.
 func (c *Client) Wait(timeout time.Duration) error {
-	if !waitClosed(c.done, timeout) {
+	if !testproc.WaitClosed(c.done, timeout) {
 		return fmt.Errorf("wait %v for %s: %w", timeout, c.Cmd.Path, ErrTimeout)
 	}
 	return c.err
 }
 
 // Exited tells whether the client process has exited.
-func (c *Client) Exited() bool { return isClosed(c.done) }
+func (c *Client) Exited() bool { return testproc.IsClosed(c.done) }
 
 // Stdout returns what the client wrote to stdout so far.
 func (c *Client) Stdout() string { return c.stdout.String() }
@@ -223,23 +224,4 @@ var ipLoopback = net.IPv4(127, 0, 0, 1)
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-// lockedBuffer is a bytes.Buffer safe for the copying goroutine of
-// os/exec and a test reading it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

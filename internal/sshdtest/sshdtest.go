@@ -44,6 +44,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/connwatch/connwatch/internal/testproc"
 )
 
 const (
@@ -68,14 +70,7 @@ var ErrTimeout = errors.New("timed out")
 // when the environment variable CI is "true".
 func Require(t testing.TB, what string, ok bool) {
 	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("sshdtest: requires %s (CI=true, so this is a failure, not a skip)", what)
-	} else {
-		t.Skipf("sshdtest: requires %s", what)
-	}
+	testproc.Require(t, "sshdtest", what, ok)
 }
 
 // RequireRoot requires an effective uid of 0.
@@ -264,11 +259,11 @@ func (s *Server) launch(sshd string, port int) error {
 		}
 		return false
 	}
-	ready := poll(startTimeout, func() bool { return isClosed(exited) || listening() })
+	ready := poll(startTimeout, func() bool { return testproc.IsClosed(exited) || listening() })
 	switch {
-	case isClosed(exited) && strings.Contains(s.Log(), "Address already in use"):
+	case testproc.IsClosed(exited) && strings.Contains(s.Log(), "Address already in use"):
 		return fmt.Errorf("sshd on port %d: %w", port, errPortTaken)
-	case isClosed(exited):
+	case testproc.IsClosed(exited):
 		return fmt.Errorf("sshd exited at start: %s", cmd.ProcessState)
 	case !ready:
 		_ = cmd.Process.Kill()
@@ -305,9 +300,9 @@ func (s *Server) Stop() {
 		// os.Process signals through a pidfd: never a reused pid.
 		_ = s.cmd.Process.Signal(syscall.SIGTERM)
 		_ = s.cmd.Process.Signal(syscall.SIGCONT)
-		if !waitClosed(s.exited, 3*time.Second) {
+		if !testproc.WaitClosed(s.exited, 3*time.Second) {
 			_ = s.cmd.Process.Kill()
-			if !waitClosed(s.exited, 5*time.Second) {
+			if !testproc.WaitClosed(s.exited, 5*time.Second) {
 				s.t.Errorf("sshdtest: sshd listener %d survived SIGKILL", s.PID)
 			}
 		}
@@ -323,7 +318,7 @@ func (s *Server) Stop() {
 // per-connection monitor may exit before its children, and the commands
 // of sessions without a pty outlive the connection).
 func (s *Server) remember() {
-	if isClosed(s.exited) {
+	if testproc.IsClosed(s.exited) {
 		return // the pid may name another process now
 	}
 	stats, err := allStats()
@@ -367,32 +362,10 @@ func poll(timeout time.Duration, cond func() bool) bool {
 	return true
 }
 
-// waitClosed waits at most d for ch to be closed.
-func waitClosed(ch <-chan struct{}, d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ch:
-		return true
-	case <-timer.C:
-		return false
-	}
-}
-
-// isClosed tells whether ch is closed.
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
 // Procs returns the listener and its descendants, parents first,
 // zombies included (State "Z").
 func (s *Server) Procs() ([]Proc, error) {
-	if isClosed(s.exited) {
+	if testproc.IsClosed(s.exited) {
 		return nil, nil // the pid may name another process now
 	}
 	stats, err := allStats()

@@ -6,7 +6,6 @@
 package wgtest
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -15,13 +14,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/connwatch/connwatch/internal/netnstest"
+	"github.com/connwatch/connwatch/internal/testproc"
 )
 
 // The server's port and tunnel address.
@@ -32,31 +31,13 @@ const (
 	ServerIP  = TunnelNet + "1"
 )
 
-// lockedBuffer collects a Daemon's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // Daemon is a wireguard-go process running one device in a namespace.
 type Daemon struct {
 	NS    *netnstest.NS
 	Iface string
 	Sock  string
 	Key   wgtypes.Key
-	out   *lockedBuffer
+	out   *testproc.Buffer
 	proc  *os.Process
 	done  chan struct{}
 }
@@ -83,7 +64,7 @@ func Start(t testing.TB, ns *netnstest.NS) *Daemon {
 		t.Fatal(err)
 	}
 	iface := "cwwg" + hex.EncodeToString(b[:])
-	d := &Daemon{NS: ns, Iface: iface, Sock: filepath.Join("/var/run/wireguard", iface+".sock"), out: &lockedBuffer{}, done: make(chan struct{})}
+	d := &Daemon{NS: ns, Iface: iface, Sock: filepath.Join("/var/run/wireguard", iface+".sock"), out: &testproc.Buffer{}, done: make(chan struct{})}
 	key, err := wgtypes.GeneratePrivateKey()
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,70 @@
+// Package testproc holds what the test harnesses (sshdtest, wgtest,
+// openvpntest) share about the processes they run: an output buffer safe
+// for the goroutine that copies into it, and bounded waits on the channel
+// a process's waiter closes.
+package testproc
+
+import (
+	"bytes"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Buffer is a bytes.Buffer safe for concurrent Write and String.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write implements io.Writer.
+func (l *Buffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns what was written so far.
+func (l *Buffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// WaitClosed waits at most d for ch to be closed.
+func WaitClosed(ch <-chan struct{}, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-timer.C:
+		return false
+	}
+}
+
+// IsClosed tells whether ch is closed.
+func IsClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// Require skips the test, saying that it requires what, when ok is false;
+// under CI=true, where everything must run, it fails the test instead.
+// harness names the package asking.
+func Require(t testing.TB, harness, what string, ok bool) {
+	t.Helper()
+	if ok {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s: requires %s (CI=true, so this is a failure, not a skip)", harness, what)
+	} else {
+		t.Skipf("%s: requires %s", harness, what)
+	}
+}
