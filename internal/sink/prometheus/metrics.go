@@ -201,15 +201,10 @@ func (m *Metrics) Gatherer() prometheus.Gatherer { return m.reg }
 // not nil the scan counts as failed and the session series keep their
 // last known values: connwatch_blind says the view is not to be trusted.
 func (m *Metrics) ObserveScan(source string, dur time.Duration, snap session.Snapshot, err error) {
-	m.scanDuration.WithLabelValues(source).Observe(dur.Seconds())
-	errs := m.scanErrors.WithLabelValues(source)
-	last := m.scanLastSuccess.WithLabelValues(source)
-	if err != nil {
-		errs.Inc()
-		return
+	m.ObservePoll(source, dur, err)
+	if err == nil {
+		m.view.setSnapshot(snap)
 	}
-	last.Set(unixSeconds(m.clock.Now()))
-	m.view.setSnapshot(snap)
 }
 
 // ObservePoll records one poll of a polled source (a VPN) that took dur,
