@@ -34,9 +34,7 @@ func Require(t testing.TB, what string, ok bool) {
 // RequireBinary requires an executable and returns its path.
 func RequireBinary(t testing.TB, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	Require(t, fmt.Sprintf("executable %s (%v)", name, err), err == nil)
-	return p
+	return testproc.RequireBinary(t, "netnstest", name)
 }
 
 // NS is a network namespace made for one test.

@@ -83,9 +83,7 @@ func RequireRoot(t testing.TB) {
 // path, and returns its path.
 func RequireBinary(t testing.TB, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	Require(t, fmt.Sprintf("executable %s (%v)", name, err), err == nil)
-	return p
+	return testproc.RequireBinary(t, "sshdtest", name)
 }
 
 // Options configure Start.

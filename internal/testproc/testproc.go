@@ -6,7 +6,9 @@ package testproc
 
 import (
 	"bytes"
+	"fmt"
 	"os"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -67,4 +69,13 @@ func Require(t testing.TB, harness, what string, ok bool) {
 	} else {
 		t.Skipf("%s: requires %s", harness, what)
 	}
+}
+
+// RequireBinary requires an executable by name (looked up in PATH) or by
+// path, as Require does, and returns its path.
+func RequireBinary(t testing.TB, harness, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	Require(t, harness, fmt.Sprintf("executable %s (%v)", name, err), err == nil)
+	return p
 }
