@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
 	"syscall"
 	"time"
 
@@ -86,7 +85,7 @@ Exit status: 0 when the scan ran (check "complete" for partial views),
 					return err
 				}
 				defer closePollers()
-				pollOnce(cmd.Context(), pollers, &snap, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)))
+				pollOnce(cmd.Context(), pollers, &snap)
 			}
 			snap.Sort()
 			if asJSON {

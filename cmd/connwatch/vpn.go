@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -61,22 +60,15 @@ func vpnPollers(cfg config.Agent, clk clock.Clock) ([]agent.Polled, func(), erro
 	return out, closeAll, nil
 }
 
-// pollOnce polls every source once (for `connwatch status` without a
-// running agent) and adds what they see to snap; a source that fails is a
-// warning that its kind may be missing.
-func pollOnce(ctx context.Context, pollers []agent.Polled, snap *session.Snapshot, log *slog.Logger) {
+// pollOnce polls every source once, each bounded as the agent bounds
+// it (for `connwatch status` without a running agent), and adds what they
+// see to snap.
+func pollOnce(ctx context.Context, pollers []agent.Polled, snap *session.Snapshot) {
 	for _, p := range pollers {
-		got, err := p.Poller.Poll(ctx)
-		if err != nil {
-			log.Debug("poll failed", "source", p.Poller.Name(), "err", err)
-			snap.Warn(session.Warning{Code: agent.PollWarning, Source: p.Poller.Name(), Kind: p.Poller.Kind(), Message: p.Poller.Name() + ": " + err.Error(), Blind: true})
-			continue
-		}
-		snap.Sessions = append(snap.Sessions, got.Sessions...)
-		snap.Warnings = append(snap.Warnings, got.Warnings...)
-		if !got.Complete {
-			snap.Complete = false
-		}
+		pctx, cancel := context.WithTimeout(ctx, agent.PollTimeout(p.Interval))
+		got, err := p.Poller.Poll(pctx)
+		cancel()
+		agent.AddPoll(snap, p.Poller, got, err)
 	}
 }
 

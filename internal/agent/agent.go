@@ -454,22 +454,31 @@ func (a *Agent) merge(snap *session.Snapshot) {
 		switch {
 		case !ok:
 			snap.Warn(session.Warning{Code: PollWarning, Source: name, Kind: kind, Message: name + " has not been polled yet", Blind: true})
-		case r.err != nil:
-			snap.Warn(session.Warning{Code: PollWarning, Source: name, Kind: kind, Message: r.err.Error(), Blind: true})
-		case snap.Time.Sub(r.at) > PollStaleAfter(p.Interval):
+		case r.err == nil && snap.Time.Sub(r.at) > PollStaleAfter(p.Interval):
 			// Its poll hangs: the last answer cannot be trusted any more.
 			snap.Warn(session.Warning{Code: PollStaleWarning, Source: name, Kind: kind, Blind: true,
 				Message: fmt.Sprintf("%s has not answered since %s", name, r.at.UTC().Format(time.RFC3339))})
 		default:
-			snap.Sessions = append(snap.Sessions, r.snap.Sessions...)
-			if !r.snap.Complete {
-				snap.Complete = false
-			}
-			snap.Warnings = append(snap.Warnings, r.snap.Warnings...)
+			AddPoll(snap, p.Poller, r.snap, r.err)
 		}
 	}
 	snap.Ended = append(snap.Ended, a.pendingEnded...)
 	a.pendingEnded = a.pendingEnded[:0]
+}
+
+// AddPoll adds what poller p answered (got, or err) to snap: its sessions
+// and warnings, or a blind warning for its kind. Ended connections are
+// not added: they must reach the tracker once.
+func AddPoll(snap *session.Snapshot, p Poller, got session.Snapshot, err error) {
+	if err != nil {
+		snap.Warn(session.Warning{Code: PollWarning, Source: p.Name(), Kind: p.Kind(), Message: p.Name() + ": " + err.Error(), Blind: true})
+		return
+	}
+	snap.Sessions = append(snap.Sessions, got.Sessions...)
+	snap.Warnings = append(snap.Warnings, got.Warnings...)
+	if !got.Complete {
+		snap.Complete = false
+	}
 }
 
 // blindForPolicy reports whether sessions that keep the machine up may be
