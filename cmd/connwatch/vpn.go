@@ -2,14 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sync"
-	"time"
-
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/connwatch/connwatch/internal/agent"
 	"github.com/connwatch/connwatch/internal/clock"
@@ -50,7 +43,7 @@ func vpnPollers(cfg config.Agent, clk clock.Clock) ([]agent.Polled, func(), erro
 		}
 	}
 	if c := cfg.AWSClientVPN; c.Enabled {
-		src, err := clientvpn.New(&lazyEC2{region: c.Region}, clientvpn.Config{Endpoints: c.Endpoints, Clock: clk})
+		src, err := clientvpn.New(clientvpn.NewEC2(c.Region), clientvpn.Config{Endpoints: c.Endpoints, Clock: clk})
 		if err != nil {
 			closeAll()
 			return nil, nil, fmt.Errorf("watch AWS Client VPN: %w", err)
@@ -70,60 +63,4 @@ func pollOnce(ctx context.Context, pollers []agent.Polled, snap *session.Snapsho
 		cancel()
 		agent.AddPoll(snap, p.Poller, got, err)
 	}
-}
-
-// lazyEC2 is an EC2 client made at the first call, so that an agent
-// started before the network or IMDS is up still starts: until the
-// client can be made, polls fail (the kind is blind) and are retried.
-// The region is the configured one, else the SDK's (AWS_REGION, the
-// profile), else the instance's from IMDS.
-type lazyEC2 struct {
-	region string
-
-	mu     sync.Mutex
-	client *ec2.Client
-}
-
-var _ clientvpn.API = (*lazyEC2)(nil)
-
-// regionTimeout bounds the IMDS region lookup.
-const regionTimeout = 5 * time.Second
-
-func (l *lazyEC2) get(ctx context.Context) (*ec2.Client, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.client != nil {
-		return l.client, nil
-	}
-	var opts []func(*awsconfig.LoadOptions) error
-	if l.region != "" {
-		opts = append(opts, awsconfig.WithRegion(l.region))
-	}
-	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("load AWS config: %w", err)
-	}
-	if cfg.Region == "" {
-		rctx, cancel := context.WithTimeout(ctx, regionTimeout)
-		defer cancel()
-		out, err := imds.NewFromConfig(cfg).GetRegion(rctx, nil)
-		if err != nil {
-			return nil, fmt.Errorf("no region: set aws_client_vpn.region or AWS_REGION (asking IMDS failed: %w)", err)
-		}
-		cfg.Region = out.Region
-	}
-	if cfg.Region == "" {
-		return nil, errors.New("no region: set aws_client_vpn.region or AWS_REGION")
-	}
-	l.client = ec2.NewFromConfig(cfg)
-	return l.client, nil
-}
-
-// DescribeClientVpnConnections implements clientvpn.API.
-func (l *lazyEC2) DescribeClientVpnConnections(ctx context.Context, in *ec2.DescribeClientVpnConnectionsInput, optFns ...func(*ec2.Options)) (*ec2.DescribeClientVpnConnectionsOutput, error) {
-	c, err := l.get(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return c.DescribeClientVpnConnections(ctx, in, optFns...)
 }
