@@ -123,8 +123,6 @@ type Source struct {
 	// again with the same handshake (its device was briefly missing)
 	// gets a fresh ID. Entries older than the timeout are pruned.
 	recent map[string]time.Time
-	// lastLive sizes the next poll's allocations.
-	lastLive int
 }
 
 // device is what the Source remembers of one device: its peers, seen or
@@ -338,8 +336,7 @@ func (s *Source) Poll(ctx context.Context) (session.Snapshot, error) {
 		return snap, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	s.gen++
-	p := poll{now: now, snap: &snap, ar: arena{size: s.lastLive + 8}}
-	p.snap.Sessions = make([]session.Session, 0, s.lastLive+8)
+	p := poll{now: now, snap: &snap}
 	for _, r := range res {
 		switch {
 		case r.dev != nil:
@@ -370,7 +367,6 @@ func (s *Source) Poll(ctx context.Context) (session.Snapshot, error) {
 		}
 	}
 	slices.SortFunc(snap.Ended, func(a, b session.Session) int { return strings.Compare(a.ID, b.ID) })
-	s.lastLive = len(snap.Sessions)
 	return snap, nil
 }
 
@@ -378,7 +374,6 @@ func (s *Source) Poll(ctx context.Context) (session.Snapshot, error) {
 type poll struct {
 	now  time.Time
 	snap *session.Snapshot
-	ar   arena
 }
 
 // apply takes one device's reading.
@@ -449,7 +444,7 @@ func (s *Source) apply(p *poll, name string, dev *wgtypes.Device) {
 			s.end(p, name, d, pr)
 		}
 		if pr.live {
-			p.snap.Sessions = append(p.snap.Sessions, pr.session(name, d.listenPort, p.ar.new()))
+			p.snap.Sessions = append(p.snap.Sessions, pr.session(name, d.listenPort))
 		}
 	}
 	if len(d.peers) == len(dev.Peers) {
@@ -477,7 +472,7 @@ func (s *Source) carry(p *poll, name string) {
 	from := len(p.snap.Sessions)
 	for _, pr := range d.peers {
 		if pr.live {
-			p.snap.Sessions = append(p.snap.Sessions, pr.session(name, d.listenPort, p.ar.new()))
+			p.snap.Sessions = append(p.snap.Sessions, pr.session(name, d.listenPort))
 		}
 	}
 	slices.SortFunc(p.snap.Sessions[from:], func(a, b session.Session) int {
@@ -490,7 +485,7 @@ func (s *Source) carry(p *poll, name string) {
 
 // end lists pr's session in Ended and forgets it.
 func (s *Source) end(p *poll, name string, d *device, pr *peer) {
-	sess := pr.session(name, d.listenPort, p.ar.new())
+	sess := pr.session(name, d.listenPort)
 	// Connected means a handshake at most timeout old: the session ended
 	// when the latest one became too old (or now, for a peer or device
 	// that went away before that).
@@ -573,34 +568,10 @@ func (pr *peer) setAllowed(ips []net.IPNet) {
 	}
 }
 
-// extra holds a session's pointed-to fields, allocated in blocks.
-type extra struct {
-	vpn       session.VPN
-	activity  time.Time
-	handshake time.Time
-}
-
-// arena hands out extras from blocks, so a poll allocates a few blocks
-// instead of three objects per session. Blocks are never reused: the
-// snapshot keeps pointing into them.
-type arena struct {
-	size  int
-	block []extra
-}
-
-func (a *arena) new() *extra {
-	if len(a.block) == cap(a.block) {
-		a.block = make([]extra, 0, max(a.size, 8))
-	}
-	a.block = a.block[:len(a.block)+1]
-	return &a.block[len(a.block)-1]
-}
-
 // session returns pr's live session through iface.
-func (pr *peer) session(iface string, listenPort int, x *extra) session.Session {
-	x.activity = pr.activity
-	x.handshake = pr.hs
-	x.vpn = session.VPN{
+func (pr *peer) session(iface string, listenPort int) session.Session {
+	activity := pr.activity
+	vpn := &session.VPN{
 		Server:      iface,
 		PublicKey:   pr.key,
 		VirtualAddr: pr.virtual,
@@ -608,9 +579,10 @@ func (pr *peer) session(iface string, listenPort int, x *extra) session.Session 
 		BytesOut:    uint64(max(pr.tx, 0)),
 	}
 	if !pr.hs.IsZero() {
-		x.vpn.LastHandshakeAt = &x.handshake
+		hs := pr.hs
+		vpn.LastHandshakeAt = &hs
 	}
-	sess := session.Session{
+	return session.Session{
 		ID:             pr.id,
 		Kind:           session.KindWireGuard,
 		User:           pr.user,
@@ -618,8 +590,7 @@ func (pr *peer) session(iface string, listenPort int, x *extra) session.Session 
 		RemotePort:     int(pr.ep.Port()),
 		LocalPort:      listenPort,
 		StartedAt:      pr.started,
-		LastActivityAt: &x.activity,
-		VPN:            &x.vpn,
+		LastActivityAt: &activity,
+		VPN:            vpn,
 	}
-	return sess
 }
