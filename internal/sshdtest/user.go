@@ -2,17 +2,15 @@ package sshdtest
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/user"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/connwatch/connwatch/internal/testproc"
 )
 
 // ensureUser makes sure the login user exists, creating it with useradd
@@ -29,31 +27,10 @@ func ensureUser(t testing.TB, name string) {
 	}
 }
 
-// createUser runs useradd under a lock file, so that test binaries
-// running at once do not race on /etc/passwd.
+// createUser creates the login user with useradd (as root).
 func createUser(t testing.TB, name string) {
 	t.Helper()
-	RequireBinary(t, "useradd")
-	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "connwatch-sshdtest-useradd.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatalf("open useradd lock: %v", err)
-	}
-	defer lock.Close() // closing releases the lock
-	poll(30*time.Second, func() bool {
-		err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		return !errors.Is(err, syscall.EWOULDBLOCK)
-	})
-	if err != nil {
-		t.Fatalf("lock %s: %v", lock.Name(), err)
-	}
-	if _, err := user.Lookup(name); err == nil {
-		return // another test binary made it meanwhile
-	}
-	out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", name).CombinedOutput()
-	if err != nil {
-		t.Fatalf("useradd %s: %v: %s", name, err, out)
-	}
-	t.Logf("sshdtest: created user %s", name)
+	testproc.EnsureUser(t, "sshdtest", name)
 }
 
 // loginBlocker returns why the passwd/shadow entries of name would stop a
