@@ -135,53 +135,66 @@ func decide(w window, marks []Mark, current State) decision {
 	if len(marks) > w.r {
 		marks = marks[len(marks)-w.r:]
 	}
-	var d decision
-	breaching, recent, oldest := 0, 0, 0
+	var t tally
 	for i := len(marks) - 1; i >= 0; i-- {
 		if marks[i] == MarkMissing {
 			continue
 		}
-		d.real++
-		oldest = len(marks) - i
-		if d.real == w.n {
-			d.span = oldest
+		t.real++
+		t.oldest = len(marks) - i
+		if t.real == w.n {
+			t.span = t.oldest
 		}
 		if marks[i] == MarkBreaching {
-			breaching++
-			if d.real <= w.n {
-				recent++
+			t.breaching++
+			if t.real <= w.n {
+				t.recent++
 			}
 		}
 	}
+	return t.decide(w, current)
+}
 
-	if d.real >= w.n {
-		d.rule, d.breaching = ruleRecent, recent
-		d.state = byCount(recent, w.m)
+// tally is what an evaluation needs to know of its range: how many real
+// and breaching datapoints it holds, how many of the N most recent real
+// ones breach, and how old (in periods, 1 being the newest) the oldest
+// real one and the N-th most recent real one are.
+type tally struct {
+	real, breaching, recent int
+	oldest, span            int
+}
+
+// decide applies the user guide's rules to a tally.
+func (t tally) decide(w window, current State) decision {
+	d := decision{real: t.real}
+	if t.real >= w.n {
+		d.rule, d.breaching, d.span = ruleRecent, t.recent, t.span
+		d.state = byCount(t.recent, w.m)
 		return d
 	}
 
-	d.filled = w.n - d.real
+	d.filled = w.n - t.real
 	switch w.treat {
 	case TreatBreaching:
-		d.rule, d.breaching = ruleFilled, breaching+d.filled
+		d.rule, d.breaching = ruleFilled, t.breaching+d.filled
 		d.state = byCount(d.breaching, w.m)
 		return d
 	case TreatNotBreaching:
-		d.rule, d.breaching = ruleFilled, breaching
+		d.rule, d.breaching = ruleFilled, t.breaching
 		d.state = byCount(d.breaching, w.m)
 		return d
 	}
 
 	// missing and ignore: only real datapoints count.
-	d.breaching = breaching
+	d.breaching = t.breaching
 	switch {
-	case d.real == 0:
+	case t.real == 0:
 		d.rule = ruleAllMissing
 		d.state = StateInsufficientData
-	case breaching >= w.m:
+	case t.breaching >= w.m:
 		d.rule, d.state = ruleRealOnly, StateAlarm
-	case breaching == d.real && oldest >= w.m:
-		d.rule, d.age, d.state = rulePremature, oldest, StateAlarm
+	case t.breaching == t.real && t.oldest >= w.m:
+		d.rule, d.age, d.state = rulePremature, t.oldest, StateAlarm
 	default:
 		d.rule, d.state = ruleRealOnly, StateOK
 	}
