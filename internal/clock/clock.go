@@ -2,11 +2,22 @@
 // and backoff can be tested by advancing a fake clock instead of sleeping.
 package clock
 
-import "time"
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+)
 
 // Clock tells the time and makes timers.
 type Clock interface {
+	// Now is the wall clock. It may step (NTP corrections, an operator's
+	// date, resume from hibernation): measure how long something lasted
+	// with Elapsed, not with the difference of two wall readings.
 	Now() time.Time
+	// Elapsed is the time since boot by a clock that wall-clock steps do
+	// not move and that keeps counting while the machine is suspended
+	// (CLOCK_BOOTTIME). Zero means unknown.
+	Elapsed() time.Duration
 	NewTimer(d time.Duration) Timer
 	NewTicker(d time.Duration) Ticker
 }
@@ -32,6 +43,15 @@ var _ Clock = Real{}
 
 // Now implements Clock.
 func (Real) Now() time.Time { return time.Now() }
+
+// Elapsed implements Clock: CLOCK_BOOTTIME, or 0 when it cannot be read.
+func (Real) Elapsed() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}
 
 // NewTimer implements Clock.
 func (Real) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }

@@ -7,17 +7,47 @@ import (
 )
 
 // Fake is a Clock that moves only when told to. Timers and tickers fire,
-// in deadline order, from Advance and Set.
+// in deadline order, from Advance and Set. StepWall moves the wall clock
+// alone, as an NTP step or `date -s` does.
 type Fake struct {
 	mu     sync.Mutex
 	now    time.Time
 	timers []*fakeTimer
+	// elapsed is Elapsed at the reading now; step is how far the wall
+	// clock has been stepped in total, so elapsed = now - start - step.
+	start time.Time
+	step  time.Duration
 }
+
+// FakeBootElapsed is what a new Fake's Elapsed reads: the fake machine
+// booted that long before the clock's start.
+const FakeBootElapsed = time.Hour
 
 var _ Clock = (*Fake)(nil)
 
 // NewFake returns a fake clock reading start.
-func NewFake(start time.Time) *Fake { return &Fake{now: start} }
+func NewFake(start time.Time) *Fake { return &Fake{now: start, start: start} }
+
+// Elapsed implements Clock: FakeBootElapsed plus how far Advance and Set
+// moved the clock; StepWall does not move it.
+func (f *Fake) Elapsed() time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return FakeBootElapsed + f.now.Sub(f.start) - f.step
+}
+
+// StepWall steps the wall clock by d (forward or back) without time
+// passing: Elapsed stays, and timers, which run on elapsed time like the
+// runtime's, neither fire nor move closer to firing.
+func (f *Fake) StepWall(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = f.now.Add(d)
+	f.step += d
+	for _, ft := range f.timers {
+		ft.when = ft.when.Add(d)
+	}
+}
 
 // Now implements Clock.
 func (f *Fake) Now() time.Time {
