@@ -1,6 +1,7 @@
 package alarm
 
 import (
+	"encoding/json"
 	"math/rand/v2"
 	"testing"
 )
@@ -84,5 +85,29 @@ func BenchmarkPredictAlarmDay(b *testing.B) {
 		if k, ok, err := PredictAlarm(cfg, marks, StateOK, MarkBreaching); err != nil || !ok || k != n/2-2 {
 			b.Fatalf("PredictAlarm = %d, %v, %v", k, ok, err)
 		}
+	}
+}
+
+func TestSeriesJSON(t *testing.T) {
+	s := Series{MarkBreaching, MarkNotBreaching, MarkMissing, MarkBreaching}
+	b, err := json.Marshal(s)
+	if err != nil || string(b) != `"X0-X"` {
+		t.Fatalf("Marshal = %s, %v", b, err)
+	}
+	var got Series
+	if err := json.Unmarshal(b, &got); err != nil || got.String() != "X 0 - X" {
+		t.Fatalf("Unmarshal(%s) = %v, %v", b, got, err)
+	}
+	// The array form earlier versions wrote.
+	if err := json.Unmarshal([]byte(`["X","0","-"]`), &got); err != nil || got.String() != "X 0 -" {
+		t.Fatalf("Unmarshal(array) = %v, %v", got, err)
+	}
+	for _, bad := range []string{`"X?"`, `7`, `["Y"]`} {
+		if err := json.Unmarshal([]byte(bad), &got); err == nil {
+			t.Errorf("Unmarshal(%s) accepted", bad)
+		}
+	}
+	if _, err := json.Marshal(Series{9}); err == nil {
+		t.Error("Marshal of an invalid mark succeeded")
 	}
 }

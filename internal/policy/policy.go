@@ -6,7 +6,11 @@
 // period.
 //
 // Policy takes the time as an argument and never reads a clock, so tests
-// drive hours of schedules in microseconds.
+// drive hours of schedules in microseconds. It takes two readings: the
+// wall clock, which names periods and may step, and the elapsed time since
+// boot, which does not step; when the two disagree the wall clock stepped,
+// and the idle countdown starts again rather than counting a step as idle
+// time.
 package policy
 
 import (
@@ -36,8 +40,8 @@ type Config struct {
 	// alarm across an unseen gap, per CloudWatch's rules.)
 	TreatMissingData alarm.TreatMissingData
 	// MaxGap: a Step more than this after the previous one (the agent was
-	// stopped or frozen, or the clock jumped) restarts the idle period.
-	// Zero: off. The agent sets it.
+	// stopped or frozen, or the machine suspended) restarts the idle
+	// period. Zero: off. The agent sets it.
 	MaxGap time.Duration
 	// BootGrace keeps the machine up for this long after boot.
 	BootGrace time.Duration
@@ -144,9 +148,11 @@ type Input struct {
 	// (known from sshd's log, say): they make the open period busy.
 	Transient []session.Session
 	Blind     bool
-	// BlindReason says why, for events.
-	BlindReason string
-	Holds       []Hold
+	Holds     []Hold
+	// Elapsed is the time since boot at this moment by a clock that does
+	// not step (CLOCK_BOOTTIME). Zero: unknown, and wall-clock steps can
+	// only be told by MaxGap.
+	Elapsed time.Duration
 }
 
 // State is everything the policy must remember across restarts.
@@ -161,7 +167,7 @@ type State struct {
 	// started in it), so unless busy it closes as missing.
 	Partial bool `json:"partial,omitempty"`
 	// Marks are the closed periods, oldest first (the evaluation range).
-	Marks      []alarm.Mark `json:"marks"`
+	Marks      alarm.Series `json:"marks"`
 	AlarmState alarm.State  `json:"alarm_state"`
 	// IdleSince is when the machine last became idle; nil while busy.
 	IdleSince *time.Time `json:"idle_since"`
@@ -171,8 +177,11 @@ type State struct {
 	Acted    bool       `json:"acted"`
 	Attempts int        `json:"attempts"`
 	RetryAt  *time.Time `json:"retry_at,omitempty"`
-	// Seen is the time of the last Step, to tell downtime after a restart.
-	Seen time.Time `json:"seen"`
+	// Seen is the time of the last Step, to tell downtime after a restart,
+	// and SeenElapsed the elapsed time since boot then (0: unknown), to
+	// tell a wall-clock step from time passing.
+	Seen        time.Time     `json:"seen"`
+	SeenElapsed time.Duration `json:"seen_elapsed,omitempty"`
 	// Window identifies the configuration the marks were taken under,
 	// Period their length.
 	Window string        `json:"window"`
@@ -181,14 +190,28 @@ type State struct {
 
 // Policy is the idle policy's state machine. Not safe for concurrent use.
 type Policy struct {
-	cfg       Config
-	boot      time.Time
-	st        State
-	busyNow   bool
-	blindNow  bool
-	holds     []Hold
-	counted   int
-	lastInput Input
+	cfg      Config
+	boot     time.Time
+	st       State
+	busyNow  bool
+	blindNow bool
+	holds    []Hold
+	counted  int
+	// graceEnd is when boot grace ends, by the wall clock of the last
+	// Step (from the elapsed time since boot when it is known).
+	graceEnd time.Time
+	// due caches stopDue: the prediction changes only when a period
+	// closes or what the open one holds changes.
+	due dueCache
+}
+
+type dueCache struct {
+	valid       bool
+	periodStart time.Time
+	next        alarm.Mark
+	state       alarm.State
+	at          time.Time
+	ok          bool
 }
 
 // Decision is the result of a Step.
@@ -207,7 +230,7 @@ func New(cfg Config, boot time.Time, bootID string, saved *State) (*Policy, erro
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	p := &Policy{cfg: cfg, boot: boot}
+	p := &Policy{cfg: cfg, boot: boot, graceEnd: boot.Add(cfg.BootGrace)}
 	if saved != nil && saved.BootID == bootID && !saved.PeriodStart.IsZero() {
 		p.st = *saved
 		p.st.Marks = fitMarks(saved.Marks, cfg.rangeLen())
@@ -227,6 +250,7 @@ func New(cfg Config, boot time.Time, bootID string, saved *State) (*Policy, erro
 // alarm state is evaluated again from the datapoints.
 func (p *Policy) adopt(cfg Config) {
 	p.cfg = cfg
+	p.due.valid = false
 	if p.st.Window == cfg.identity() {
 		return
 	}
@@ -244,8 +268,8 @@ func (p *Policy) adopt(cfg Config) {
 }
 
 // fitMarks returns marks cut or padded (with missing, at the old end) to n.
-func fitMarks(marks []alarm.Mark, n int) []alarm.Mark {
-	out := make([]alarm.Mark, n)
+func fitMarks(marks []alarm.Mark, n int) alarm.Series {
+	out := make(alarm.Series, n)
 	if len(marks) > n {
 		marks = marks[len(marks)-n:]
 	}
@@ -265,6 +289,13 @@ func (p *Policy) SetConfig(cfg Config) error {
 	return nil
 }
 
+// StepTolerance is how far the wall clock may drift from the elapsed time
+// between two Steps before it counts as stepped: NTP slews at most 500
+// ppm, so a second plus a thousandth of the time between them.
+func StepTolerance(between time.Duration) time.Duration {
+	return time.Second + between/1000
+}
+
 // State returns the state to persist.
 func (p *Policy) State() State {
 	s := p.st
@@ -272,18 +303,27 @@ func (p *Policy) State() State {
 	return s
 }
 
-// Config returns the policy's configuration with defaults applied.
-func (p *Policy) Config() Config { return p.cfg }
-
 // Step records the input seen at now, closes the periods that ended, and
 // says what to do. Call it after every scan, and at NextWake.
 func (p *Policy) Step(now time.Time, in Input) Decision {
 	var d Decision
+	// Wall time only: Go's monotonic reading would hide a step of the
+	// wall clock, which in.Elapsed tells.
+	now = now.Round(0)
+	if in.Elapsed > 0 {
+		p.graceEnd = now.Add(p.cfg.BootGrace - in.Elapsed)
+	}
+	if step, ok := p.stepped(now, in.Elapsed); ok {
+		// The wall clock stepped: the periods and datapoints named by the
+		// old wall time say nothing of the new one. Start over, as after
+		// boot, without counting the step as idle time.
+		d.Events = append(d.Events, p.restart(now, fmt.Sprintf("the wall clock stepped by %v", step.Round(time.Second))))
+	}
 	if p.st.PeriodStart.IsZero() {
 		p.st.PeriodStart = now.Truncate(p.cfg.Period)
 		p.st.Partial = p.st.PeriodStart.Before(now)
 	}
-	gap := p.cfg.MaxGap > 0 && !p.st.Seen.IsZero() && (now.Sub(p.st.Seen) > p.cfg.MaxGap || now.Before(p.st.Seen))
+	gap := p.cfg.MaxGap > 0 && !p.st.Seen.IsZero() && (p.since(now, in.Elapsed) > p.cfg.MaxGap || now.Before(p.st.Seen))
 	// Close the periods that ended before now, with what was seen in them.
 	p.closePeriods(now)
 	if gap {
@@ -299,7 +339,6 @@ func (p *Policy) Step(now time.Time, in Input) Decision {
 	}
 
 	// What counts now.
-	p.lastInput = in
 	p.counted = 0
 	for _, s := range in.Sessions {
 		if p.counts(s, now) {
@@ -307,8 +346,8 @@ func (p *Policy) Step(now time.Time, in Input) Decision {
 		}
 	}
 	p.holds = slices.Clone(in.Holds)
-	if grace := p.boot.Add(p.cfg.BootGrace); now.Before(grace) {
-		p.holds = append(p.holds, Hold{Kind: "boot-grace", Name: "boot grace", Reason: "until " + grace.UTC().Format(time.RFC3339)})
+	if now.Before(p.graceEnd) {
+		p.holds = append(p.holds, Hold{Kind: "boot-grace", Name: "boot grace", Reason: "until " + p.graceEnd.UTC().Format(time.RFC3339)})
 	}
 	p.busyNow = p.counted > 0 || len(p.holds) > 0
 	p.blindNow = in.Blind
@@ -347,7 +386,7 @@ func (p *Policy) Step(now time.Time, in Input) Decision {
 		d.Events = append(d.Events, ev)
 	}
 
-	p.st.Seen = now
+	p.st.Seen, p.st.SeenElapsed = now, in.Elapsed
 	if p.st.IdleSince == nil || p.busyNow || p.st.Acted {
 		return d
 	}
@@ -402,6 +441,50 @@ func (p *Policy) ActionDone(now time.Time, action, result string, err error) []e
 	return []event.Event{ev}
 }
 
+// since is how long passed since the last Step: by the elapsed time when
+// both readings are known, else by the wall clock.
+func (p *Policy) since(now time.Time, elapsed time.Duration) time.Duration {
+	if elapsed > 0 && p.st.SeenElapsed > 0 {
+		return elapsed - p.st.SeenElapsed
+	}
+	return now.Sub(p.st.Seen)
+}
+
+// stepped reports whether the wall clock stepped since the last Step, and
+// by how much: the wall clock moved further, or less far, than the elapsed
+// time (by more than StepTolerance). Without both elapsed readings it
+// cannot tell.
+func (p *Policy) stepped(now time.Time, elapsed time.Duration) (time.Duration, bool) {
+	if p.st.Seen.IsZero() || elapsed <= 0 || p.st.SeenElapsed <= 0 {
+		return 0, false
+	}
+	real := elapsed - p.st.SeenElapsed
+	if real < 0 {
+		// The elapsed clock went back: not the same boot after all.
+		return now.Sub(p.st.Seen), true
+	}
+	step := now.Sub(p.st.Seen) - real
+	if step > StepTolerance(real) || step < -StepTolerance(real) {
+		return step, true
+	}
+	return 0, false
+}
+
+// restart drops every datapoint and the idle countdown, as a new boot
+// would, and returns the event that says so.
+func (p *Policy) restart(now time.Time, why string) event.Event {
+	p.due.valid = false
+	reason := why + ": the idle countdown and its datapoints start again"
+	ev := event.Event{Time: now, Type: event.IdleCancel, Reason: reason}
+	p.st.Marks = fitMarks(nil, p.cfg.rangeLen())
+	p.st.AlarmState = alarm.InitialState
+	p.st.PeriodStart = time.Time{}
+	p.st.Busy, p.st.Blind, p.st.Partial = false, false, false
+	p.st.IdleSince, p.st.WarnedAt, p.st.Acted, p.st.Attempts, p.st.RetryAt = nil, nil, false, 0, nil
+	p.st.Seen, p.st.SeenElapsed = time.Time{}, 0
+	return ev
+}
+
 // closePeriods closes every period that ended at or before now.
 func (p *Policy) closePeriods(now time.Time) {
 	for i := 0; !now.Before(p.st.PeriodStart.Add(p.cfg.Period)); i++ {
@@ -437,14 +520,12 @@ func (p *Policy) closePeriods(now time.Time) {
 }
 
 // stopDue predicts when the alarm reaches ALARM if nothing changes: the
-// open period closes as it stands and every later one is idle.
+// open period closes as it stands and every later one is idle. The answer
+// is kept until a period closes or the open period's mark changes.
 func (p *Policy) stopDue(now time.Time) (time.Time, bool) {
 	if p.st.AlarmState == alarm.StateAlarm && !p.st.Busy {
 		return p.st.PeriodStart, true
 	}
-	marks := slices.Clone(p.st.Marks)
-	state := p.st.AlarmState
-	cfg := p.cfg.alarm()
 	next := alarm.MarkBreaching
 	switch {
 	case p.st.Busy:
@@ -452,20 +533,17 @@ func (p *Policy) stopDue(now time.Time) (time.Time, bool) {
 	case p.st.Blind || p.st.Partial:
 		next = alarm.MarkMissing
 	}
-	for k := 1; k <= p.cfg.rangeLen()+1; k++ {
-		copy(marks, marks[1:])
-		marks[len(marks)-1] = next
-		res, err := alarm.EvaluateMarks(cfg, marks, state)
-		if err != nil {
-			return time.Time{}, false
-		}
-		if res.State == alarm.StateAlarm {
-			return p.st.PeriodStart.Add(time.Duration(k) * p.cfg.Period), true
-		}
-		state = res.State
-		next = alarm.MarkBreaching
+	c := &p.due
+	if c.valid && c.periodStart.Equal(p.st.PeriodStart) && c.next == next && c.state == p.st.AlarmState {
+		return c.at, c.ok
 	}
-	return time.Time{}, false
+	k, ok, err := alarm.PredictAlarm(p.cfg.alarm(), p.st.Marks, p.st.AlarmState, next)
+	var at time.Time
+	if err == nil && ok {
+		at = p.st.PeriodStart.Add(time.Duration(k) * p.cfg.Period)
+	}
+	*c = dueCache{valid: true, periodStart: p.st.PeriodStart, next: next, state: p.st.AlarmState, at: at, ok: err == nil && ok}
+	return c.at, c.ok
 }
 
 // actAt is when the stop may happen for a stop due at due: not before the
@@ -539,8 +617,8 @@ func (p *Policy) NextWake(now time.Time) time.Time {
 			wake = t
 		}
 	}
-	if grace := p.boot.Add(p.cfg.BootGrace); grace.After(now) {
-		consider(grace)
+	if p.graceEnd.After(now) {
+		consider(p.graceEnd)
 	}
 	if p.st.IdleSince != nil && !p.st.Acted {
 		if due, ok := p.stopDue(now); ok {
@@ -563,7 +641,7 @@ type Status struct {
 	WarnedAt   *time.Time   `json:"warned_at,omitempty"`
 	Acted      bool         `json:"acted"`
 	AlarmState alarm.State  `json:"alarm_state"`
-	Datapoints []alarm.Mark `json:"datapoints"`
+	Datapoints alarm.Series `json:"datapoints"`
 	Counted    int          `json:"counted_sessions"`
 	Holds      []Hold       `json:"holds"`
 	Blind      bool         `json:"blind"`

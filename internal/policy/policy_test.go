@@ -107,7 +107,7 @@ func TestTransientSessionCounts(t *testing.T) {
 func TestBlindNeverStops(t *testing.T) {
 	p, _ := New(Config{Period: time.Second, EvaluationPeriods: 5}, t0.Add(-time.Hour), "b", nil)
 	evs, acts := run(t, p, t0, t0.Add(time.Minute), 250*time.Millisecond, func(time.Time) Input {
-		return Input{Blind: true, BlindReason: "hidepid"}
+		return Input{Blind: true}
 	})
 	if len(acts) != 0 || len(evs) != 0 {
 		t.Errorf("blind: acts %v events %v", acts, types(evs))

@@ -62,12 +62,17 @@ func AgentTable(w io.Writer, v *agent.View, now time.Time, loc *time.Location) e
 	return err
 }
 
+// MaxMarks is how many datapoints the report shows: the most recent ones
+// of a longer window.
+const MaxMarks = 60
+
 func marks(ms []alarm.Mark) string {
-	parts := make([]string, len(ms))
-	for i, m := range ms {
-		parts[i] = m.String()
+	prefix := ""
+	if len(ms) > MaxMarks {
+		prefix = fmt.Sprintf("(%d older) ", len(ms)-MaxMarks)
+		ms = ms[len(ms)-MaxMarks:]
 	}
-	return strings.Join(parts, " ")
+	return prefix + alarm.FormatNotation(ms)
 }
 
 // Table writes the snapshot as a table for a terminal, with times shown in
