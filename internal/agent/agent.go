@@ -166,7 +166,9 @@ type Agent struct {
 	tracker *tracker.Tracker
 
 	lastPolicy policy.State
-	lastView   *View
+	// policySaved is when the policy state was last written.
+	policySaved time.Time
+	lastView    *View
 	actions    chan actionResult
 	acting     bool
 	reconfig   chan Reconfig
@@ -515,7 +517,8 @@ func (a *Agent) step(ctx context.Context) time.Time {
 		}
 	}
 	a.matchLogins(now)
-	in := policy.Input{Sessions: a.tracker.Sessions(), Blind: a.blindForPolicy(snap), Transient: append(a.transient, a.tracker.Transient()...)}
+	in := policy.Input{Sessions: a.tracker.Sessions(), Blind: a.blindForPolicy(snap), Transient: append(a.transient, a.tracker.Transient()...),
+		Elapsed: a.o.Clock.Elapsed()}
 	a.transient = nil
 	in.Holds = a.holds(now)
 	d := a.o.Policy.Step(now, in)
@@ -694,17 +697,15 @@ func (a *Agent) persist(now time.Time, snap session.Snapshot) {
 	if a.o.StateDir == "" {
 		return
 	}
-	// The policy state is rewritten when it changes, ignoring the time of
-	// the last step: every period close changes it, which is often enough
-	// to tell downtime after a restart, and a disk is not synced every second.
+	// The policy state is written at once when the countdown changes, and
+	// otherwise at least every PolicySaveEvery, so that a restart finds
+	// when the agent last watched and resumes the period it was in.
 	st := a.o.Policy.State()
-	cmpNew, cmpOld := st, a.lastPolicy
-	cmpNew.Seen, cmpOld.Seen = time.Time{}, time.Time{}
-	if !reflect.DeepEqual(cmpNew, cmpOld) {
-		if err := atomicfile.WriteJSON(filepath.Join(a.o.StateDir, PolicyFile), st, 0o644); err != nil {
+	if a.policySaved.IsZero() || countdownChanged(st, a.lastPolicy) || now.Sub(a.policySaved) >= PolicySaveEvery || now.Before(a.policySaved) {
+		if err := atomicfile.WriteJSON(filepath.Join(a.o.StateDir, PolicyFile), st, 0o600); err != nil {
 			a.log.Error("save policy state", "err", err)
 		} else {
-			a.lastPolicy = st
+			a.lastPolicy, a.policySaved = st, now
 		}
 	}
 	v := &View{
@@ -725,6 +726,22 @@ func (a *Agent) persist(now time.Time, snap session.Snapshot) {
 		return
 	}
 	a.lastView = v
+}
+
+// PolicySaveEvery bounds how old the saved policy state may be. It is well
+// under the agent's MaxGap (30 s at least), so an agent killed and
+// restarted within seconds keeps its countdown and period.
+const PolicySaveEvery = 5 * time.Second
+
+// countdownChanged reports whether the policy state changed in what a
+// restart must not lose: the idle countdown, the alarm state, the
+// warning, the action, and whether the open period saw someone. Closed
+// periods and the time of the last look are saved within PolicySaveEvery.
+func countdownChanged(a, b policy.State) bool {
+	eq := func(x, y *time.Time) bool { return (x == nil) == (y == nil) && (x == nil || x.Equal(*y)) }
+	return a.BootID != b.BootID || !eq(a.IdleSince, b.IdleSince) || !eq(a.WarnedAt, b.WarnedAt) || a.Acted != b.Acted ||
+		a.Attempts != b.Attempts || !eq(a.RetryAt, b.RetryAt) || a.AlarmState != b.AlarmState || a.Busy != b.Busy ||
+		a.Window != b.Window
 }
 
 // withoutTime leaves out what changes all the time (activity, VPN

@@ -93,7 +93,7 @@ func newTestAgent(t *testing.T, clk *clock.Fake, src *scripted, actor Actor, dir
 			t.Fatal(err)
 		}
 	}
-	pol, err := policy.New(policy.Config{Period: time.Minute, EvaluationPeriods: 3, WarnBefore: time.Minute}, t0.Add(-time.Hour), "boot", saved)
+	pol, err := policy.New(policy.Config{Period: time.Minute, EvaluationPeriods: 3, WarnBefore: time.Minute, MaxGap: 30 * time.Second}, t0.Add(-time.Hour), "boot", saved)
 	if err != nil {
 		t.Fatal(err)
 	}
