@@ -1,0 +1,146 @@
+// Package safefile reads files and trusts directories that users other
+// than root may have had a hand in. The agent runs as root: a file in a
+// shared directory may be a symlink to /dev/zero or to a root-only file,
+// a FIFO that blocks the reader for good, a hard link to someone else's
+// file, or endless; a directory may belong to another user who can swap
+// its files. Read and ReadDir refuse all of these without blocking and
+// without reading more than a cap.
+package safefile
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrUntrusted marks a file or directory that is not what it must be to
+// be trusted: not a regular file or directory, a symlink, a hard link,
+// too large, or owned or writable by another user.
+var ErrUntrusted = errors.New("untrusted")
+
+// Info is what Read learned of the file it read.
+type Info struct {
+	UID, GID uint32
+	Mode     uint32
+	Size     int64
+}
+
+// Read reads path if it is a regular file with one link and at most max
+// bytes, and returns its content and owner. It never follows a symlink
+// in the last component, never blocks on a FIFO or device, and never
+// opens anything but a regular file (a device's open may have effects).
+// The owner is for the caller to judge.
+func Read(path string, max int64) ([]byte, Info, error) {
+	var pre unix.Stat_t
+	if err := unix.Lstat(path, &pre); err != nil {
+		return nil, Info{}, fmt.Errorf("read %s: %w", path, &os.PathError{Op: "lstat", Path: path, Err: err})
+	}
+	if err := regular(path, &pre, max); err != nil {
+		return nil, Info{}, err
+	}
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, Info{}, fmt.Errorf("read %s: a symlink: %w", path, ErrUntrusted)
+		}
+		return nil, Info{}, fmt.Errorf("read %s: %w", path, &os.PathError{Op: "open", Path: path, Err: err})
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, Info{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	if st.Dev != pre.Dev || st.Ino != pre.Ino {
+		return nil, Info{}, fmt.Errorf("read %s: replaced while being opened: %w", path, ErrUntrusted)
+	}
+	if err := regular(path, &st, max); err != nil {
+		return nil, Info{}, err
+	}
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, Info{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(b)) > max {
+		return nil, Info{}, fmt.Errorf("read %s: larger than %d bytes: %w", path, max, ErrUntrusted)
+	}
+	return b, Info{UID: st.Uid, GID: st.Gid, Mode: st.Mode, Size: st.Size}, nil
+}
+
+func regular(path string, st *unix.Stat_t, max int64) error {
+	switch {
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		return fmt.Errorf("read %s: a symlink: %w", path, ErrUntrusted)
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return fmt.Errorf("read %s: not a regular file (%s): %w", path, kind(st.Mode), ErrUntrusted)
+	case st.Nlink != 1:
+		return fmt.Errorf("read %s: %d hard links: %w", path, st.Nlink, ErrUntrusted)
+	case st.Size > max:
+		return fmt.Errorf("read %s: %d bytes, more than %d: %w", path, st.Size, max, ErrUntrusted)
+	}
+	return nil
+}
+
+func kind(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return "a directory"
+	case unix.S_IFIFO:
+		return "a FIFO"
+	case unix.S_IFSOCK:
+		return "a socket"
+	case unix.S_IFCHR:
+		return "a character device"
+	case unix.S_IFBLK:
+		return "a block device"
+	case unix.S_IFLNK:
+		return "a symlink"
+	}
+	return fmt.Sprintf("mode %o", mode&unix.S_IFMT)
+}
+
+// TrustDir reports whether dir can be trusted by a process running as
+// uid: it and every directory above it (symlinks resolved) must be owned
+// by uid or root, and none writable by group or others, except for a
+// parent with the sticky bit (like /tmp), where others cannot replace
+// what they do not own. The error names the first directory that fails.
+func TrustDir(dir string, uid uint32) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("trust directory %s: %w", dir, err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return fmt.Errorf("trust directory %s: %w", dir, err)
+	}
+	for p, last := real, true; ; p, last = filepath.Dir(p), false {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return fmt.Errorf("trust directory %s: %w", dir, &os.PathError{Op: "lstat", Path: p, Err: err})
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return fmt.Errorf("trust directory %s: %s is %s: %w", dir, p, kind(st.Mode), ErrUntrusted)
+		}
+		if st.Uid != uid && st.Uid != 0 {
+			return fmt.Errorf("trust directory %s: %s belongs to uid %d, not %s: %w", dir, p, st.Uid, owners(uid), ErrUntrusted)
+		}
+		writable := st.Mode&(unix.S_IWGRP|unix.S_IWOTH) != 0
+		if writable && (last || st.Mode&unix.S_ISVTX == 0) {
+			return fmt.Errorf("trust directory %s: %s is writable by group or others (mode %o): %w", dir, p, st.Mode&0o7777, ErrUntrusted)
+		}
+		if p == "/" || p == "." {
+			return nil
+		}
+	}
+}
+
+func owners(uid uint32) string {
+	if uid == 0 {
+		return "root"
+	}
+	return fmt.Sprintf("root or uid %d", uid)
+}
