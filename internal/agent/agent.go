@@ -169,9 +169,9 @@ type Agent struct {
 	// policySaved is when the policy state was last written.
 	policySaved time.Time
 	lastView    *View
-	actions    chan actionResult
-	acting     bool
-	reconfig   chan Reconfig
+	actions     chan actionResult
+	acting      bool
+	reconfig    chan Reconfig
 	// logins are log logins not (yet) matched to a scanned session, by
 	// "addr port".
 	logins    map[string]*loginState
