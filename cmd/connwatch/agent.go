@@ -32,6 +32,7 @@ import (
 	"github.com/connwatch/connwatch/internal/hold"
 	"github.com/connwatch/connwatch/internal/host"
 	"github.com/connwatch/connwatch/internal/policy"
+	"github.com/connwatch/connwatch/internal/safefile"
 	"github.com/connwatch/connwatch/internal/session"
 	"github.com/connwatch/connwatch/internal/sink/cloudwatch"
 	promsink "github.com/connwatch/connwatch/internal/sink/prometheus"
@@ -296,12 +297,12 @@ type parts struct {
 	holds  []agent.HoldSource
 }
 
-func buildParts(cfg config.Agent) (parts, error) {
+func buildParts(cfg config.Agent, reject func(name string, err error)) (parts, error) {
 	act, err := action.New(cfg.Action.Type, action.Options{Command: cfg.Action.Command, Timeout: cfg.Action.Timeout.Duration})
 	if err != nil {
 		return parts{}, usageError{err}
 	}
-	locks := hold.Store{Dir: filepath.Join(cfg.StateDir, "holds"), ProcRoot: cfg.Proc}
+	locks := hold.Store{Dir: filepath.Join(cfg.StateDir, agent.HoldsDir), ProcRoot: cfg.Proc, Reject: reject}
 	patterns := cfg.KeepAwakePatterns()
 	return parts{
 		policy: policy.Config{
@@ -330,15 +331,12 @@ func buildParts(cfg config.Agent) (parts, error) {
 
 func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent, error), stdout, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
-	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
-		return fmt.Errorf("create state directory: %w", err)
-	}
-	if err := hold.EnsureDir(filepath.Join(cfg.StateDir, "holds")); err != nil {
+	if err := agent.PrepareStateDir(cfg.StateDir); err != nil {
 		return err
 	}
 	var events io.Writer = stdout
 	if cfg.Events != "-" {
-		ef, err := os.OpenFile(cfg.Events, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		ef, err := safefile.OpenAppend(cfg.Events, 0o640)
 		if err != nil {
 			return fmt.Errorf("open events file: %w", err)
 		}
@@ -358,7 +356,8 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 		log.Warn("saved policy state unreadable; starting afresh", "err", err)
 		saved = nil
 	}
-	pp, err := buildParts(cfg)
+	rejectLock := hold.WarnOnce(log)
+	pp, err := buildParts(cfg, rejectLock)
 	if err != nil {
 		return err
 	}
@@ -536,7 +535,7 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 					log.Warn("reload: these settings take effect only after a restart", "changed", fixed)
 				}
 				var np parts
-				if np, err = buildParts(newCfg); err == nil {
+				if np, err = buildParts(newCfg, rejectLock); err == nil {
 					a.Reconfigure(agent.Reconfig{Policy: np.policy, Actor: np.actor, Holds: np.holds})
 					continue
 				}

@@ -765,19 +765,6 @@ func withoutTime(v View) View {
 	return v
 }
 
-// LoadPolicyState reads the saved policy state from dir, if any.
-func LoadPolicyState(dir string) (*policy.State, error) {
-	var st policy.State
-	err := atomicfile.ReadJSON(filepath.Join(dir, PolicyFile), &st)
-	if atomicfile.IsNotExist(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &st, nil
-}
-
 // LoadView reads the view a running agent published in dir.
 func LoadView(dir string) (*View, error) {
 	var v View

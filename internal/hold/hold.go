@@ -2,24 +2,38 @@
 // inhibit locks taken by `connwatch inhibit` (files under the state
 // directory, valid while their process lives and their TTL lasts),
 // running processes that match configured patterns, and the load average.
+//
+// The lock directory is writable by every user (mode 1777), so the root
+// agent reads it as hostile input: a lock file must be a regular file
+// with one link, at most MaxLockSize bytes, owned by root or by the user
+// whose process holds the lock; anything else (a FIFO, a symlink to
+// /dev/zero or to a root-only file, a hard link) is refused with a warning
+// and holds nothing.
 package hold
 
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/connwatch/connwatch/internal/atomicfile"
 	"github.com/connwatch/connwatch/internal/policy"
+	"github.com/connwatch/connwatch/internal/safefile"
 )
 
 // Lock is one inhibit lock.
@@ -41,12 +55,27 @@ type Lock struct {
 // ErrNoLimit is returned when a lock would have neither process nor TTL.
 var ErrNoLimit = errors.New("an inhibit lock needs a command to run or a --ttl")
 
+// MaxLockSize caps a lock file; MaxTextLen the reason and command kept
+// from one.
+const (
+	MaxLockSize = 64 << 10
+	MaxTextLen  = 256
+)
+
 // Store is the directory of inhibit locks.
 type Store struct {
 	Dir string
 	// ProcRoot is where process liveness is checked. Default "/proc".
 	ProcRoot string
+	// Reject, if set, is told about every file that List refused to
+	// trust, with the reason (err wraps safefile.ErrUntrusted or
+	// ErrForeignProcess).
+	Reject func(name string, err error)
 }
+
+// ErrForeignProcess marks a lock that names another user's process: only
+// root may pin a lock to a process it does not own.
+var ErrForeignProcess = errors.New("lock file names a process of another user")
 
 func (s Store) procRoot() string {
 	if s.ProcRoot == "" {
@@ -85,17 +114,55 @@ func (s Store) Acquire(reason, command string, pid int, now time.Time, ttl time.
 }
 
 // EnsureDir creates the lock directory so that every user can take locks
-// and none can remove another's (mode 1777, like /tmp).
+// and none can remove another's (mode 1777, like /tmp). As root it makes
+// the mode so only on a real directory owned by root: a symlink planted
+// in its place is refused, never followed to chmod its target.
 func EnsureDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return fmt.Errorf("create hold directory: %w", err)
 	}
-	if os.Geteuid() == 0 {
-		if err := os.Chmod(dir, 0o777|os.ModeSticky); err != nil {
-			return fmt.Errorf("create hold directory: %w", err)
-		}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create hold directory: %w", err)
+	}
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("create hold directory %s: not a directory (a symlink?): %w", dir, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("create hold directory %s: %w", dir, err)
+	}
+	if st.Uid != 0 {
+		return fmt.Errorf("create hold directory %s: belongs to uid %d, not root: %w", dir, st.Uid, safefile.ErrUntrusted)
+	}
+	if err := unix.Fchmod(fd, 0o777|unix.S_ISVTX); err != nil {
+		return fmt.Errorf("create hold directory %s: %w", dir, err)
 	}
 	return nil
+}
+
+// WarnOnce returns a Reject function that logs each refused file once
+// (again only when the reason changes), for an agent that lists the
+// locks every second.
+func WarnOnce(log *slog.Logger) func(name string, err error) {
+	var mu sync.Mutex
+	warned := map[string]string{}
+	return func(name string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if warned[name] == err.Error() {
+			return
+		}
+		if len(warned) > 1000 {
+			clear(warned)
+		}
+		warned[name] = err.Error()
+		log.Warn("ignoring an untrusted inhibit lock file", "file", name, "err", err)
+	}
 }
 
 // Release removes a lock. Releasing a missing lock is not an error.
@@ -124,11 +191,16 @@ func (s Store) List(now time.Time) (live, stale []Lock, err error) {
 		if !strings.HasSuffix(name, ".json") || strings.HasPrefix(name, ".") {
 			continue
 		}
-		var l Lock
-		if err := atomicfile.ReadJSON(filepath.Join(s.Dir, name), &l); err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				continue // released meanwhile
+		l, err := s.read(name)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			continue // released meanwhile
+		case errors.Is(err, safefile.ErrUntrusted) || errors.Is(err, ErrForeignProcess):
+			if s.Reject != nil {
+				s.Reject(name, err)
 			}
+			continue
+		case err != nil:
 			// A lock that cannot be read may be a real one (another
 			// version, a torn write): it holds, like a failing hold source.
 			live = append(live, Lock{ID: strings.TrimSuffix(name, ".json"), Reason: "unreadable lock file: " + err.Error()})
@@ -146,6 +218,35 @@ func (s Store) List(now time.Time) (live, stale []Lock, err error) {
 	byCreated(live)
 	byCreated(stale)
 	return live, stale, nil
+}
+
+// read reads and checks one lock file.
+func (s Store) read(name string) (Lock, error) {
+	path := filepath.Join(s.Dir, name)
+	b, info, err := safefile.Read(path, MaxLockSize)
+	if err != nil {
+		return Lock{}, err
+	}
+	var l Lock
+	if err := json.Unmarshal(b, &l); err != nil {
+		return Lock{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	if info.UID != 0 && l.PID != 0 {
+		if owner, ok := procOwner(s.procRoot(), l.PID); ok && owner != info.UID {
+			return Lock{}, fmt.Errorf("read %s: owned by uid %d, names pid %d of uid %d: %w", path, info.UID, l.PID, owner, ErrForeignProcess)
+		}
+	}
+	l.Reason, l.Command = truncate(l.Reason, MaxTextLen), truncate(l.Command, MaxTextLen)
+	return l, nil
+}
+
+// procOwner returns the owner of a process (its /proc directory's).
+func procOwner(procRoot string, pid int) (uint32, bool) {
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(procRoot, strconv.Itoa(pid)), &st); err != nil {
+		return 0, false
+	}
+	return st.Uid, true
 }
 
 func (s Store) alive(l Lock, now time.Time) bool {
@@ -264,11 +365,16 @@ func Load(procRoot string, threshold float64) ([]policy.Hold, error) {
 	return []policy.Hold{{Kind: "load", Name: "load average", Reason: fmt.Sprintf("1-minute load %.2f >= %.2f", l1, threshold)}}, nil
 }
 
+// truncate cuts s to at most n bytes, on a rune boundary.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n] + "…"
+	i := n
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }
 
 // Every wraps a hold source so that it is consulted at most once per

@@ -144,3 +144,38 @@ func owners(uid uint32) string {
 	}
 	return fmt.Sprintf("root or uid %d", uid)
 }
+
+// OpenAppend opens path for appending, creating it with perm, as a file
+// that only the caller's user (or root) owns: never through a symlink,
+// never a FIFO or device, never a hard link to another file. A root
+// agent writing its events file in a directory a user can write would
+// otherwise append to whatever the user pointed the name at.
+func OpenAppend(path string, perm os.FileMode) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, uint32(perm.Perm()))
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, fmt.Errorf("open %s: a symlink: %w", path, ErrUntrusted)
+		}
+		return nil, fmt.Errorf("open %s: %w", path, &os.PathError{Op: "open", Path: path, Err: err})
+	}
+	f := os.NewFile(uintptr(fd), path)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	euid := uint32(os.Geteuid())
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		err = fmt.Errorf("open %s: not a regular file (%s): %w", path, kind(st.Mode), ErrUntrusted)
+	case st.Nlink != 1:
+		err = fmt.Errorf("open %s: %d hard links: %w", path, st.Nlink, ErrUntrusted)
+	case st.Uid != euid && st.Uid != 0:
+		err = fmt.Errorf("open %s: belongs to uid %d: %w", path, st.Uid, ErrUntrusted)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}

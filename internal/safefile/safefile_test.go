@@ -98,3 +98,41 @@ func TestTrustDir(t *testing.T) {
 		t.Errorf("TrustDir(%s, its owner) = %v", theirs, err)
 	}
 }
+
+func TestOpenAppendRefusesWhatAUserPlants(t *testing.T) {
+	u := testproc.HostileUser(t)
+	dir := sharedDir(t)
+	victim := filepath.Join(t.TempDir(), "victim")
+	os.WriteFile(victim, []byte("root's\n"), 0o600)
+	u.Run(t, "cd "+dir+" && mkfifo fifo && ln -s "+victim+" link && echo x > theirs")
+	// The kernel may refuse the symlink itself (protected_symlinks: EACCES) before
+	// O_NOFOLLOW does (ELOOP): either way it is not followed.
+	for name, want := range map[string]string{"fifo": "", "link": "", "theirs": "belongs to uid"} {
+		done := make(chan struct{})
+		var err error
+		go func() {
+			defer close(done)
+			var f *os.File
+			if f, err = safefile.OpenAppend(filepath.Join(dir, name), 0o640); err == nil {
+				f.Close()
+			}
+		}()
+		if !testproc.WaitClosed(done, 5*time.Second) {
+			t.Fatalf("OpenAppend(%s) blocked", name)
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("OpenAppend(%s) = %v; want an error with %q", name, err, want)
+		}
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "root's\n" {
+		t.Errorf("the symlink's target changed: %q", b)
+	}
+	f, err := safefile.OpenAppend(filepath.Join(dir, "events.jsonl"), 0o640)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if fi, _ := os.Stat(filepath.Join(dir, "events.jsonl")); fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode %v", fi.Mode())
+	}
+}
