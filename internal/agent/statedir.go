@@ -2,7 +2,9 @@ package agent
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -39,7 +41,7 @@ func PrepareStateDir(dir string) error {
 func LoadPolicyState(dir string) (*policy.State, error) {
 	path := filepath.Join(dir, PolicyFile)
 	b, info, err := safefile.Read(path, MaxStateSize)
-	if os.IsNotExist(err) {
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {

@@ -37,8 +37,10 @@ func PredictAlarm(cfg Config, marks []Mark, current State, next Mark) (int, bool
 	// window needs is a difference of two entries.
 	steps := w.r + 1
 	pad := w.r - len(marks)
-	reals := make([]int, 0, len(marks)+steps)
-	breached := make([]int, 1, len(marks)+steps+1)
+	// int32 halves the memory of a day's range (EvaluationPeriods is
+	// bounded far below 2^31).
+	reals := make([]int32, 0, len(marks)+steps)
+	breached := make([]int32, 1, len(marks)+steps+1)
 	add := func(pos int, m Mark) {
 		if m == MarkMissing {
 			return
@@ -47,7 +49,7 @@ func PredictAlarm(cfg Config, marks []Mark, current State, next Mark) (int, bool
 		if m == MarkBreaching {
 			b++
 		}
-		reals = append(reals, pos)
+		reals = append(reals, int32(pos))
 		breached = append(breached, b)
 	}
 	for i, m := range marks {
@@ -67,22 +69,22 @@ func PredictAlarm(cfg Config, marks []Mark, current State, next Mark) (int, bool
 	state := current
 	for k := 1; k <= steps; k++ {
 		start, end := k, k+w.r
-		for lo < len(reals) && reals[lo] < start {
+		for lo < len(reals) && int(reals[lo]) < start {
 			lo++
 		}
-		for hi < len(reals) && reals[hi] < end {
+		for hi < len(reals) && int(reals[hi]) < end {
 			hi++
 		}
 		var t tally
 		t.real = hi - lo
-		t.breaching = breached[hi] - breached[lo]
+		t.breaching = int(breached[hi] - breached[lo])
 		if t.real > 0 {
-			t.oldest = end - reals[lo]
+			t.oldest = end - int(reals[lo])
 		}
 		recentFrom := max(lo, hi-w.n)
-		t.recent = breached[hi] - breached[recentFrom]
+		t.recent = int(breached[hi] - breached[recentFrom])
 		if t.real >= w.n {
-			t.span = end - reals[hi-w.n]
+			t.span = end - int(reals[hi-w.n])
 		}
 		state = t.decide(w, state).state
 		if state == StateAlarm {

@@ -127,3 +127,26 @@ func TestRestartStepDetectedAcrossSave(t *testing.T) {
 		t.Errorf("restart 3 s later: events %v, idle since %v (was %v)", types(d.Events), r.State().IdleSince, saved.IdleSince)
 	}
 }
+
+// BenchmarkIdleDayWindow is the policy's cost for one second of an idle
+// agent with --period 1s --idle-after 24h (86,400 datapoints): one period
+// closes and the stop is predicted again. ns/op divided by 1e9 is the
+// share of a core.
+func BenchmarkIdleDayWindow(b *testing.B) {
+	p, err := New(Config{Period: time.Second, EvaluationPeriods: 86400, MaxGap: 30 * time.Second}, t0.Add(-time.Hour), "boot1", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := t0
+	for range 100 {
+		p.Step(now, Input{Elapsed: time.Hour + now.Sub(t0)})
+		now = now.Add(time.Second)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Step(now, Input{Elapsed: time.Hour + now.Sub(t0)})
+		p.Status(now)
+		p.NextWake(now)
+		now = now.Add(time.Second)
+	}
+}
