@@ -735,13 +735,13 @@ const PolicySaveEvery = 5 * time.Second
 
 // countdownChanged reports whether the policy state changed in what a
 // restart must not lose: the idle countdown, the alarm state, the
-// warning, the action, and whether the open period saw someone. Closed
-// periods and the time of the last look are saved within PolicySaveEvery.
+// warning, the action, the closed periods and whether the open one saw
+// someone. The time of the last look is saved within PolicySaveEvery.
 func countdownChanged(a, b policy.State) bool {
 	eq := func(x, y *time.Time) bool { return (x == nil) == (y == nil) && (x == nil || x.Equal(*y)) }
 	return a.BootID != b.BootID || !eq(a.IdleSince, b.IdleSince) || !eq(a.WarnedAt, b.WarnedAt) || a.Acted != b.Acted ||
 		a.Attempts != b.Attempts || !eq(a.RetryAt, b.RetryAt) || a.AlarmState != b.AlarmState || a.Busy != b.Busy ||
-		a.Window != b.Window
+		a.Window != b.Window || !a.PeriodStart.Equal(b.PeriodStart)
 }
 
 // withoutTime leaves out what changes all the time (activity, VPN
