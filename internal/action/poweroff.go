@@ -71,9 +71,9 @@ func (p *Poweroff) Do(ctx context.Context, r Request) (Result, error) {
 	cmdline := strings.Join(argv, " ")
 	if out, err := runner.Run(ctx, argv); err != nil {
 		if tail := lastLines(out, 3); tail != "" {
-			return Result{}, fmt.Errorf("power off: run %s: %w: %s", cmdline, err, tail)
+			return Result{}, fmt.Errorf("power off: %w; run %s: %w: %s", busErr, cmdline, err, tail)
 		}
-		return Result{}, fmt.Errorf("power off: run %s: %w", cmdline, err)
+		return Result{}, fmt.Errorf("power off: %w; run %s: %w", busErr, cmdline, err)
 	}
 	why := ErrNoBus
 	if !errors.Is(busErr, ErrNoBus) {

@@ -142,8 +142,8 @@ func TestPoweroffErrors(t *testing.T) {
 	run = &fakeRunner{out: []byte("Failed to power off system via logind: Access denied\n"), err: failed}
 	p = &action.Poweroff{Bus: noBus(), Runner: run, SystemdDir: t.TempDir(), LookPath: lookIn([]string{"systemctl"})}
 	_, err = p.Do(t.Context(), action.Request{})
-	if !errors.Is(err, failed) || !strings.Contains(err.Error(), "Access denied") {
-		t.Errorf("failing command: %v, want the runner's error and output", err)
+	if !errors.Is(err, failed) || !errors.Is(err, action.ErrNoBus) || !strings.Contains(err.Error(), "Access denied") {
+		t.Errorf("failing command: %v, want why D-Bus was not used, the runner's error and output", err)
 	}
 }
 
