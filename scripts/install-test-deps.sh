@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what connwatch's integration tests run against: a real OpenSSH
-# server and client, iproute2 and nftables for network namespaces. Needs
+# server and client, iproute2 and nftables for network namespaces,
+# systemd-analyze and dbus-daemon. Needs
 # root (apt-get); does nothing for packages already installed.
 set -euo pipefail
 
@@ -10,6 +11,11 @@ packages+=(prometheus)
 # VPN sources: a real OpenVPN server and client, userspace WireGuard
 # (wireguard-go) and wg(8), ping for traffic through the tunnels.
 packages+=(openvpn wireguard-go wireguard-tools iputils-ping)
+# packaging: systemd-analyze (security, verify) rates the units offline;
+# the package installs harmlessly where PID 1 is not systemd (its scripts
+# call systemctl only when /run/systemd/system exists). internal/action:
+# a private dbus-daemon plays logind and systemd for the poweroff action.
+packages+=(systemd dbus-daemon)
 
 missing=()
 for p in "${packages[@]}"; do

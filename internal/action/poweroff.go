@@ -17,10 +17,17 @@ const DefaultSystemdDir = "/run/systemd/system"
 // poweroff can be found.
 var ErrNoPoweroffCommand = errors.New("no power-off command found")
 
-// Poweroff shuts the operating system down: `systemctl poweroff` when
-// systemd is PID 1, else `shutdown -h now`, else `poweroff`. Do returns once
-// the command has accepted the request; the machine goes down after.
+// Poweroff shuts the operating system down through systemd over D-Bus
+// (see SystemBus). Only when there is no system bus, or neither logind nor
+// systemd is on it, does it run a command: `systemctl poweroff` when
+// systemd is PID 1 (it still reaches systemd through its private socket),
+// else `shutdown -h now`, else `poweroff`. A refusal over D-Bus (an
+// inhibitor lock, a denied authorization) is an error, not a reason to try
+// a command that would be refused alike. Do returns once the request was
+// accepted; the machine goes down after.
 type Poweroff struct {
+	// Bus asks systemd over D-Bus; nil means SystemBus{}.
+	Bus PowerBus
 	// Runner runs the chosen command; nil means ExecRunner.
 	Runner Runner
 	// SystemdDir is checked for existence to tell whether systemd is PID 1;
@@ -39,24 +46,40 @@ func (*Poweroff) Name() string { return NamePoweroff }
 
 // Do implements Action.
 func (p *Poweroff) Do(ctx context.Context, r Request) (Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeoutOr(p.Timeout))
+	defer cancel()
+	bus := p.Bus
+	if bus == nil {
+		bus = SystemBus{}
+	}
+	via, err := bus.PowerOff(ctx)
+	if err == nil {
+		return Result{Action: NamePoweroff, Summary: "powering off through " + via + describe(r)}, nil
+	}
+	if !errors.Is(err, ErrNoBus) && !errors.Is(err, ErrNoPowerService) {
+		return Result{}, fmt.Errorf("power off: %w", err)
+	}
+	busErr := err
 	argv, err := p.argv()
 	if err != nil {
-		return Result{}, fmt.Errorf("power off: %w", err)
+		return Result{}, fmt.Errorf("power off: %w; %w", busErr, err)
 	}
 	runner := p.Runner
 	if runner == nil {
 		runner = ExecRunner{}
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeoutOr(p.Timeout))
-	defer cancel()
 	cmdline := strings.Join(argv, " ")
 	if out, err := runner.Run(ctx, argv); err != nil {
 		if tail := lastLines(out, 3); tail != "" {
-			return Result{}, fmt.Errorf("power off: run %s: %w: %s", cmdline, err, tail)
+			return Result{}, fmt.Errorf("power off: %w; run %s: %w: %s", busErr, cmdline, err, tail)
 		}
-		return Result{}, fmt.Errorf("power off: run %s: %w", cmdline, err)
+		return Result{}, fmt.Errorf("power off: %w; run %s: %w", busErr, cmdline, err)
 	}
-	return Result{Action: NamePoweroff, Summary: "powering off with " + cmdline + describe(r)}, nil
+	why := ErrNoBus
+	if !errors.Is(busErr, ErrNoBus) {
+		why = ErrNoPowerService
+	}
+	return Result{Action: NamePoweroff, Summary: "powering off with " + cmdline + " (" + why.Error() + ")" + describe(r)}, nil
 }
 
 // argv chooses the power-off command for this machine.
