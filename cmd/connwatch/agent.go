@@ -78,7 +78,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	i := &v.Idle
 	fs.DurationVar(&i.Period.Duration, "period", i.Period.Duration, "length of one datapoint (at least 1s)")
 	bind("period", func(d *config.Agent) { d.Idle.Period = i.Period })
-	fs.DurationVar(&i.IdleAfter.Duration, "idle-after", i.IdleAfter.Duration, "stop after this long without sessions: N = M = idle-after / period datapoints")
+	fs.DurationVar(&i.IdleAfter.Duration, "idle-after", i.IdleAfter.Duration, "stop after this long without sessions (at most 24h, as a CloudWatch alarm): N = M = idle-after / period datapoints")
 	bind("idle-after", func(d *config.Agent) { d.Idle.IdleAfter = i.IdleAfter })
 	fs.IntVar(&i.DatapointsToAlarm, "datapoints-to-alarm", 0, "M: how many of the N periods must be idle (default: all)")
 	bind("datapoints-to-alarm", func(d *config.Agent) { d.Idle.DatapointsToAlarm = i.DatapointsToAlarm })
