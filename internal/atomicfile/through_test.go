@@ -159,16 +159,6 @@ func mustEval(t *testing.T, p string) string {
 	return r
 }
 
-func ownerOf(t *testing.T, path string) (uint32, uint32) {
-	t.Helper()
-	fi, err := os.Lstat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := fi.Sys().(*syscall.Stat_t)
-	return st.Uid, st.Gid
-}
-
 // TestWriteThroughKeepsOwner: root writing a user's file through the
 // user's link leaves the file the user's; a link the user owns to a file
 // of root's is refused; a link of root's to the user's file is fine.
@@ -191,7 +181,7 @@ func TestWriteThroughKeepsOwner(t *testing.T) {
 	if _, err := WriteThrough(link, []byte("new\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if uid, gid := ownerOf(t, target); uid != u.UID || gid != u.GID {
+	if uid, gid := testproc.Owner(t, target); uid != u.UID || gid != u.GID {
 		t.Errorf("target owned by %d:%d, want %d:%d", uid, gid, u.UID, u.GID)
 	}
 	if fi, _ := os.Stat(target); fi.Mode().Perm() != 0o600 {
@@ -221,7 +211,7 @@ func TestWriteThroughKeepsOwner(t *testing.T) {
 	if _, err := WriteThrough(rootLink, []byte("again\n"), 0o644); err != nil {
 		t.Errorf("root's link to the user's file: %v", err)
 	}
-	if uid, _ := ownerOf(t, target); uid != u.UID {
+	if uid, _ := testproc.Owner(t, target); uid != u.UID {
 		t.Errorf("target owned by %d after root's link", uid)
 	}
 
@@ -230,7 +220,7 @@ func TestWriteThroughKeepsOwner(t *testing.T) {
 	if err := WriteAs(bak, []byte("old\n"), 0o600, int(u.UID), int(u.GID)); err != nil {
 		t.Fatal(err)
 	}
-	if uid, gid := ownerOf(t, bak); uid != u.UID || gid != u.GID {
+	if uid, gid := testproc.Owner(t, bak); uid != u.UID || gid != u.GID {
 		t.Errorf("backup owned by %d:%d", uid, gid)
 	}
 	noTemporaries(t, dir)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/connwatch/connwatch/internal/atomicfile"
@@ -20,16 +19,6 @@ func isLink(t *testing.T, path string) bool {
 	t.Helper()
 	fi, err := os.Lstat(path)
 	return err == nil && fi.Mode()&fs.ModeSymlink != 0
-}
-
-func uidGid(t *testing.T, path string) (uint32, uint32) {
-	t.Helper()
-	fi, err := os.Lstat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := fi.Sys().(*syscall.Stat_t)
-	return st.Uid, st.Gid
 }
 
 var clientFix = []Setting{{"ServerAliveInterval", "15"}, {"ServerAliveCountMax", "3"}}
@@ -123,7 +112,7 @@ func TestWriteClientFixKeepsUsersOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []string{dotfile, link + BackupSuffix} {
-		if uid, gid := uidGid(t, p); uid != u.UID || gid != u.GID {
+		if uid, gid := testproc.Owner(t, p); uid != u.UID || gid != u.GID {
 			t.Errorf("%s owned by %d:%d, want the user's %d:%d", p, uid, gid, u.UID, u.GID)
 		}
 		if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o600 {
