@@ -30,6 +30,7 @@ import (
 	"github.com/connwatch/connwatch/internal/config"
 	"github.com/connwatch/connwatch/internal/event"
 	"github.com/connwatch/connwatch/internal/hold"
+	"github.com/connwatch/connwatch/internal/hook"
 	"github.com/connwatch/connwatch/internal/host"
 	"github.com/connwatch/connwatch/internal/policy"
 	"github.com/connwatch/connwatch/internal/safefile"
@@ -78,7 +79,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	i := &v.Idle
 	fs.DurationVar(&i.Period.Duration, "period", i.Period.Duration, "length of one datapoint (at least 1s)")
 	bind("period", func(d *config.Agent) { d.Idle.Period = i.Period })
-	fs.DurationVar(&i.IdleAfter.Duration, "idle-after", i.IdleAfter.Duration, "stop after this long without sessions: N = M = idle-after / period datapoints")
+	fs.DurationVar(&i.IdleAfter.Duration, "idle-after", i.IdleAfter.Duration, "stop after this long without sessions (at most 24h, as a CloudWatch alarm): N = M = idle-after / period datapoints")
 	bind("idle-after", func(d *config.Agent) { d.Idle.IdleAfter = i.IdleAfter })
 	fs.IntVar(&i.DatapointsToAlarm, "datapoints-to-alarm", 0, "M: how many of the N periods must be idle (default: all)")
 	bind("datapoints-to-alarm", func(d *config.Agent) { d.Idle.DatapointsToAlarm = i.DatapointsToAlarm })
@@ -90,7 +91,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("warn-before", func(d *config.Agent) { d.Idle.WarnBefore = i.WarnBefore })
 	fs.BoolVar(&i.Wall, "wall", i.Wall, "send the warning to logged-in terminals with wall")
 	bind("wall", func(d *config.Agent) { d.Idle.Wall = i.Wall })
-	fs.StringVar(&i.WarnCommand, "warn-command", "", "notification hook: shell command run when the warning goes out (gets CONNWATCH_STOP_AT, CONNWATCH_REASON, CONNWATCH_EVENT)")
+	fs.StringVar(&i.WarnCommand, "warn-command", "", "notification hook: shell command run when the warning goes out (gets CONNWATCH_STOP_AT, CONNWATCH_REASON, CONNWATCH_EVENT); after 1m it is killed with everything it started")
 	bind("warn-command", func(d *config.Agent) { d.Idle.WarnCommand = i.WarnCommand })
 	fs.DurationVar(&i.IgnoreIdleAfter.Duration, "ignore-idle-after", 0, "sessions idle for longer do not keep the machine up (0: off)")
 	bind("ignore-idle-after", func(d *config.Agent) { d.Idle.IgnoreIdleAfter = i.IgnoreIdleAfter })
@@ -112,7 +113,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("webhook-slack", func(d *config.Agent) { d.Notify.WebhookSlack = n.WebhookSlack })
 	fs.StringVar(&n.SNSTopic, "sns-topic", "", "publish every event to this SNS topic ARN")
 	bind("sns-topic", func(d *config.Agent) { d.Notify.SNSTopic = n.SNSTopic })
-	fs.StringVar(&n.Command, "notify-command", "", "run this shell command per event (gets CONNWATCH_EVENT, CONNWATCH_TEXT, CONNWATCH_KEY)")
+	fs.StringVar(&n.Command, "notify-command", "", "run this shell command per event (gets CONNWATCH_EVENT, CONNWATCH_TEXT, CONNWATCH_KEY); after 30s it is killed with everything it started, and retried")
 	bind("notify-command", func(d *config.Agent) { d.Notify.Command = n.Command })
 	fs.StringVar(&n.SpoolDir, "spool-dir", "", "directory of the notification outboxes (default STATE_DIR/spool)")
 	bind("spool-dir", func(d *config.Agent) { d.Notify.SpoolDir = n.SpoolDir })
@@ -181,7 +182,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("action", func(d *config.Agent) { d.Action.Type = a.Type })
 	fs.StringVar(&a.Command, "action-command", "", "shell command for --action command (gets CONNWATCH_REASON, CONNWATCH_IDLE_SINCE)")
 	bind("action-command", func(d *config.Agent) { d.Action.Command = a.Command })
-	fs.DurationVar(&a.Timeout.Duration, "action-timeout", a.Timeout.Duration, "time limit of one action")
+	fs.DurationVar(&a.Timeout.Duration, "action-timeout", a.Timeout.Duration, "time limit of one action; a command is then killed with everything it started")
 	bind("action-timeout", func(d *config.Agent) { d.Action.Timeout = a.Timeout })
 }
 
@@ -555,21 +556,23 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 	return g.Wait()
 }
 
-// runHook runs a notification command for event e, bounded in time.
+// hookTimeout bounds the warning hook.
+const hookTimeout = time.Minute
+
+// runHook runs the warning hook for event e, bounded in time; on timeout
+// its whole process group is killed (package hook).
 func runHook(ctx context.Context, command string, e event.Event) error {
 	b, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
-	cmd.Env = append(os.Environ(), "CONNWATCH_EVENT="+string(b), "CONNWATCH_REASON="+e.Reason)
+	env := []string{"CONNWATCH_EVENT=" + string(b), "CONNWATCH_REASON=" + e.Reason}
 	if e.StopAt != nil {
-		cmd.Env = append(cmd.Env, "CONNWATCH_STOP_AT="+e.StopAt.UTC().Format(time.RFC3339))
+		env = append(env, "CONNWATCH_STOP_AT="+e.StopAt.UTC().Format(time.RFC3339))
 	}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("run %q: %w: %s", command, err, strings.TrimSpace(string(out)))
+	out := &hook.Tail{}
+	if err := (hook.Hook{Command: command, ExtraEnv: env, Timeout: hookTimeout, Stdout: out, Stderr: out}).Run(ctx); err != nil {
+		return fmt.Errorf("run %q: %w: %s", command, err, strings.TrimSpace(out.String()))
 	}
 	return nil
 }

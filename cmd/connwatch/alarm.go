@@ -108,9 +108,13 @@ filled}: range is the evaluation range, evaluated the N datapoints that
 decided (a missing period filled in shows as what it counted as, or as -
 when it did not count), filled how many missing periods made up the N.
 
+N is at most 86400 (one day of one-second periods; CloudWatch itself
+allows at most one day of periods shorter than an hour) and
+--evaluation-range at most 172800.
+
 Exit status: 0 when the alarm was evaluated, whatever its state; 2 on
-usage errors (a token other than 0, X and -, M greater than N, an unknown
---treat-missing-data or --state).`,
+usage errors (a token other than 0, X and -, M greater than N, N or the
+range out of bounds, an unknown --treat-missing-data or --state).`,
 		Example: `  # the user guide's first table, row 1 (3 of 3): OK
   connwatch alarm eval --datapoints "0 - X - X" --evaluation-periods 3
 

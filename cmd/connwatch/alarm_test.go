@@ -89,6 +89,13 @@ func TestAlarmUsageErrors(t *testing.T) {
 		{[]string{"eval", "--datapoints", "0 - X", "--evaluation-periods", "0"}, "evaluation periods 0"},
 		{[]string{"eval", "--datapoints", "0 - X", "--evaluation-periods", "3", "--datapoints-to-alarm", "0"}, "--datapoints-to-alarm 0"},
 		{[]string{"eval", "--datapoints", "0 - X", "--evaluation-periods", "3", "--evaluation-range", "2"}, "evaluation range 2"},
+		// Out of bounds: refused before anything is sized by them.
+		{[]string{"eval", "--datapoints", "0 - X", "--evaluation-periods", "9223372036854775807"}, "evaluation periods 9223372036854775807"},
+		{[]string{"eval", "--datapoints", "0 - X", "--evaluation-periods", "-9223372036854775808"}, "evaluation periods -9223372036854775808"},
+		{[]string{"eval", "--datapoints", "0 - X", "--evaluation-periods", "86401"}, "between 1 and 86400"},
+		{[]string{"eval", "--datapoints", "0 - X", "--evaluation-periods", "3", "--evaluation-range", "100000000000"}, "evaluation range 100000000000"},
+		{[]string{"eval", "--datapoints", "0 - X", "--evaluation-periods", "3", "--evaluation-range", "9223372036854775807"}, "evaluation range 9223372036854775807"},
+		{[]string{"eval", "--datapoints", "0 - X", "--evaluation-periods", "3", "--datapoints-to-alarm", "9223372036854775807"}, "datapoints to alarm 9223372036854775807"},
 		{[]string{"eval", "--datapoints", "0 - X", "--evaluation-periods", "3", "--treat-missing-data", "notbreaching"}, `"notbreaching"`},
 		{[]string{"eval", "--datapoints", "0 - X", "--evaluation-periods", "3", "--state", "alarm"}, `"alarm"`},
 		{[]string{"eval", "--datapoints", "  ", "--evaluation-periods", "3"}, "empty"},
@@ -142,5 +149,20 @@ func TestAlarmRun(t *testing.T) {
 	code, _, stderr = runCLI(t, []string{"alarm", "eval", "--datapoints", "0", "--evaluation-periods", "three"})
 	if code != exitUsage {
 		t.Errorf("bad flag value: exit %d (stderr %q), want %d", code, stderr, exitUsage)
+	}
+	// Once a panic, once out of memory.
+	for _, args := range [][]string{
+		{"--evaluation-periods", "9223372036854775807"},
+		{"--evaluation-periods", "3", "--evaluation-range", "100000000000"},
+	} {
+		code, stdout, stderr := runCLI(t, append([]string{"alarm", "eval", "--datapoints", "0 - X"}, args...))
+		if code != exitUsage || stdout != "" || !strings.Contains(stderr, "must be between") {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want %d and the bound", args, code, stdout, stderr, exitUsage)
+		}
+	}
+	// The bounds themselves work.
+	code, stdout, stderr = runCLI(t, []string{"alarm", "eval", "--datapoints", "X", "--evaluation-periods", "86400", "--evaluation-range", "172800", "--treat-missing-data", "breaching"})
+	if code != exitOK || stdout != "ALARM\n" {
+		t.Errorf("at the bounds: exit %d, stdout %q, stderr %q; want ALARM", code, stdout, stderr)
 	}
 }

@@ -57,7 +57,10 @@ block (# BEGIN connwatch ... # END connwatch) at the top of ~/.ssh/config
 or the -F file. The previous file is kept as FILE.connwatch-bak, the new
 one written atomically and validated (sshd -t, ssh -G) before anything is
 reloaded; if validation fails the previous content is restored. sshd is
-reloaded (SIGHUP to the pid in its PidFile) only with --reload.
+reloaded (SIGHUP to the pid in its PidFile) only with --reload. A FILE
+that is a symbolic link (dotfiles) stays one: the file it leads to is
+written, keeping its mode and owner; a link to nothing, or a link owned by
+another user than its target, is refused.
 
 Exit status: 0 no warnings, 3 warnings or errors found, 1 sshd/ssh could
 not be run or the fix was refused, 2 usage.`,
@@ -123,7 +126,9 @@ type doctorRun struct {
 
 // fixReport is the fix part of the JSON output.
 type fixReport struct {
-	File     string `json:"file"`
+	File string `json:"file"`
+	// Target is the file written when File is a symbolic link.
+	Target   string `json:"target,omitempty"`
 	Backup   string `json:"backup,omitempty"`
 	Changed  bool   `json:"changed"`
 	Reloaded int    `json:"reloaded_pid,omitempty"`
@@ -306,11 +311,17 @@ func (d *doctorRun) serverInput(ctx context.Context) (doctor.Server, error) {
 
 func (d *doctorRun) reportFix(res doctor.Result) {
 	d.fix = &fixReport{File: res.File, Backup: res.Backup, Changed: res.Changed}
+	if res.Target != "" && res.Target != res.File {
+		d.fix.Target = res.Target
+	}
 	if !res.Changed {
 		d.notes = append(d.notes, fmt.Sprintf("%s already holds the fix.", res.File))
 		return
 	}
 	n := fmt.Sprintf("Wrote %s (validated)", res.File)
+	if d.fix.Target != "" {
+		n = fmt.Sprintf("Wrote %s through its link to %s (validated)", res.File, res.Target)
+	}
 	if res.Backup != "" {
 		n += "; previous content in " + res.Backup
 	}

@@ -2,12 +2,10 @@ package action
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"syscall"
 	"time"
+
+	"github.com/connwatch/connwatch/internal/hook"
 )
 
 // Environment variables a Command sees, besides the agent's own.
@@ -17,9 +15,10 @@ const (
 	EnvAction    = "CONNWATCH_ACTION"
 )
 
-// Command runs a user command with /bin/sh -c. It is bounded by Timeout,
-// after which the command's whole process group is killed; a non-zero exit
-// is an error carrying the tail of its standard error.
+// Command runs a user command with /bin/sh -c (package hook). It is
+// bounded by Timeout, after which the command's whole process group is
+// killed (SIGTERM, then SIGKILL); a non-zero exit is an error carrying the
+// tail of its standard error.
 type Command struct {
 	// Command is the shell command line.
 	Command string
@@ -40,53 +39,29 @@ func (*Command) Name() string { return NameCommand }
 // Do implements Action.
 func (c *Command) Do(ctx context.Context, r Request) (Result, error) {
 	timeout := timeoutOr(c.Timeout)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-
-	shell := c.Shell
-	if shell == "" {
-		shell = "/bin/sh"
-	}
-	env := c.Env
-	if env == nil {
-		env = os.Environ()
-	}
 	idleSince := ""
 	if !r.IdleSince.IsZero() {
 		idleSince = r.IdleSince.UTC().Format(time.RFC3339)
 	}
-	env = append(env[:len(env):len(env)],
-		EnvReason+"="+r.Reason,
-		EnvIdleSince+"="+idleSince,
-		EnvAction+"="+NameCommand,
-	)
-
-	stdout, stderr := &tailBuffer{max: 4 << 10}, &tailBuffer{max: 4 << 10}
-	cmd := exec.CommandContext(ctx, shell, "-c", c.Command)
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	// Own process group, so that a timeout kills what the shell started
-	// too, not only the shell.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
-
-	err := cmd.Run()
-	tail := ""
-	if t := lastLines(stderr.b, 5); t != "" {
-		tail = ": " + t
-	}
-	if ctxErr := ctx.Err(); ctxErr != nil && err != nil {
-		if errors.Is(ctxErr, context.DeadlineExceeded) {
-			return Result{}, fmt.Errorf("run command %q: killed after %s: %w%s", c.Command, timeout, ctxErr, tail)
-		}
-		return Result{}, fmt.Errorf("run command %q: %w%s", c.Command, ctxErr, tail)
-	}
+	stdout, stderr := &hook.Tail{}, &hook.Tail{}
+	err := hook.Hook{
+		Command: c.Command, Shell: c.Shell, Env: c.Env, Timeout: timeout,
+		ExtraEnv: []string{
+			EnvReason + "=" + r.Reason,
+			EnvIdleSince + "=" + idleSince,
+			EnvAction + "=" + NameCommand,
+		},
+		Stdout: stdout, Stderr: stderr,
+	}.Run(ctx)
 	if err != nil {
+		tail := ""
+		if t := lastLines(stderr.Bytes(), 5); t != "" {
+			tail = ": " + t
+		}
 		return Result{}, fmt.Errorf("run command %q: %w%s", c.Command, err, tail)
 	}
 	summary := fmt.Sprintf("ran command %q", c.Command)
-	if out := lastLines(stdout.b, 1); out != "" {
+	if out := lastLines(stdout.Bytes(), 1); out != "" {
 		summary += ": " + out
 	}
 	return Result{Action: NameCommand, Summary: summary}, nil

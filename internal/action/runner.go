@@ -28,26 +28,6 @@ func (ExecRunner) Run(ctx context.Context, argv []string) ([]byte, error) {
 	return cmd.CombinedOutput()
 }
 
-// tailBuffer is an io.Writer that keeps only the last max bytes written.
-type tailBuffer struct {
-	max int
-	b   []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	n := len(p)
-	if len(p) >= t.max {
-		p = p[len(p)-t.max:]
-		t.b = append(t.b[:0], p...)
-		return n, nil
-	}
-	if over := len(t.b) + len(p) - t.max; over > 0 {
-		t.b = append(t.b[:0], t.b[over:]...)
-	}
-	t.b = append(t.b, p...)
-	return n, nil
-}
-
 // lastLines returns up to n trailing non-empty lines of out, joined with
 // " | " so that an error stays on one log line.
 func lastLines(out []byte, n int) string {

@@ -129,15 +129,34 @@ func (op ComparisonOperator) Breaches(value, threshold float64) bool {
 	return false
 }
 
+// Bounds of an alarm. CloudWatch's PutMetricAlarm refuses an alarm whose
+// EvaluationPeriods × Period is longer than one day when its period is
+// shorter than an hour, and longer than seven days otherwise. connwatch
+// bounds every window by one day: an idle window is far shorter, and the
+// work and memory of an evaluation grow with the number of periods.
+const (
+	// MaxWindow bounds EvaluationPeriods × Period when Period is set.
+	MaxWindow = 24 * time.Hour
+	// MaxEvaluationPeriods bounds N whatever the period: one day of
+	// one-second periods, the shortest the agent uses (86,400).
+	MaxEvaluationPeriods = int(MaxWindow / time.Second)
+	// MaxEvaluationRange bounds the evaluation range (172,800 periods):
+	// CloudWatch does not publish its own, and twice the longest window
+	// leaves room for any range a user may want to try while keeping an
+	// evaluation's memory (one byte a period) small.
+	MaxEvaluationRange = 2 * MaxEvaluationPeriods
+)
+
 // Errors returned for invalid configuration and input. Callers branch on
 // them with errors.Is; the wrapping error names the bad value.
 var (
-	ErrEvaluationPeriods  = errors.New("evaluation periods must be at least 1")
+	ErrEvaluationPeriods  = errors.New(fmt.Sprintf("evaluation periods must be between 1 and %d", MaxEvaluationPeriods))
+	ErrWindow             = errors.New("evaluation periods times period must be at most one day")
 	ErrDatapointsToAlarm  = errors.New("datapoints to alarm must be between 1 and evaluation periods")
-	ErrEvaluationRange    = errors.New("evaluation range must be at least evaluation periods")
+	ErrEvaluationRange    = errors.New(fmt.Sprintf("evaluation range must be between evaluation periods and %d", MaxEvaluationRange))
 	ErrTreatMissingData   = errors.New("unknown treat missing data value")
 	ErrComparisonOperator = errors.New("unknown comparison operator")
-	ErrThreshold          = errors.New("threshold must be a number")
+	ErrThreshold          = errors.New("threshold must be a finite number")
 	ErrPeriod             = errors.New("period must be positive")
 	ErrState              = errors.New("unknown alarm state")
 	ErrToken              = errors.New("invalid datapoint token (want 0, X or -)")
@@ -178,23 +197,31 @@ func (c Config) Validate() error {
 	if _, err := ParseComparisonOperator(string(c.ComparisonOperator)); err != nil {
 		return fmt.Errorf("validate alarm: %w", err)
 	}
-	if math.IsNaN(c.Threshold) {
-		return fmt.Errorf("validate alarm: threshold NaN: %w", ErrThreshold)
+	if math.IsNaN(c.Threshold) || math.IsInf(c.Threshold, 0) {
+		return fmt.Errorf("validate alarm: threshold %v: %w", c.Threshold, ErrThreshold)
 	}
 	return nil
 }
 
 // validateWindow checks everything but the comparison: what EvaluateMarks
-// needs.
+// needs. Every bound is checked before anything is computed from the
+// numbers, so no overflow or allocation follows from a bad one.
 func (c Config) validateWindow() error {
 	n, m, r := c.EvaluationPeriods, c.DatapointsToAlarm, c.EvaluationRange
-	if n < 1 {
+	if n < 1 || n > MaxEvaluationPeriods {
 		return fmt.Errorf("validate alarm: evaluation periods %d: %w", n, ErrEvaluationPeriods)
+	}
+	if c.Period < 0 {
+		return fmt.Errorf("validate alarm: period %v: %w", c.Period, ErrPeriod)
+	}
+	// n > MaxWindow/Period, not n*Period > MaxWindow: the product may overflow.
+	if c.Period > 0 && n > int(MaxWindow/c.Period) {
+		return fmt.Errorf("validate alarm: %d evaluation periods of %v: %w", n, c.Period, ErrWindow)
 	}
 	if m < 0 || m > n {
 		return fmt.Errorf("validate alarm: datapoints to alarm %d with evaluation periods %d: %w", m, n, ErrDatapointsToAlarm)
 	}
-	if r != 0 && r < n {
+	if r != 0 && (r < n || r > MaxEvaluationRange) {
 		return fmt.Errorf("validate alarm: evaluation range %d with evaluation periods %d: %w", r, n, ErrEvaluationRange)
 	}
 	if c.TreatMissingData != "" {

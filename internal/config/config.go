@@ -11,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/connwatch/connwatch/internal/alarm"
 	"github.com/connwatch/connwatch/internal/session"
 	"github.com/connwatch/connwatch/internal/sink/cloudwatch"
 	"github.com/connwatch/connwatch/internal/sink/notify"
@@ -375,8 +378,23 @@ func (e *FieldError) Error() string { return fmt.Sprintf("%s = %v: %s", e.Key, e
 // Unwrap makes every FieldError an ErrInvalid.
 func (e *FieldError) Unwrap() error { return ErrInvalid }
 
-// Validate checks values and their combinations.
+// MaxWindow bounds the idle window, idle.idle_after (N = idle_after /
+// period periods): CloudWatch allows an alarm at most one day of periods
+// shorter than an hour, and the policy keeps a datapoint per period.
+const MaxWindow = alarm.MaxWindow
+
+// MaxInterval bounds scan and poll intervals: a longer one would leave the
+// agent blind for longer than any idle window is useful, and the agent
+// multiplies them (gap and staleness limits).
+const MaxInterval = time.Hour
+
+// Validate checks values and their combinations. Values no key may have
+// (NaN or infinite numbers, negative durations) are reported first and
+// alone: the other checks would only repeat them.
 func (c Agent) Validate() error {
+	if errs := nonsense(reflect.ValueOf(c), ""); len(errs) > 0 {
+		return errors.Join(errs...)
+	}
 	var errs []error
 	bad := func(key string, v any, format string, a ...any) {
 		errs = append(errs, &FieldError{Key: key, Value: v, Msg: fmt.Sprintf(format, a...)})
@@ -389,8 +407,8 @@ func (c Agent) Validate() error {
 			bad("ssh_ports", p, "not a TCP port")
 		}
 	}
-	if c.ScanInterval.Duration < 10*time.Millisecond {
-		bad("scan_interval", c.ScanInterval, "must be at least 10ms")
+	if c.ScanInterval.Duration < 10*time.Millisecond || c.ScanInterval.Duration > MaxInterval {
+		bad("scan_interval", c.ScanInterval, "must be between 10ms and %v", MaxInterval)
 	}
 	if !oneOf(c.LogFormat, "text", "json") {
 		bad("log_format", c.LogFormat, "must be text or json")
@@ -403,16 +421,13 @@ func (c Agent) Validate() error {
 		bad("idle.period", i.Period, "must be at least 1s")
 	} else if i.IdleAfter.Duration < i.Period.Duration || i.IdleAfter.Duration%i.Period.Duration != 0 {
 		bad("idle.idle_after", i.IdleAfter, "must be a whole number of periods (idle.period = %v)", i.Period)
+	} else if i.IdleAfter.Duration > MaxWindow {
+		bad("idle.idle_after", i.IdleAfter, "the idle window (%d periods of %v) must be at most %v, as for a CloudWatch alarm", c.EvaluationPeriods(), i.Period, MaxWindow)
 	} else if n := c.EvaluationPeriods(); i.DatapointsToAlarm < 0 || i.DatapointsToAlarm > n {
 		bad("idle.datapoints_to_alarm", i.DatapointsToAlarm, "must be between 1 and the number of periods in idle_after (%d); 0 means all", n)
 	}
 	if i.TreatMissingData != "" && !oneOf(i.TreatMissingData, "missing", "notBreaching", "breaching", "ignore") {
 		bad("idle.treat_missing_data", i.TreatMissingData, "must be missing, notBreaching, breaching or ignore")
-	}
-	for key, d := range map[string]Duration{"idle.boot_grace": i.BootGrace, "idle.warn_before": i.WarnBefore, "idle.ignore_idle_after": i.IgnoreIdleAfter} {
-		if d.Duration < 0 {
-			bad(key, d, "must not be negative")
-		}
 	}
 	for _, cidr := range i.IgnoreCIDRs {
 		if _, err := netip.ParsePrefix(cidr); err != nil {
@@ -424,7 +439,9 @@ func (c Agent) Validate() error {
 			bad("idle.keep_awake_processes", re, "not a regular expression: %v", err)
 		}
 	}
-	if i.KeepAwakeLoad < 0 {
+	// !(x >= 0), not x < 0: nonsense has refused NaN, but a comparison
+	// with NaN is always false.
+	if !(i.KeepAwakeLoad >= 0) {
 		bad("idle.keep_awake_load", i.KeepAwakeLoad, "must not be negative")
 	}
 	if !oneOf(c.Action.Type, Actions...) {
@@ -489,8 +506,8 @@ func (c Agent) validateVPN() []error {
 		}
 	}
 	if w := c.WireGuard; w.Enabled {
-		if w.PollInterval.Duration < 100*time.Millisecond {
-			bad("wireguard.poll_interval", w.PollInterval, "must be at least 100ms")
+		if w.PollInterval.Duration < 100*time.Millisecond || w.PollInterval.Duration > MaxInterval {
+			bad("wireguard.poll_interval", w.PollInterval, "must be between 100ms and %v", MaxInterval)
 		}
 		if w.HandshakeTimeout.Duration < time.Second {
 			bad("wireguard.handshake_timeout", w.HandshakeTimeout, "must be at least 1s (WireGuard's own is 3m)")
@@ -507,8 +524,8 @@ func (c Agent) validateVPN() []error {
 		}
 	}
 	if o := c.OpenVPN; o.Enabled {
-		if o.PollInterval.Duration < 100*time.Millisecond {
-			bad("openvpn.poll_interval", o.PollInterval, "must be at least 100ms")
+		if o.PollInterval.Duration < 100*time.Millisecond || o.PollInterval.Duration > MaxInterval {
+			bad("openvpn.poll_interval", o.PollInterval, "must be between 100ms and %v", MaxInterval)
 		}
 		if len(o.Servers) == 0 {
 			bad("openvpn.server", "[]", "add at least one [[openvpn.server]] with management or status_file")
@@ -536,6 +553,8 @@ func (c Agent) validateVPN() []error {
 	if a := c.AWSClientVPN; a.Enabled {
 		if a.PollInterval.Duration < 5*time.Second {
 			bad("aws_client_vpn.poll_interval", a.PollInterval, "must be at least 5s (the API is rate limited)")
+		} else if a.PollInterval.Duration > 30*time.Minute {
+			bad("aws_client_vpn.poll_interval", a.PollInterval, "must be at most 30m (the API lists ended connections for an hour only)")
 		}
 		if len(a.Endpoints) == 0 {
 			bad("aws_client_vpn.endpoints", "[]", "list at least one Client VPN endpoint id")
@@ -544,6 +563,42 @@ func (c Agent) validateVPN() []error {
 			if !clientVPNEndpoint.MatchString(e) {
 				bad("aws_client_vpn.endpoints", fmt.Sprintf("%q", e), "not a Client VPN endpoint id like cvpn-endpoint-0123456789abcdef0")
 			}
+		}
+	}
+	return errs
+}
+
+// nonsense returns an error for every number in v that no key may hold:
+// NaN and infinite floats, negative durations. It walks every field, so a
+// key added later is checked too; key is the TOML key of v.
+func nonsense(v reflect.Value, key string) []error {
+	var errs []error
+	switch v.Kind() {
+	case reflect.Struct:
+		if d, ok := v.Interface().(Duration); ok {
+			if d.Duration < 0 {
+				errs = append(errs, &FieldError{Key: key, Value: d, Msg: "must not be negative"})
+			}
+			return errs
+		}
+		t := v.Type()
+		for i := range t.NumField() {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ",")
+			if name == "" || name == "-" || !t.Field(i).IsExported() {
+				continue
+			}
+			if key != "" {
+				name = key + "." + name
+			}
+			errs = append(errs, nonsense(v.Field(i), name)...)
+		}
+	case reflect.Slice, reflect.Array:
+		for i := range v.Len() {
+			errs = append(errs, nonsense(v.Index(i), fmt.Sprintf("%s[%d]", key, i))...)
+		}
+	case reflect.Float32, reflect.Float64:
+		if f := v.Float(); math.IsNaN(f) || math.IsInf(f, 0) {
+			errs = append(errs, &FieldError{Key: key, Value: f, Msg: "must be a finite number"})
 		}
 	}
 	return errs

@@ -3,8 +3,10 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +56,24 @@ func TestLoadErrors(t *testing.T) {
 		{"ovpnnone.toml", "[openvpn]\nenabled = true\n", []string{"openvpn.server", "at least one"}},
 		{"ovpndup.toml", "[openvpn]\nenabled = true\n[[openvpn.server]]\nstatus_file = \"/a\"\n[[openvpn.server]]\nstatus_file = \"/b\"\n", []string{"openvpn.server[1].name", "same name"}},
 		{"cvpn.toml", "[aws_client_vpn]\nenabled = true\nendpoints = [\"vpn-1\"]\n", []string{"aws_client_vpn.endpoints = \"vpn-1\"", "cvpn-endpoint-"}},
+		// Values no key may hold, and windows longer than a day.
+		{"huge.toml", "[idle]\nperiod = \"1s\"\nidle_after = \"2000000h\"\n", []string{"huge.toml", "idle.idle_after = 2000000h0m0s", "7200000000 periods of 1s", "at most 24h0m0s"}},
+		{"day.toml", "[idle]\nperiod = \"1h\"\nidle_after = \"25h\"\n", []string{"day.toml", "idle.idle_after = 25h0m0s", "at most 24h0m0s"}},
+		{"nan.toml", "[idle]\nkeep_awake_load = nan\n", []string{"nan.toml", "idle.keep_awake_load = NaN", "finite"}},
+		{"inf.toml", "[idle]\nkeep_awake_load = inf\n", []string{"inf.toml", "idle.keep_awake_load = +Inf", "finite"}},
+		{"neginf.toml", "[idle]\nkeep_awake_load = -inf\n", []string{"neginf.toml", "idle.keep_awake_load = -Inf", "finite"}},
+		{"negload.toml", "[idle]\nkeep_awake_load = -0.5\n", []string{"idle.keep_awake_load = -0.5", "negative"}},
+		{"negperiod.toml", "[idle]\nperiod = \"-1m\"\nidle_after = \"-15m\"\n", []string{"idle.period = -1m0s", "idle.idle_after = -15m0s", "must not be negative"}},
+		{"neggrace.toml", "[idle]\nboot_grace = \"-1s\"\n", []string{"idle.boot_grace = -1s", "must not be negative"}},
+		{"negbatch.toml", "[cloudwatch]\nbatch = \"-5m\"\n", []string{"cloudwatch.batch = -5m0s", "must not be negative"}},
+		{"negprobe.toml", "[tunnels]\nprobe_interval = \"-30s\"\n", []string{"tunnels.probe_interval = -30s", "must not be negative"}},
+		{"negtimeout.toml", "[action]\ntimeout = \"-1s\"\n", []string{"action.timeout = -1s", "must not be negative"}},
+		{"negwg.toml", "[wireguard]\nhandshake_timeout = \"-3m\"\n", []string{"wireguard.handshake_timeout = -3m0s", "must not be negative"}},
+		{"mmax.toml", "[idle]\ndatapoints_to_alarm = 9223372036854775807\n", []string{"idle.datapoints_to_alarm = 9223372036854775807", "between 1 and"}},
+		{"mneg.toml", "[idle]\ndatapoints_to_alarm = -1\n", []string{"idle.datapoints_to_alarm = -1", "between 1 and"}},
+		{"scan.toml", "scan_interval = \"2000000h\"\n", []string{"scan_interval = 2000000h0m0s", "between 10ms and 1h0m0s"}},
+		{"wgslow.toml", "[wireguard]\nenabled = true\npoll_interval = \"2h\"\n", []string{"wireguard.poll_interval = 2h0m0s", "between 100ms and 1h0m0s"}},
+		{"cvpnslow.toml", "[aws_client_vpn]\nenabled = true\nendpoints = [\"cvpn-endpoint-0123456789abcdef0\"]\npoll_interval = \"1h\"\n", []string{"aws_client_vpn.poll_interval = 1h0m0s", "at most 30m"}},
 		{"cvpnpoll.toml", "[aws_client_vpn]\nenabled = true\nendpoints = [\"cvpn-endpoint-0123456789abcdef0\"]\npoll_interval = \"1s\"\n", []string{"aws_client_vpn.poll_interval = 1s", "rate limited"}},
 	}
 	for _, tt := range tests {
@@ -70,6 +90,70 @@ func TestLoadErrors(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(dir, "none.toml")); !errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+// TestWindowBound: the idle window may be exactly one day, of any period.
+func TestWindowBound(t *testing.T) {
+	for _, text := range []string{
+		"[idle]\nperiod = \"1s\"\nidle_after = \"24h\"\n",
+		"[idle]\nperiod = \"24h\"\nidle_after = \"24h\"\n",
+		"[idle]\nperiod = \"1m\"\nidle_after = \"1440m\"\ndatapoints_to_alarm = 1440\nkeep_awake_load = 1e308\n",
+	} {
+		cfg := Default()
+		if err := Decode("x", text, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%q: %v", text, err)
+		}
+	}
+}
+
+// TestNonsenseEverywhere: every duration and float field, found by
+// walking the struct, refuses negative, NaN and infinite values, naming
+// its TOML key.
+func TestNonsenseEverywhere(t *testing.T) {
+	cfg := Default()
+	cfg.OpenVPN.Servers = []OpenVPNServer{{StatusFile: "/a"}}
+	keys := map[string]bool{}
+	var walk func(v reflect.Value, key string)
+	walk = func(v reflect.Value, key string) {
+		switch v.Kind() {
+		case reflect.Struct:
+			if d, ok := v.Addr().Interface().(*Duration); ok {
+				keys[key] = true
+				d.Duration = -time.Nanosecond
+				return
+			}
+			for i := range v.NumField() {
+				name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("toml"), ",")
+				if key != "" {
+					name = key + "." + name
+				}
+				walk(v.Field(i), name)
+			}
+		case reflect.Slice:
+			for i := range v.Len() {
+				walk(v.Index(i), fmt.Sprintf("%s[%d]", key, i))
+			}
+		case reflect.Float64:
+			keys[key] = true
+			v.SetFloat(math.NaN())
+		}
+	}
+	walk(reflect.ValueOf(&cfg).Elem(), "")
+	if !keys["idle.keep_awake_load"] || !keys["idle.idle_after"] || len(keys) < 15 {
+		t.Fatalf("walked %v", keys)
+	}
+	err := cfg.Validate()
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("got %v, want ErrInvalid", err)
+	}
+	for k := range keys {
+		if !strings.Contains(err.Error(), k+" = ") {
+			t.Errorf("error does not name %s: %v", k, err)
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/connwatch/connwatch/internal/atomicfile"
 	"github.com/connwatch/connwatch/internal/sshconfig"
@@ -44,7 +45,10 @@ var fixable = map[string]bool{
 
 // Result tells what a fix did.
 type Result struct {
-	File    string
+	File string
+	// Target is the file written when File is a symbolic link (the link
+	// stays); else File.
+	Target  string
 	Backup  string // "" when there was no previous file
 	Content []byte
 	Changed bool // false when the file already had this content
@@ -100,8 +104,10 @@ type ServerFix struct {
 }
 
 // WriteServerFix writes settings to the drop-in: the previous content is
-// copied to FILE.connwatch-bak, the new one written atomically and the
-// whole configuration checked with sshd -t. When the check fails the
+// copied to FILE.connwatch-bak, the new one written atomically (through
+// FILE when it is a symbolic link, keeping the target's mode and owner:
+// atomicfile.WriteThrough) and the whole configuration checked with
+// sshd -t. When the check fails the
 // previous content is put back (or the new file removed) and the error
 // wraps ErrInvalid and carries sshd's message. Nothing is reloaded.
 func WriteServerFix(ctx context.Context, o ServerFix, settings []Setting) (Result, error) {
@@ -110,21 +116,21 @@ func WriteServerFix(ctx context.Context, o ServerFix, settings []Setting) (Resul
 		return Result{}, err
 	}
 	res := Result{File: o.File, Content: content}
-	old, err := os.ReadFile(o.File)
-	existed := err == nil
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	cur, err := readThrough(o.File)
+	if err != nil {
 		return res, fmt.Errorf("write fix: %w", err)
 	}
-	if existed && bytes.Equal(old, content) {
+	res.Target = cur.target
+	if cur.existed && bytes.Equal(cur.data, content) {
 		return res, nil
 	}
-	if existed {
+	if cur.existed {
 		res.Backup = o.File + BackupSuffix
-		if err := atomicfile.Write(res.Backup, old, 0o644); err != nil {
+		if err := cur.backUp(res.Backup); err != nil {
 			return res, fmt.Errorf("write fix: back up: %w", err)
 		}
 	}
-	if err := atomicfile.Write(o.File, content, 0o644); err != nil {
+	if _, err := atomicfile.WriteThrough(o.File, content, 0o644); err != nil {
 		return res, fmt.Errorf("write fix: %w", err)
 	}
 	bin := o.SSHD
@@ -137,8 +143,8 @@ func WriteServerFix(ctx context.Context, o ServerFix, settings []Setting) (Resul
 	}
 	if _, verr := o.Runner.Output(ctx, bin, args...); verr != nil {
 		var rerr error
-		if existed {
-			rerr = atomicfile.Write(o.File, old, 0o644)
+		if cur.existed {
+			_, rerr = atomicfile.WriteThrough(o.File, cur.data, 0o644)
 		} else {
 			rerr = os.Remove(o.File)
 		}
@@ -165,6 +171,12 @@ type ClientFix struct {
 // it reads). The new text is first checked with ssh -G -F on a temporary
 // copy, including that the settings take effect; only then is the
 // previous file copied to FILE.connwatch-bak and replaced atomically.
+// When FILE is a symbolic link (a ~/.ssh/config kept with dotfiles) the
+// file it leads to is replaced and the link stays; the file and its
+// backup keep the owner and mode the file had, so root fixing a user's
+// file leaves it the user's. A link to nothing, or a link owned by
+// someone else than its target's owner, is an error and nothing is
+// written.
 func WriteClientFix(ctx context.Context, o ClientFix, settings []Setting) (Result, error) {
 	res := Result{File: o.File}
 	for _, s := range settings {
@@ -175,28 +187,25 @@ func WriteClientFix(ctx context.Context, o ClientFix, settings []Setting) (Resul
 	if o.Host == "" || strings.ContainsAny(o.Host, " \t\n\"") {
 		return res, fmt.Errorf("write fix: bad host %q", o.Host)
 	}
-	old, err := os.ReadFile(o.File)
-	existed := err == nil
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.MkdirAll(filepath.Dir(o.File), 0o700); err != nil {
 		return res, fmt.Errorf("write fix: %w", err)
 	}
-	content, err := SetBlock(old, o.Host, settings)
+	cur, err := readThrough(o.File)
+	if err != nil {
+		return res, fmt.Errorf("write fix: %w", err)
+	}
+	res.Target = cur.target
+	content, err := SetBlock(cur.data, o.Host, settings)
 	if err != nil {
 		return res, fmt.Errorf("write fix: %s: %w", o.File, err)
 	}
 	res.Content = content
-	if existed && bytes.Equal(old, content) {
+	if cur.existed && bytes.Equal(cur.data, content) {
 		return res, nil
 	}
-	perm := fs.FileMode(0o600)
-	if fi, err := os.Stat(o.File); err == nil {
-		perm = fi.Mode().Perm()
-	}
-	dir := filepath.Dir(o.File)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return res, fmt.Errorf("write fix: %w", err)
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(o.File)+".check*")
+	// The copy ssh -G checks goes in a private temporary directory, not
+	// next to the file: the agent may run as root in a user's ~/.ssh.
+	tmp, err := os.CreateTemp("", "connwatch-ssh-config.check*")
 	if err != nil {
 		return res, fmt.Errorf("write fix: %w", err)
 	}
@@ -217,17 +226,55 @@ func WriteClientFix(ctx context.Context, o ClientFix, settings []Setting) (Resul
 			return res, fmt.Errorf("write fix: %w, %s left as it was: ssh -G %s gives %s %q, not %q", ErrInvalid, o.File, o.Host, s.Key, v, s.Value)
 		}
 	}
-	if existed {
+	if cur.existed {
 		res.Backup = o.File + BackupSuffix
-		if err := atomicfile.Write(res.Backup, old, perm); err != nil {
+		if err := cur.backUp(res.Backup); err != nil {
 			return res, fmt.Errorf("write fix: back up: %w", err)
 		}
 	}
-	if err := atomicfile.Write(o.File, content, perm); err != nil {
+	if _, err := atomicfile.WriteThrough(o.File, content, 0o600); err != nil {
 		return res, fmt.Errorf("write fix: %w", err)
 	}
 	res.Changed = true
 	return res, nil
+}
+
+// current is a config file as found before a fix: path may be a
+// symbolic link (dotfiles), target is the file it leads to.
+type current struct {
+	target  string
+	existed bool
+	data    []byte
+	info    fs.FileInfo
+}
+
+// readThrough reads path through its symbolic links, with
+// atomicfile.Target's checks: a link to nothing, or a link owned by
+// someone else than its target's owner, is an error before anything is
+// written.
+func readThrough(path string) (current, error) {
+	target, fi, err := atomicfile.Target(path)
+	if err != nil {
+		return current{}, err
+	}
+	c := current{target: target, info: fi}
+	if fi == nil {
+		return c, nil
+	}
+	if c.data, err = os.ReadFile(target); err != nil {
+		return current{}, err
+	}
+	c.existed = true
+	return c, nil
+}
+
+// backUp writes the previous content to path (a link there is replaced,
+// never followed) with the mode and owner of the file it came from.
+func (c current) backUp(path string) error {
+	if st, ok := c.info.Sys().(*syscall.Stat_t); ok {
+		return atomicfile.WriteAs(path, c.data, c.info.Mode().Perm(), int(st.Uid), int(st.Gid))
+	}
+	return atomicfile.Write(path, c.data, c.info.Mode().Perm())
 }
 
 // SetBlock returns ssh_config text with the connwatch block holding

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -339,9 +340,10 @@ func Processes(procRoot string, patterns []*regexp.Regexp) ([]policy.Hold, error
 }
 
 // Load returns a hold while the 1-minute load average is at or above
-// threshold (threshold <= 0: never).
+// threshold (threshold <= 0, NaN or +Inf: never). Every comparison is
+// written so that NaN, for which every comparison is false, gives no hold.
 func Load(procRoot string, threshold float64) ([]policy.Hold, error) {
-	if threshold <= 0 {
+	if !(threshold > 0) || math.IsInf(threshold, 1) {
 		return nil, nil
 	}
 	if procRoot == "" {
@@ -359,7 +361,7 @@ func Load(procRoot string, threshold float64) ([]policy.Hold, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse load average: %w", err)
 	}
-	if l1 < threshold {
+	if !(l1 >= threshold) {
 		return nil, nil
 	}
 	return []policy.Hold{{Kind: "load", Name: "load average", Reason: fmt.Sprintf("1-minute load %.2f >= %.2f", l1, threshold)}}, nil

@@ -1,6 +1,7 @@
 package hold
 
 import (
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -103,6 +104,17 @@ func TestProcessesAndLoad(t *testing.T) {
 	}
 	if h, _ := Load(dir, 0); len(h) != 0 {
 		t.Errorf("threshold 0: %v", h)
+	}
+	// NaN compares false with everything: it once held the machine up
+	// forever (load < NaN is false).
+	for _, th := range []float64{math.NaN(), math.Inf(1), math.Inf(-1), -1} {
+		if h, err := Load(dir, th); len(h) != 0 || err != nil {
+			t.Errorf("threshold %v: holds %v, err %v", th, h, err)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "loadavg"), []byte("nan 1.00 0.50 1/100 1234\n"), 0o644)
+	if h, err := Load(dir, 2); len(h) != 0 || err != nil {
+		t.Errorf("load NaN: holds %v, err %v", h, err)
 	}
 }
 

@@ -95,13 +95,25 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
+// MaxWindow bounds the idle window, EvaluationPeriods × Period: one day,
+// as CloudWatch bounds an alarm of periods shorter than an hour. The
+// policy keeps and evaluates a datapoint per period of the window.
+const MaxWindow = 24 * time.Hour
+
 // Validate checks a config with defaults applied.
 func (c Config) Validate() error {
 	if c.Period < MinPeriod {
 		return fmt.Errorf("%w: period %v is shorter than %v", ErrConfig, c.Period, MinPeriod)
 	}
-	if c.BootGrace < 0 || c.WarnBefore < 0 || c.IgnoreIdleAfter < 0 {
+	// Divide rather than multiply: N × Period may overflow.
+	if n := c.EvaluationPeriods; n < 1 || n > int(MaxWindow/c.Period) {
+		return fmt.Errorf("%w: %d evaluation periods of %v: the window must be between one period and %v", ErrConfig, n, c.Period, MaxWindow)
+	}
+	if c.BootGrace < 0 || c.WarnBefore < 0 || c.IgnoreIdleAfter < 0 || c.MaxGap < 0 {
 		return fmt.Errorf("%w: durations must not be negative", ErrConfig)
+	}
+	if c.MaxAttempts < 1 {
+		return fmt.Errorf("%w: max attempts %d: must be at least 1", ErrConfig, c.MaxAttempts)
 	}
 	if err := c.alarm().Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)

@@ -114,3 +114,14 @@ func (u User) Chown(t testing.TB, path string) {
 		t.Fatalf("chown %s to %s: %v", path, u.Name, err)
 	}
 }
+
+// Owner returns the uid and gid of path itself (a link is not followed).
+func Owner(t testing.TB, path string) (uid, gid uint32) {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	return st.Uid, st.Gid
+}

@@ -159,6 +159,21 @@ type IdleAlarm struct {
 	TreatMissingData string
 }
 
+// maxEvaluationPeriods is PutMetricAlarm's bound on EvaluationPeriods for
+// a period of secs seconds: Period × EvaluationPeriods is at most one day
+// for periods shorter than an hour, seven days otherwise. Dividing, not
+// multiplying, so that a huge count cannot overflow past the check (and
+// then be truncated to an int32).
+func maxEvaluationPeriods(secs int) int {
+	if secs <= 0 {
+		return 0
+	}
+	if secs < 3600 {
+		return 86400 / secs
+	}
+	return 604800 / secs
+}
+
 // Input returns the PutMetricAlarm input, or an error wrapping
 // ErrInvalidAlarm (or ErrHibernateAction).
 func (a IdleAlarm) Input() (*cwapi.PutMetricAlarmInput, error) {
@@ -187,8 +202,8 @@ func (a IdleAlarm) Input() (*cwapi.PutMetricAlarmInput, error) {
 		return nil, bad("treat missing data %q: want missing, breaching, notBreaching or ignore", a.TreatMissingData)
 	case a.Period%time.Second != 0 || secs != 10 && secs != 30 && (secs < 60 || secs%60 != 0):
 		return nil, bad("period %v: an alarm's period is 10s, 30s or a multiple of 1m", a.Period)
-	case a.EvaluationPeriods < 1 || secs < 3600 && secs*a.EvaluationPeriods > 86400:
-		return nil, bad("%d evaluation periods of %v: must be at least 1 and span at most a day", a.EvaluationPeriods, a.Period)
+	case a.EvaluationPeriods < 1 || a.EvaluationPeriods > maxEvaluationPeriods(secs):
+		return nil, bad("%d evaluation periods of %v: must be at least 1 and span at most a day (seven days for periods of an hour or more)", a.EvaluationPeriods, a.Period)
 	case a.DatapointsToAlarm < 1 || a.DatapointsToAlarm > a.EvaluationPeriods:
 		return nil, bad("datapoints to alarm %d: must be between 1 and the evaluation periods (%d)", a.DatapointsToAlarm, a.EvaluationPeriods)
 	case len(a.Name) > 255:

@@ -2,14 +2,11 @@ package notify
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/connwatch/connwatch/internal/hook"
 	"github.com/connwatch/connwatch/internal/outbox"
 )
 
@@ -32,7 +29,7 @@ type CommandOptions struct {
 	// Command is run as `/bin/sh -c Command` once per message.
 	Command string
 	// Timeout bounds one run, after which the command's whole process
-	// group is killed; zero means DefaultCommandTimeout.
+	// group is killed (package hook); zero means DefaultCommandTimeout.
 	Timeout time.Duration
 	// Shell replaces /bin/sh.
 	Shell string
@@ -98,25 +95,11 @@ func (c *Command) run(ctx context.Context, m Message) error {
 	if err != nil {
 		return fmt.Errorf("%w (%w)", err, outbox.ErrPermanent)
 	}
-	env := c.o.Env
-	if env == nil {
-		env = os.Environ()
-	}
-	env = append(env[:len(env):len(env)], vars...)
-
-	ctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
-	defer cancel()
-	var stderr tail
-	cmd := exec.CommandContext(ctx, c.o.Shell, "-c", c.o.Command)
-	cmd.Env = env
-	cmd.Stderr = &stderr
-	// Its own process group, so that a timeout kills what the shell
-	// started too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
-
-	err = cmd.Run()
+	stderr := &hook.Tail{}
+	err = hook.Hook{
+		Command: c.o.Command, Shell: c.o.Shell, Env: c.o.Env, ExtraEnv: vars,
+		Timeout: c.o.Timeout, Stderr: stderr,
+	}.Run(ctx)
 	if err == nil {
 		return nil
 	}
@@ -124,22 +107,5 @@ func (c *Command) run(ctx context.Context, m Message) error {
 	if s := oneLine(stderr.String(), 300); s != "" {
 		said = ": " + s
 	}
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("run hook %q: killed after %s: %w%s", c.o.Command, c.o.Timeout, ctx.Err(), said)
-	}
 	return fmt.Errorf("run hook %q: %w%s", c.o.Command, err, said)
 }
-
-// tail keeps the last 4 KiB written to it.
-type tail struct{ b []byte }
-
-func (t *tail) Write(p []byte) (int, error) {
-	const max = 4 << 10
-	t.b = append(t.b, p...)
-	if len(t.b) > max {
-		t.b = append(t.b[:0], t.b[len(t.b)-max:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tail) String() string { return string(t.b) }
