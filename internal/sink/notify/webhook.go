@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -84,14 +85,30 @@ type slackBody struct {
 	Text string `json:"text"`
 }
 
-// Format returns the request body for m: the Message as JSON, or with
-// Slack set, {"text": Text(m)}.
+// Format returns the request body for m: the Message as JSON, exactly,
+// or with Slack set, {"text": SlackText(m)}.
 func (w *Webhook) Format(m Message) ([]byte, error) {
 	if w.o.Slack {
-		return json.Marshal(slackBody{Text: Text(m)})
+		return json.Marshal(slackBody{Text: SlackText(m)})
 	}
 	return json.Marshal(m)
 }
+
+// SlackText is Text(m) as Slack's message formatting needs it: "&", "<"
+// and ">" become "&amp;", "&lt;" and "&gt;", so a user named <!channel>,
+// <@U0123> or <http://x|y> is shown, not turned into a mention or a
+// link; and "@channel", "@here", "@everyone" and "@all", which
+// Slack-compatible receivers (Mattermost, Discord's /slack endpoint)
+// treat as mentions in plain text, get a zero-width space after the "@".
+func SlackText(m Message) string {
+	t := slackEscaper.Replace(Text(m))
+	return plainMention.ReplaceAllString(t, "@\u200b$1")
+}
+
+var (
+	slackEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+	plainMention = regexp.MustCompile(`(?i)@(channel|here|everyone|all)\b`)
+)
 
 var _ outbox.Deliver = (*Webhook)(nil).Deliver
 
