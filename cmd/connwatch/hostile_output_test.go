@@ -167,11 +167,7 @@ func TestHostileInhibitReasonReachesRootEscaped(t *testing.T) {
 	}
 
 	// The agent turns the lock into a hold; status shows the agent's view.
-	proc := filepath.Join(t.TempDir(), "proc")
-	os.MkdirAll(filepath.Join(proc, "sys", "kernel", "random"), 0o755)
-	os.MkdirAll(filepath.Join(proc, "net"), 0o755)
-	os.WriteFile(filepath.Join(proc, "stat"), []byte("btime 1700000000\n"), 0o644)
-	os.WriteFile(filepath.Join(proc, "sys", "kernel", "random", "boot_id"), []byte("3a1f6c1e-0000-4000-8000-000000000003\n"), 0o644)
+	proc := emptyProc(t, t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	done := make(chan int, 1)
