@@ -32,6 +32,7 @@ import (
 	"github.com/connwatch/connwatch/internal/hold"
 	"github.com/connwatch/connwatch/internal/host"
 	"github.com/connwatch/connwatch/internal/policy"
+	"github.com/connwatch/connwatch/internal/secret"
 	"github.com/connwatch/connwatch/internal/session"
 	"github.com/connwatch/connwatch/internal/sink/cloudwatch"
 	promsink "github.com/connwatch/connwatch/internal/sink/prometheus"
@@ -89,7 +90,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("warn-before", func(d *config.Agent) { d.Idle.WarnBefore = i.WarnBefore })
 	fs.BoolVar(&i.Wall, "wall", i.Wall, "send the warning to logged-in terminals with wall")
 	bind("wall", func(d *config.Agent) { d.Idle.Wall = i.Wall })
-	fs.StringVar(&i.WarnCommand, "warn-command", "", "notification hook: shell command run when the warning goes out (gets CONNWATCH_STOP_AT, CONNWATCH_REASON, CONNWATCH_EVENT)")
+	fs.StringVar(&i.WarnCommand, "warn-command", "", "notification hook: shell command run when the warning goes out (gets CONNWATCH_STOP_AT, CONNWATCH_REASON, CONNWATCH_EVENT); flags are visible in ps: keep tokens in a script or the config file")
 	bind("warn-command", func(d *config.Agent) { d.Idle.WarnCommand = i.WarnCommand })
 	fs.DurationVar(&i.IgnoreIdleAfter.Duration, "ignore-idle-after", 0, "sessions idle for longer do not keep the machine up (0: off)")
 	bind("ignore-idle-after", func(d *config.Agent) { d.Idle.IgnoreIdleAfter = i.IgnoreIdleAfter })
@@ -111,7 +112,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("webhook-slack", func(d *config.Agent) { d.Notify.WebhookSlack = n.WebhookSlack })
 	fs.StringVar(&n.SNSTopic, "sns-topic", "", "publish every event to this SNS topic ARN")
 	bind("sns-topic", func(d *config.Agent) { d.Notify.SNSTopic = n.SNSTopic })
-	fs.StringVar(&n.Command, "notify-command", "", "run this shell command per event (gets CONNWATCH_EVENT, CONNWATCH_TEXT, CONNWATCH_KEY)")
+	fs.StringVar(&n.Command, "notify-command", "", "run this shell command per event (gets CONNWATCH_EVENT, CONNWATCH_TEXT, CONNWATCH_KEY); flags are visible in ps: keep tokens in a script or the config file")
 	bind("notify-command", func(d *config.Agent) { d.Notify.Command = n.Command })
 	fs.StringVar(&n.SpoolDir, "spool-dir", "", "directory of the notification outboxes (default STATE_DIR/spool)")
 	bind("spool-dir", func(d *config.Agent) { d.Notify.SpoolDir = n.SpoolDir })
@@ -178,7 +179,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	a := &v.Action
 	fs.StringVar(&a.Type, "action", a.Type, "what to do when idle: "+strings.Join(config.Actions, ", "))
 	bind("action", func(d *config.Agent) { d.Action.Type = a.Type })
-	fs.StringVar(&a.Command, "action-command", "", "shell command for --action command (gets CONNWATCH_REASON, CONNWATCH_IDLE_SINCE)")
+	fs.StringVar(&a.Command, "action-command", "", "shell command for --action command (gets CONNWATCH_REASON, CONNWATCH_IDLE_SINCE); events and logs name only its program, but flags are visible in ps: keep tokens in a script or the config file")
 	bind("action-command", func(d *config.Agent) { d.Action.Command = a.Command })
 	fs.DurationVar(&a.Timeout.Duration, "action-timeout", a.Timeout.Duration, "time limit of one action")
 	bind("action-timeout", func(d *config.Agent) { d.Action.Timeout = a.Timeout })
@@ -570,7 +571,8 @@ func runHook(ctx context.Context, command string, e event.Event) error {
 		cmd.Env = append(cmd.Env, "CONNWATCH_STOP_AT="+e.StopAt.UTC().Format(time.RFC3339))
 	}
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("run %q: %w: %s", command, err, strings.TrimSpace(string(out)))
+		// The command line may hold a token: name its program only.
+		return fmt.Errorf("run %s: %w: %s", secret.DescribeCommand("warn command", command), err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"syscall"
 	"time"
+
+	"github.com/connwatch/connwatch/internal/secret"
 )
 
 // Environment variables a Command sees, besides the agent's own.
@@ -19,7 +21,9 @@ const (
 
 // Command runs a user command with /bin/sh -c. It is bounded by Timeout,
 // after which the command's whole process group is killed; a non-zero exit
-// is an error carrying the tail of its standard error.
+// is an error carrying the tail of its standard error. Results and errors
+// name the command by its program only (secret.DescribeCommand): its
+// arguments may hold a token, and results become events.
 type Command struct {
 	// Command is the shell command line.
 	Command string
@@ -72,20 +76,23 @@ func (c *Command) Do(ctx context.Context, r Request) (Result, error) {
 	cmd.WaitDelay = time.Second
 
 	err := cmd.Run()
+	// The command line may hold a token: events, logs and errors name it
+	// only by its program.
+	what := secret.DescribeCommand("the configured command", c.Command)
 	tail := ""
 	if t := lastLines(stderr.b, 5); t != "" {
 		tail = ": " + t
 	}
 	if ctxErr := ctx.Err(); ctxErr != nil && err != nil {
 		if errors.Is(ctxErr, context.DeadlineExceeded) {
-			return Result{}, fmt.Errorf("run command %q: killed after %s: %w%s", c.Command, timeout, ctxErr, tail)
+			return Result{}, fmt.Errorf("run %s: killed after %s: %w%s", what, timeout, ctxErr, tail)
 		}
-		return Result{}, fmt.Errorf("run command %q: %w%s", c.Command, ctxErr, tail)
+		return Result{}, fmt.Errorf("run %s: %w%s", what, ctxErr, tail)
 	}
 	if err != nil {
-		return Result{}, fmt.Errorf("run command %q: %w%s", c.Command, err, tail)
+		return Result{}, fmt.Errorf("run %s: %w%s", what, err, tail)
 	}
-	summary := fmt.Sprintf("ran command %q", c.Command)
+	summary := "ran " + what
 	if out := lastLines(stdout.b, 1); out != "" {
 		summary += ": " + out
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/connwatch/connwatch/internal/outbox"
+	"github.com/connwatch/connwatch/internal/secret"
 )
 
 // Environment variables a command hook sees, besides the agent's own.
@@ -124,10 +125,12 @@ func (c *Command) run(ctx context.Context, m Message) error {
 	if s := oneLine(stderr.String(), 300); s != "" {
 		said = ": " + s
 	}
+	// The command line may hold a token: errors are logged.
+	what := secret.DescribeCommand("hook", c.o.Command)
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("run hook %q: killed after %s: %w%s", c.o.Command, c.o.Timeout, ctx.Err(), said)
+		return fmt.Errorf("run %s: killed after %s: %w%s", what, c.o.Timeout, ctx.Err(), said)
 	}
-	return fmt.Errorf("run hook %q: %w%s", c.o.Command, err, said)
+	return fmt.Errorf("run %s: %w%s", what, err, said)
 }
 
 // tail keeps the last 4 KiB written to it.
