@@ -106,8 +106,22 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	n := &v.Notify
 	fs.StringVar(&n.Events, "notify-events", n.Events, "event types sent to notification sinks (comma-separated)")
 	bind("notify-events", func(d *config.Agent) { d.Notify.Events = n.Events })
-	fs.StringVar(&n.Webhook, "webhook", "", "POST every event as JSON to this URL (durable outbox, retries)")
-	bind("webhook", func(d *config.Agent) { d.Notify.Webhook = n.Webhook })
+	fs.StringVar(&n.Webhook, "webhook", "", "POST every event as JSON to this URL (durable outbox, retries); a flag is visible to every local user in ps, and Slack URLs are secrets: prefer --webhook-url-file")
+	// Either flag replaces the other's setting from the config file; both
+	// flags at once are refused by Validate.
+	bind("webhook", func(d *config.Agent) {
+		d.Notify.Webhook = n.Webhook
+		if !fs.Changed("webhook-url-file") {
+			d.Notify.WebhookURLFile = ""
+		}
+	})
+	fs.StringVar(&n.WebhookURLFile, "webhook-url-file", "", "like --webhook, with the URL read from this file (one line; refused if group or others can write it), at start and on SIGHUP")
+	bind("webhook-url-file", func(d *config.Agent) {
+		d.Notify.WebhookURLFile = n.WebhookURLFile
+		if !fs.Changed("webhook") {
+			d.Notify.Webhook = ""
+		}
+	})
 	fs.BoolVar(&n.WebhookSlack, "webhook-slack", false, `send {"text": "..."} for Slack-compatible incoming webhooks`)
 	bind("webhook-slack", func(d *config.Agent) { d.Notify.WebhookSlack = n.WebhookSlack })
 	fs.StringVar(&n.SNSTopic, "sns-topic", "", "publish every event to this SNS topic ARN")
@@ -539,6 +553,7 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 				var np parts
 				if np, err = buildParts(newCfg); err == nil {
 					a.Reconfigure(agent.Reconfig{Policy: np.policy, Actor: np.actor, Holds: np.holds})
+					sinks.reload(log)
 					continue
 				}
 			}
