@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -66,7 +67,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("ssh-port", func(d *config.Agent) { d.SSHPorts = v.SSHPorts })
 	fs.StringVar(&v.SSHDLog, "sshd-log", v.SSHDLog, `sshd log file to follow: "auto", a path, or "" for none`)
 	bind("sshd-log", func(d *config.Agent) { d.SSHDLog = v.SSHDLog })
-	fs.StringVar(&v.MetricsAddr, "metrics-addr", v.MetricsAddr, `serve Prometheus metrics on this address ("" for none); anything but loopback exposes who is connected`)
+	fs.StringVar(&v.MetricsAddr, "metrics-addr", v.MetricsAddr, `serve Prometheus metrics on this address ("" for none); anything but loopback exposes who is connected; the agent does not start when it cannot listen there`)
 	bind("metrics-addr", func(d *config.Agent) { d.MetricsAddr = v.MetricsAddr })
 	fs.BoolVar(&v.MetricsPerUser, "metrics-per-user", false, "add a user label to connwatch_sessions (one series per user)")
 	bind("metrics-per-user", func(d *config.Agent) { d.MetricsPerUser = v.MetricsPerUser })
@@ -377,6 +378,16 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 	if err != nil {
 		return err
 	}
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		// The operator asked for metrics: an address another process
+		// holds (it would answer scrapes in connwatch's name) stops the
+		// start.
+		if metricsLn, err = promsink.Listen(ctx, cfg.MetricsAddr); err != nil {
+			return err
+		}
+		defer metricsLn.Close()
+	}
 	pol, err := policy.New(pp.policy, boot, bootID, saved)
 	if err != nil {
 		return usageError{err}
@@ -523,12 +534,10 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 		g.Go(func() error { return run(gctx) })
 	}
 	if metrics != nil {
+		// Fatal: a port given up could be taken by anyone (under systemd,
+		// the restart says so loudly).
 		g.Go(func() error {
-			// Not fatal: watching sessions matters more than serving metrics.
-			if err := metrics.Serve(gctx, cfg.MetricsAddr); err != nil {
-				log.Error("metrics endpoint failed; continuing without it", "addr", cfg.MetricsAddr, "err", err)
-			}
-			return nil
+			return metrics.ServeListener(gctx, metricsLn)
 		})
 	}
 	g.Go(func() error {

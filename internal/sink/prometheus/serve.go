@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -55,24 +56,39 @@ func (m *Metrics) mux() http.Handler {
 	return mux
 }
 
-// Serve listens on addr (DefaultAddr when empty) and serves /metrics and
-// an index at / until ctx is cancelled; then it lets scrapes in flight
-// finish (for a few seconds at most) and returns nil. It returns an
-// error when it cannot listen or the server fails.
-func (m *Metrics) Serve(ctx context.Context, addr string) error {
+// Listen opens addr (DefaultAddr when empty) for the endpoint. The agent
+// calls it before anything else starts: an address another process holds
+// (which could then serve made-up metrics in connwatch's name) is an
+// error, not a warning.
+func Listen(ctx context.Context, addr string) (net.Listener, error) {
 	if addr == "" {
 		addr = DefaultAddr
 	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("listen for metrics on %s: %w (another process holds this address: stop it, or choose another metrics address, or \"\" for none)", addr, err)
+	}
 	if err != nil {
-		return fmt.Errorf("listen for metrics: %w", err)
+		return nil, fmt.Errorf("listen for metrics on %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// Serve listens on addr (DefaultAddr when empty) and serves /metrics and
+// an index at / until ctx is cancelled; then it lets scrapes in flight
+// finish (for a few seconds at most) and returns nil. It returns an
+// error when it cannot listen or the server fails.
+func (m *Metrics) Serve(ctx context.Context, addr string) error {
+	ln, err := Listen(ctx, addr)
+	if err != nil {
+		return err
 	}
 	return m.ServeListener(ctx, ln)
 }
 
-// ServeListener is Serve on a listener the caller opened (tests use
-// 127.0.0.1:0). It closes ln.
+// ServeListener is Serve on a listener the caller opened (Listen; tests
+// use 127.0.0.1:0). It closes ln.
 func (m *Metrics) ServeListener(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           m.mux(),
