@@ -69,6 +69,8 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("sshd-log", func(d *config.Agent) { d.SSHDLog = v.SSHDLog })
 	fs.StringVar(&v.MetricsAddr, "metrics-addr", v.MetricsAddr, `serve Prometheus metrics on this address ("" for none); anything but loopback exposes who is connected; the agent does not start when it cannot listen there`)
 	bind("metrics-addr", func(d *config.Agent) { d.MetricsAddr = v.MetricsAddr })
+	fs.StringVar(&v.MetricsWebConfigFile, "web.config.file", "", "Prometheus web configuration file for the metrics endpoint: TLS and basic auth, as node_exporter's (re-read at every scrape)")
+	bind("web.config.file", func(d *config.Agent) { d.MetricsWebConfigFile = v.MetricsWebConfigFile })
 	fs.BoolVar(&v.MetricsPerUser, "metrics-per-user", false, "add a user label to connwatch_sessions (one series per user)")
 	bind("metrics-per-user", func(d *config.Agent) { d.MetricsPerUser = v.MetricsPerUser })
 	fs.StringVar(&v.LogFormat, "log-format", v.LogFormat, "log format: text or json")
@@ -380,9 +382,12 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 	}
 	var metricsLn net.Listener
 	if cfg.MetricsAddr != "" {
-		// The operator asked for metrics: an address another process
-		// holds (it would answer scrapes in connwatch's name) stops the
-		// start.
+		// The operator asked for metrics: a web config that does not
+		// check, or an address another process holds (it would answer
+		// scrapes in connwatch's name), stops the start.
+		if err := promsink.ValidateWebConfig(cfg.MetricsWebConfigFile); err != nil {
+			return err
+		}
 		if metricsLn, err = promsink.Listen(ctx, cfg.MetricsAddr); err != nil {
 			return err
 		}
@@ -537,7 +542,7 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 		// Fatal: a port given up could be taken by anyone (under systemd,
 		// the restart says so loudly).
 		g.Go(func() error {
-			return metrics.ServeListener(gctx, metricsLn)
+			return metrics.ServeListener(gctx, metricsLn, promsink.ServeOptions{WebConfigFile: cfg.MetricsWebConfigFile, Logger: log.With("sink", "prometheus")})
 		})
 	}
 	g.Go(func() error {
@@ -729,6 +734,7 @@ func restartOnly(old, new config.Agent) []string {
 	diff("ssh_ports", old.SSHPorts, new.SSHPorts)
 	diff("sshd_log", old.SSHDLog, new.SSHDLog)
 	diff("metrics_addr", old.MetricsAddr, new.MetricsAddr)
+	diff("metrics_web_config_file", old.MetricsWebConfigFile, new.MetricsWebConfigFile)
 	diff("metrics_per_user", old.MetricsPerUser, new.MetricsPerUser)
 	diff("log_format", old.LogFormat, new.LogFormat)
 	diff("log_level", old.LogLevel, new.LogLevel)

@@ -3,6 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -59,5 +64,82 @@ func TestAgentRefusesTakenMetricsAddress(t *testing.T) {
 	}
 	if code != exitFailure || !strings.Contains(stderr, "listen for metrics on "+addr) || !strings.Contains(stderr, "address already in use") {
 		t.Errorf("exit %d, stderr:\n%s\nwant exit %d naming %s and why", code, stderr, exitFailure, addr)
+	}
+}
+
+// TestAgentMetricsWebConfig runs the agent with --web.config.file (TLS
+// and basic auth, as node_exporter's): a scrape without credentials gets
+// 401, with them 200 and the metrics.
+func TestAgentMetricsWebConfig(t *testing.T) {
+	dir := t.TempDir()
+	w := promtest.NewWebConfig(t, dir, "prometheus", "correct horse")
+	addr := promtest.FreeAddr(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan string, 1)
+	go func() {
+		_, _, stderr := runCLIContext(ctx, []string{"agent", "--proc", emptyProc(t, dir), "--state-dir", filepath.Join(dir, "state"),
+			"--events", filepath.Join(dir, "events.jsonl"), "--metrics-addr", addr, "--web.config.file", w.Path, "--sshd-log", "", "--wall=false"})
+		done <- stderr
+	}()
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: w.Pool}}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 2 * time.Second}
+	scrape := func(auth bool) (int, string, error) {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/metrics", nil)
+		if auth {
+			req.SetBasicAuth(w.User, w.Password)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), nil
+	}
+	var (
+		code int
+		body string
+		err  error
+	)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if code, body, err = scrape(true); (err == nil && strings.Contains(body, "connwatch_sessions")) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if code != http.StatusOK || !strings.Contains(body, `connwatch_sessions{kind="ssh",mode="tty"} 0`) {
+		t.Errorf("scrape with credentials: %d %v, want 200 and the metrics:\n%s", code, err, body)
+	}
+	if code, _, err := scrape(false); code != http.StatusUnauthorized {
+		t.Errorf("scrape without credentials: %d %v, want 401", code, err)
+	}
+	cancel()
+	if stderr := <-done; t.Failed() {
+		t.Logf("agent log:\n%s", stderr)
+	}
+}
+
+// TestConfigCheckWebConfig: config check reads the web config file the
+// agent would serve with.
+func TestConfigCheckWebConfig(t *testing.T) {
+	dir := t.TempDir()
+	w := promtest.NewWebConfig(t, dir, "prometheus", "pw")
+	cfg := filepath.Join(dir, "connwatch.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("metrics_web_config_file = %q\n", w.Path)), 0o600)
+	if code, stdout, stderr := runCLI(t, []string{"config", "check", cfg}); code != exitOK || !strings.Contains(stdout, ": ok") {
+		t.Errorf("a good web config: exit %d, %s%s", code, stdout, stderr)
+	}
+	bad := filepath.Join(dir, "bad-web.yml")
+	os.WriteFile(bad, []byte("basic_auth_users:\n  prometheus: plaintext-password\n"), 0o600)
+	os.WriteFile(cfg, []byte(fmt.Sprintf("metrics_web_config_file = %q\n", bad)), 0o600)
+	if code, _, stderr := runCLI(t, []string{"config", "check", cfg}); code != exitFailure || !strings.Contains(stderr, "metrics_web_config_file") || !strings.Contains(stderr, bad) || !strings.Contains(stderr, "bcrypt") {
+		t.Errorf("a web config with a plain password: exit %d, stderr %q", code, stderr)
+	}
+	// The agent refuses it too, before it listens.
+	code, _, stderr := runCLI(t, []string{"agent", "--config", cfg, "--proc", emptyProc(t, dir), "--state-dir", filepath.Join(dir, "state"),
+		"--events", filepath.Join(dir, "events.jsonl"), "--metrics-addr", promtest.FreeAddr(t), "--sshd-log", ""})
+	if code != exitFailure || !strings.Contains(stderr, bad) {
+		t.Errorf("agent with a bad web config: exit %d, stderr %q", code, stderr)
 	}
 }

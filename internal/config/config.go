@@ -25,6 +25,7 @@ import (
 	"github.com/connwatch/connwatch/internal/session"
 	"github.com/connwatch/connwatch/internal/sink/cloudwatch"
 	"github.com/connwatch/connwatch/internal/sink/notify"
+	promsink "github.com/connwatch/connwatch/internal/sink/prometheus"
 	"github.com/connwatch/connwatch/internal/source/openvpn"
 )
 
@@ -71,6 +72,10 @@ type Agent struct {
 	// MetricsAddr serves Prometheus metrics ("" off). Loopback by
 	// default: the metrics say who is connected.
 	MetricsAddr string `toml:"metrics_addr"`
+	// MetricsWebConfigFile is a Prometheus web configuration file for the
+	// metrics endpoint (TLS, basic auth), as node_exporter's
+	// --web.config.file; re-read at every scrape.
+	MetricsWebConfigFile string `toml:"metrics_web_config_file"`
 	// MetricsPerUser adds a user label to connwatch_sessions (one series
 	// per user: mind the cardinality).
 	MetricsPerUser bool       `toml:"metrics_per_user"`
@@ -476,7 +481,8 @@ func (c Agent) Validate() error {
 }
 
 // CheckFiles reads what the agent reads at start from the files the
-// settings name, as `connwatch config check` does: the webhook URL file.
+// settings name, as `connwatch config check` does: the webhook URL file
+// and the metrics endpoint's web configuration file.
 // Validate does not touch files. Warnings are for files that work but
 // should be tightened (one every user can read); an error names the
 // file, never a secret in it.
@@ -491,6 +497,11 @@ func (c Agent) CheckFiles() (warnings []string, err error) {
 			errs = append(errs, &FieldError{Key: "notify.webhook_url_file", Value: p, Msg: "does not hold an http:// or https:// URL"})
 		case f.WorldReadable:
 			warnings = append(warnings, fmt.Sprintf("notify.webhook_url_file: %s can be read by every user (chmod o-r)", p))
+		}
+	}
+	if c.MetricsAddr != "" {
+		if err := promsink.ValidateWebConfig(c.MetricsWebConfigFile); err != nil {
+			errs = append(errs, fmt.Errorf("metrics_web_config_file: %w", err))
 		}
 	}
 	return warnings, errors.Join(errs...)

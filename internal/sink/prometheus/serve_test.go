@@ -145,7 +145,7 @@ func TestServe(t *testing.T) {
 	addr := promtest.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- m.Serve(ctx, addr) }()
+	go func() { done <- m.Serve(ctx, addr, ServeOptions{}) }()
 
 	tr := &http.Transport{}
 	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
@@ -166,7 +166,7 @@ func TestServe(t *testing.T) {
 	tr.CloseIdleConnections()
 
 	// The address is taken: a second server fails to listen.
-	if err := New(Options{}).Serve(context.Background(), addr); err == nil {
+	if err := New(Options{}).Serve(context.Background(), addr, ServeOptions{}); err == nil {
 		t.Error("Serve on a taken address: nil error")
 	}
 
