@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,49 +84,14 @@ func TestStatusEscapesHostileTitles(t *testing.T) {
 	}
 }
 
-// copyForUser copies this test binary (which doubles as connwatch) where
-// u can run it, in a directory u can read, and returns the directory.
-func copyForUser(t *testing.T, u testproc.User) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "connwatch-hostile-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := os.Open(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := os.OpenFile(filepath.Join(dir, "connwatch"), os.O_CREATE|os.O_WRONLY, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		t.Fatal(err)
-	}
-	if err := dst.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // TestHostileInhibitReasonReachesRootEscaped: any local user may take an
 // inhibit lock with any reason and command. A real unprivileged user does
 // so with the real binary; root's `connwatch inhibit --list` and, through
 // a running agent, `connwatch status` show them escaped.
 func TestHostileInhibitReasonReachesRootEscaped(t *testing.T) {
 	u := testproc.HostileUser(t)
-	dir := copyForUser(t, u)
-	bin := filepath.Join(dir, "connwatch")
-	state := filepath.Join(dir, "state")
+	bin := testproc.ShareableTestBinary(t)
+	state := filepath.Join(filepath.Dir(bin), "state")
 	if err := os.Mkdir(state, 0o755); err != nil {
 		t.Fatal(err)
 	}
