@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connwatch/connwatch/internal/config"
 	"github.com/connwatch/connwatch/internal/hold"
 	"github.com/connwatch/connwatch/internal/procfixture"
 	"github.com/connwatch/connwatch/internal/testproc"
@@ -152,5 +153,28 @@ func TestHostileInhibitReasonReachesRootEscaped(t *testing.T) {
 	terminalSafe(t, "status", status)
 	if !strings.Contains(status, "deploy "+hostileShown) {
 		t.Errorf("status does not show the hold's reason escaped:\n%s", status)
+	}
+}
+
+// TestLogQuotesHostileValues guards what needed no change: the agent's
+// text log quotes values with control characters (slog's TextHandler
+// writes them as Go escapes), so a hostile user name logged with an
+// event cannot drive the terminal of whoever tails the log; the JSON log
+// escapes C0 controls as JSON does.
+func TestLogQuotesHostileValues(t *testing.T) {
+	for _, format := range []string{"text", "json"} {
+		cfg := config.Default()
+		cfg.LogFormat = format
+		var b strings.Builder
+		newLogger(cfg, &b).Info("event "+hostileName, "session", "ssh-1 "+hostileName+"@198.51.100.7:50122 tty")
+		for _, r := range strings.TrimSuffix(b.String(), "\n") {
+			if r < 0x20 || r == 0x7f {
+				t.Errorf("%s log holds %U: %q", format, r, b.String())
+				break
+			}
+		}
+		if format == "text" && strings.ContainsRune(b.String(), '\u202e') {
+			t.Errorf("text log holds U+202E: %q", b.String())
+		}
 	}
 }
