@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -34,6 +35,7 @@ import (
 	"github.com/connwatch/connwatch/internal/host"
 	"github.com/connwatch/connwatch/internal/policy"
 	"github.com/connwatch/connwatch/internal/safefile"
+	"github.com/connwatch/connwatch/internal/secret"
 	"github.com/connwatch/connwatch/internal/session"
 	"github.com/connwatch/connwatch/internal/sink/cloudwatch"
 	promsink "github.com/connwatch/connwatch/internal/sink/prometheus"
@@ -67,8 +69,10 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("ssh-port", func(d *config.Agent) { d.SSHPorts = v.SSHPorts })
 	fs.StringVar(&v.SSHDLog, "sshd-log", v.SSHDLog, `sshd log file to follow: "auto", a path, or "" for none`)
 	bind("sshd-log", func(d *config.Agent) { d.SSHDLog = v.SSHDLog })
-	fs.StringVar(&v.MetricsAddr, "metrics-addr", v.MetricsAddr, `serve Prometheus metrics on this address ("" for none); anything but loopback exposes who is connected`)
+	fs.StringVar(&v.MetricsAddr, "metrics-addr", v.MetricsAddr, `serve Prometheus metrics on this address ("" for none); anything but loopback exposes who is connected; the agent does not start when it cannot listen there`)
 	bind("metrics-addr", func(d *config.Agent) { d.MetricsAddr = v.MetricsAddr })
+	fs.StringVar(&v.MetricsWebConfigFile, "web.config.file", "", "Prometheus web configuration file for the metrics endpoint: TLS and basic auth, as node_exporter's (re-read at every scrape)")
+	bind("web.config.file", func(d *config.Agent) { d.MetricsWebConfigFile = v.MetricsWebConfigFile })
 	fs.BoolVar(&v.MetricsPerUser, "metrics-per-user", false, "add a user label to connwatch_sessions (one series per user)")
 	bind("metrics-per-user", func(d *config.Agent) { d.MetricsPerUser = v.MetricsPerUser })
 	fs.StringVar(&v.LogFormat, "log-format", v.LogFormat, "log format: text or json")
@@ -91,7 +95,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("warn-before", func(d *config.Agent) { d.Idle.WarnBefore = i.WarnBefore })
 	fs.BoolVar(&i.Wall, "wall", i.Wall, "send the warning to logged-in terminals with wall")
 	bind("wall", func(d *config.Agent) { d.Idle.Wall = i.Wall })
-	fs.StringVar(&i.WarnCommand, "warn-command", "", "notification hook: shell command run when the warning goes out (gets CONNWATCH_STOP_AT, CONNWATCH_REASON, CONNWATCH_EVENT); after 1m it is killed with everything it started")
+	fs.StringVar(&i.WarnCommand, "warn-command", "", "notification hook: shell command run when the warning goes out (gets CONNWATCH_STOP_AT, CONNWATCH_REASON, CONNWATCH_EVENT); after 1m it is killed with everything it started; flags are visible in ps: keep tokens in a script or the config file")
 	bind("warn-command", func(d *config.Agent) { d.Idle.WarnCommand = i.WarnCommand })
 	fs.DurationVar(&i.IgnoreIdleAfter.Duration, "ignore-idle-after", 0, "sessions idle for longer do not keep the machine up (0: off)")
 	bind("ignore-idle-after", func(d *config.Agent) { d.Idle.IgnoreIdleAfter = i.IgnoreIdleAfter })
@@ -107,13 +111,27 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	n := &v.Notify
 	fs.StringVar(&n.Events, "notify-events", n.Events, "event types sent to notification sinks (comma-separated)")
 	bind("notify-events", func(d *config.Agent) { d.Notify.Events = n.Events })
-	fs.StringVar(&n.Webhook, "webhook", "", "POST every event as JSON to this URL (durable outbox, retries)")
-	bind("webhook", func(d *config.Agent) { d.Notify.Webhook = n.Webhook })
+	fs.StringVar(&n.Webhook, "webhook", "", "POST every event as JSON to this URL (durable outbox, retries); a flag is visible to every local user in ps, and Slack URLs are secrets: prefer --webhook-url-file")
+	// Either flag replaces the other's setting from the config file; both
+	// flags at once are refused by Validate.
+	bind("webhook", func(d *config.Agent) {
+		d.Notify.Webhook = n.Webhook
+		if !fs.Changed("webhook-url-file") {
+			d.Notify.WebhookURLFile = ""
+		}
+	})
+	fs.StringVar(&n.WebhookURLFile, "webhook-url-file", "", "like --webhook, with the URL read from this file (one line; refused if group or others can write it), at start and on SIGHUP")
+	bind("webhook-url-file", func(d *config.Agent) {
+		d.Notify.WebhookURLFile = n.WebhookURLFile
+		if !fs.Changed("webhook") {
+			d.Notify.Webhook = ""
+		}
+	})
 	fs.BoolVar(&n.WebhookSlack, "webhook-slack", false, `send {"text": "..."} for Slack-compatible incoming webhooks`)
 	bind("webhook-slack", func(d *config.Agent) { d.Notify.WebhookSlack = n.WebhookSlack })
 	fs.StringVar(&n.SNSTopic, "sns-topic", "", "publish every event to this SNS topic ARN")
 	bind("sns-topic", func(d *config.Agent) { d.Notify.SNSTopic = n.SNSTopic })
-	fs.StringVar(&n.Command, "notify-command", "", "run this shell command per event (gets CONNWATCH_EVENT, CONNWATCH_TEXT, CONNWATCH_KEY); after 30s it is killed with everything it started, and retried")
+	fs.StringVar(&n.Command, "notify-command", "", "run this shell command per event (gets CONNWATCH_EVENT, CONNWATCH_TEXT, CONNWATCH_KEY); after 30s it is killed with everything it started, and retried; flags are visible in ps: keep tokens in a script or the config file")
 	bind("notify-command", func(d *config.Agent) { d.Notify.Command = n.Command })
 	fs.StringVar(&n.SpoolDir, "spool-dir", "", "directory of the notification outboxes (default STATE_DIR/spool)")
 	bind("spool-dir", func(d *config.Agent) { d.Notify.SpoolDir = n.SpoolDir })
@@ -180,7 +198,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	a := &v.Action
 	fs.StringVar(&a.Type, "action", a.Type, "what to do when idle: "+strings.Join(config.Actions, ", "))
 	bind("action", func(d *config.Agent) { d.Action.Type = a.Type })
-	fs.StringVar(&a.Command, "action-command", "", "shell command for --action command (gets CONNWATCH_REASON, CONNWATCH_IDLE_SINCE)")
+	fs.StringVar(&a.Command, "action-command", "", "shell command for --action command (gets CONNWATCH_REASON, CONNWATCH_IDLE_SINCE); events and logs name only its program, but flags are visible in ps: keep tokens in a script or the config file")
 	bind("action-command", func(d *config.Agent) { d.Action.Command = a.Command })
 	fs.DurationVar(&a.Timeout.Duration, "action-timeout", a.Timeout.Duration, "time limit of one action; a command is then killed with everything it started")
 	bind("action-timeout", func(d *config.Agent) { d.Action.Timeout = a.Timeout })
@@ -362,6 +380,19 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 	if err != nil {
 		return err
 	}
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		// The operator asked for metrics: a web config that does not
+		// check, or an address another process holds (it would answer
+		// scrapes in connwatch's name), stops the start.
+		if err := promsink.ValidateWebConfig(cfg.MetricsWebConfigFile); err != nil {
+			return err
+		}
+		if metricsLn, err = promsink.Listen(ctx, cfg.MetricsAddr); err != nil {
+			return err
+		}
+		defer metricsLn.Close()
+	}
 	pol, err := policy.New(pp.policy, boot, bootID, saved)
 	if err != nil {
 		return usageError{err}
@@ -508,12 +539,10 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 		g.Go(func() error { return run(gctx) })
 	}
 	if metrics != nil {
+		// Fatal: a port given up could be taken by anyone (under systemd,
+		// the restart says so loudly).
 		g.Go(func() error {
-			// Not fatal: watching sessions matters more than serving metrics.
-			if err := metrics.Serve(gctx, cfg.MetricsAddr); err != nil {
-				log.Error("metrics endpoint failed; continuing without it", "addr", cfg.MetricsAddr, "err", err)
-			}
-			return nil
+			return metrics.ServeListener(gctx, metricsLn, promsink.ServeOptions{WebConfigFile: cfg.MetricsWebConfigFile, Logger: log.With("sink", "prometheus")})
 		})
 	}
 	g.Go(func() error {
@@ -538,6 +567,7 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 				var np parts
 				if np, err = buildParts(newCfg, rejectLock); err == nil {
 					a.Reconfigure(agent.Reconfig{Policy: np.policy, Actor: np.actor, Holds: np.holds})
+					sinks.reload(log)
 					continue
 				}
 			}
@@ -572,7 +602,8 @@ func runHook(ctx context.Context, command string, e event.Event) error {
 	}
 	out := &hook.Tail{}
 	if err := (hook.Hook{Command: command, ExtraEnv: env, Timeout: hookTimeout, Stdout: out, Stderr: out}).Run(ctx); err != nil {
-		return fmt.Errorf("run %q: %w: %s", command, err, strings.TrimSpace(out.String()))
+		// The command line may hold a token: name its program only.
+		return fmt.Errorf("run %s: %w: %s", secret.DescribeCommand("warn command", command), err, strings.TrimSpace(out.String()))
 	}
 	return nil
 }
@@ -705,6 +736,7 @@ func restartOnly(old, new config.Agent) []string {
 	diff("ssh_ports", old.SSHPorts, new.SSHPorts)
 	diff("sshd_log", old.SSHDLog, new.SSHDLog)
 	diff("metrics_addr", old.MetricsAddr, new.MetricsAddr)
+	diff("metrics_web_config_file", old.MetricsWebConfigFile, new.MetricsWebConfigFile)
 	diff("metrics_per_user", old.MetricsPerUser, new.MetricsPerUser)
 	diff("log_format", old.LogFormat, new.LogFormat)
 	diff("log_level", old.LogLevel, new.LogLevel)

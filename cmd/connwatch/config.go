@@ -20,7 +20,9 @@ func newConfigCmd() *cobra.Command {
 		Short: "Validate a configuration file",
 		Long: `check reads FILE strictly, as 'connwatch agent --config FILE' would: unknown
 keys, syntax errors (with their line) and invalid values (with their key)
-are reported and the exit status is 1. A valid file prints a summary.`,
+are reported and the exit status is 1. The files it names that the agent
+reads at start are checked too (notify.webhook_url_file must hold a URL
+and be writable by its owner only). A valid file prints a summary.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usagef("config check takes one FILE")
@@ -31,6 +33,13 @@ are reported and the exit status is 1. A valid file prints a summary.`,
 			cfg, err := config.Load(args[0])
 			if err != nil {
 				return err
+			}
+			warnings, err := cfg.CheckFiles()
+			for _, w := range warnings {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
 			}
 			n, m := cfg.EvaluationPeriods(), cfg.Idle.DatapointsToAlarm
 			if m == 0 {

@@ -9,13 +9,13 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/connwatch/connwatch/internal/config"
 	"github.com/connwatch/connwatch/internal/hold"
+	"github.com/connwatch/connwatch/internal/report"
 )
 
 func newInhibitCmd() *cobra.Command {
@@ -119,21 +119,5 @@ func listHolds(cmd *cobra.Command, store hold.Store, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-	if len(live) == 0 {
-		fmt.Fprintln(w, "No inhibit locks.")
-	} else {
-		fmt.Fprintln(w, "ID\tSINCE\tUNTIL\tPID\tREASON\tCOMMAND")
-		for _, l := range live {
-			until := "command ends"
-			if !l.Expires.IsZero() {
-				until = l.Expires.Local().Format("2006-01-02 15:04:05")
-			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", l.ID, l.Created.Local().Format("2006-01-02 15:04:05"), until, l.PID, l.Reason, l.Command)
-		}
-	}
-	if len(stale) > 0 {
-		fmt.Fprintf(w, "(%d stale locks are ignored: their process ended or their time ran out)\n", len(stale))
-	}
-	return w.Flush()
+	return report.Locks(cmd.OutOrStdout(), live, len(stale), time.Local)
 }

@@ -37,8 +37,8 @@ func openSinks(ctx context.Context, cfg config.Agent, log *slog.Logger) (*sinkSe
 		return nil, usageError{fmt.Errorf("--notify-events: %w", err)}
 	}
 	var sinks []notifySink
-	if n.Webhook != "" {
-		w, err := notify.NewWebhook(notify.WebhookOptions{URL: n.Webhook, Slack: n.WebhookSlack})
+	if n.Webhook != "" || n.WebhookURLFile != "" {
+		w, err := notify.NewWebhook(notify.WebhookOptions{URL: n.Webhook, URLFile: n.WebhookURLFile, Slack: n.WebhookSlack, Logger: log})
 		if err != nil {
 			return nil, usageError{err}
 		}
@@ -94,6 +94,18 @@ func (s *sinkSet) runs(metrics *promsink.Metrics) []func(ctx context.Context) er
 		out = append(out, func(ctx context.Context) error { return box.Run(ctx, deliver) })
 	}
 	return out
+}
+
+// reload has the sinks that read files at start (the webhook's URL
+// file) read them again; a sink that fails keeps what it had.
+func (s *sinkSet) reload(log *slog.Logger) {
+	for _, sink := range s.sinks {
+		if r, ok := sink.(interface{ Reload() error }); ok {
+			if err := r.Reload(); err != nil {
+				log.Error("reload failed; the sink keeps its old settings", "sink", sink.Name(), "err", err)
+			}
+		}
+	}
 }
 
 func (s *sinkSet) close() {

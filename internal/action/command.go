@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/connwatch/connwatch/internal/hook"
+	"github.com/connwatch/connwatch/internal/secret"
 )
 
 // Environment variables a Command sees, besides the agent's own.
@@ -18,7 +19,9 @@ const (
 // Command runs a user command with /bin/sh -c (package hook). It is
 // bounded by Timeout, after which the command's whole process group is
 // killed (SIGTERM, then SIGKILL); a non-zero exit is an error carrying the
-// tail of its standard error.
+// tail of its standard error. Results and errors name the command by its
+// program only (secret.DescribeCommand): its arguments may hold a token,
+// and results become events.
 type Command struct {
 	// Command is the shell command line.
 	Command string
@@ -53,14 +56,17 @@ func (c *Command) Do(ctx context.Context, r Request) (Result, error) {
 		},
 		Stdout: stdout, Stderr: stderr,
 	}.Run(ctx)
+	// The command line may hold a token: events, logs and errors name it
+	// only by its program.
+	what := secret.DescribeCommand("the configured command", c.Command)
 	if err != nil {
 		tail := ""
 		if t := lastLines(stderr.Bytes(), 5); t != "" {
 			tail = ": " + t
 		}
-		return Result{}, fmt.Errorf("run command %q: %w%s", c.Command, err, tail)
+		return Result{}, fmt.Errorf("run %s: %w%s", what, err, tail)
 	}
-	summary := fmt.Sprintf("ran command %q", c.Command)
+	summary := "ran " + what
 	if out := lastLines(stdout.Bytes(), 1); out != "" {
 		summary += ": " + out
 	}

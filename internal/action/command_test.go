@@ -75,3 +75,28 @@ func TestCommandCanceled(t *testing.T) {
 		t.Errorf("Do with a canceled context = %v, want context.Canceled", err)
 	}
 }
+
+// TestCommandKeepsArgumentsOut: the result becomes the stop event's
+// reason (events file, log, notifications) and the error the stop_failed
+// one; a token in the command line must reach neither.
+func TestCommandKeepsArgumentsOut(t *testing.T) {
+	const token = "s3cr3t-bearer-token"
+	ok := &action.Command{Command: `/bin/echo stopping >/dev/null; echo "stop requested" # curl -H "Authorization: Bearer ` + token + `"`}
+	res, err := ok.Do(t.Context(), action.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "ran the configured command (/bin/echo): stop requested"; res.Summary != want {
+		t.Errorf("summary %q, want %q", res.Summary, want)
+	}
+	for _, c := range []*action.Command{
+		{Command: `exit 3 # Bearer ` + token},
+		{Command: `TOKEN=` + token + ` sh -c 'exit 4'`},
+		{Command: `sleep 5 # ` + token, Timeout: 50 * time.Millisecond},
+	} {
+		_, err := c.Do(t.Context(), action.Request{})
+		if err == nil || strings.Contains(err.Error(), token) || !strings.HasPrefix(err.Error(), "run the configured command") {
+			t.Errorf("Do(%q) error %v, want one that does not show the command", c.Command, err)
+		}
+	}
+}

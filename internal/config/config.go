@@ -24,9 +24,11 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/connwatch/connwatch/internal/alarm"
+	"github.com/connwatch/connwatch/internal/secret"
 	"github.com/connwatch/connwatch/internal/session"
 	"github.com/connwatch/connwatch/internal/sink/cloudwatch"
 	"github.com/connwatch/connwatch/internal/sink/notify"
+	promsink "github.com/connwatch/connwatch/internal/sink/prometheus"
 	"github.com/connwatch/connwatch/internal/source/openvpn"
 )
 
@@ -73,6 +75,10 @@ type Agent struct {
 	// MetricsAddr serves Prometheus metrics ("" off). Loopback by
 	// default: the metrics say who is connected.
 	MetricsAddr string `toml:"metrics_addr"`
+	// MetricsWebConfigFile is a Prometheus web configuration file for the
+	// metrics endpoint (TLS, basic auth), as node_exporter's
+	// --web.config.file; re-read at every scrape.
+	MetricsWebConfigFile string `toml:"metrics_web_config_file"`
 	// MetricsPerUser adds a user label to connwatch_sessions (one series
 	// per user: mind the cardinality).
 	MetricsPerUser bool       `toml:"metrics_per_user"`
@@ -227,8 +233,12 @@ type Notify struct {
 	Events string `toml:"events"`
 	// Webhook is a URL that gets a JSON POST per event; WebhookSlack
 	// sends {"text": …} for Slack-compatible incoming webhooks.
-	Webhook      string `toml:"webhook"`
-	WebhookSlack bool   `toml:"webhook_slack"`
+	Webhook string `toml:"webhook"`
+	// WebhookURLFile, instead of Webhook, is a file holding the URL on
+	// one line, which only its owner may change (a Slack URL is a
+	// secret, and a flag is visible in ps). Read at start and on SIGHUP.
+	WebhookURLFile string `toml:"webhook_url_file"`
+	WebhookSlack   bool   `toml:"webhook_slack"`
 	// SNSTopic is an SNS topic ARN to publish to.
 	SNSTopic string `toml:"sns_topic"`
 	// Command runs (/bin/sh -c) per event with CONNWATCH_EVENT etc.
@@ -456,6 +466,9 @@ func (c Agent) Validate() error {
 	if w := c.Notify.Webhook; w != "" && !strings.HasPrefix(w, "http://") && !strings.HasPrefix(w, "https://") {
 		bad("notify.webhook", "(hidden)", "must be an http:// or https:// URL")
 	}
+	if c.Notify.Webhook != "" && c.Notify.WebhookURLFile != "" {
+		bad("notify.webhook_url_file", c.Notify.WebhookURLFile, "set either webhook or webhook_url_file, not both")
+	}
 	if t := c.Notify.SNSTopic; t != "" && !strings.HasPrefix(t, "arn:") {
 		bad("notify.sns_topic", t, "must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)")
 	}
@@ -482,6 +495,33 @@ func (c Agent) Validate() error {
 	}
 	errs = append(errs, c.validateVPN()...)
 	return errors.Join(errs...)
+}
+
+// CheckFiles reads what the agent reads at start from the files the
+// settings name, as `connwatch config check` does: the webhook URL file
+// and the metrics endpoint's web configuration file.
+// Validate does not touch files. Warnings are for files that work but
+// should be tightened (one every user can read); an error names the
+// file, never a secret in it.
+func (c Agent) CheckFiles() (warnings []string, err error) {
+	var errs []error
+	if p := c.Notify.WebhookURLFile; p != "" {
+		f, err := secret.ReadFile(p)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("notify.webhook_url_file: %w", err))
+		case !strings.HasPrefix(f.Value, "http://") && !strings.HasPrefix(f.Value, "https://"):
+			errs = append(errs, &FieldError{Key: "notify.webhook_url_file", Value: p, Msg: "does not hold an http:// or https:// URL"})
+		case f.WorldReadable:
+			warnings = append(warnings, fmt.Sprintf("notify.webhook_url_file: %s can be read by every user (chmod o-r)", p))
+		}
+	}
+	if c.MetricsAddr != "" {
+		if err := promsink.ValidateWebConfig(c.MetricsWebConfigFile); err != nil {
+			errs = append(errs, fmt.Errorf("metrics_web_config_file: %w", err))
+		}
+	}
+	return warnings, errors.Join(errs...)
 }
 
 // clientVPNEndpoint is the shape of a Client VPN endpoint id.

@@ -74,6 +74,7 @@ func TestLoadErrors(t *testing.T) {
 		{"scan.toml", "scan_interval = \"2000000h\"\n", []string{"scan_interval = 2000000h0m0s", "between 10ms and 1h0m0s"}},
 		{"wgslow.toml", "[wireguard]\nenabled = true\npoll_interval = \"2h\"\n", []string{"wireguard.poll_interval = 2h0m0s", "between 100ms and 1h0m0s"}},
 		{"cvpnslow.toml", "[aws_client_vpn]\nenabled = true\nendpoints = [\"cvpn-endpoint-0123456789abcdef0\"]\npoll_interval = \"1h\"\n", []string{"aws_client_vpn.poll_interval = 1h0m0s", "at most 30m"}},
+		{"webhookboth.toml", "[notify]\nwebhook = \"https://hooks.example.com/x\"\nwebhook_url_file = \"/etc/connwatch/webhook.url\"\n", []string{"notify.webhook_url_file = /etc/connwatch/webhook.url", "not both"}},
 		{"cvpnpoll.toml", "[aws_client_vpn]\nenabled = true\nendpoints = [\"cvpn-endpoint-0123456789abcdef0\"]\npoll_interval = \"1s\"\n", []string{"aws_client_vpn.poll_interval = 1s", "rate limited"}},
 	}
 	for _, tt := range tests {
@@ -203,5 +204,46 @@ endpoints = ["cvpn-endpoint-0123456789abcdef0"]
 	}
 	if def := Default(); def.IgnoreKinds() != nil {
 		t.Errorf("by default every watched kind keeps the machine up: %v", def.IgnoreKinds())
+	}
+}
+
+func TestCheckFiles(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, text string, perm os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), perm); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, perm); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cfg := Default()
+	if w, err := cfg.CheckFiles(); err != nil || len(w) != 0 {
+		t.Errorf("defaults: %v %v", w, err)
+	}
+	cfg.Notify.WebhookURLFile = file("ok.url", "https://hooks.slack.com/services/T0/B0/secret\n", 0o600)
+	if w, err := cfg.CheckFiles(); err != nil || len(w) != 0 {
+		t.Errorf("a good URL file: %v %v", w, err)
+	}
+	cfg.Notify.WebhookURLFile = file("open.url", "https://hooks.slack.com/services/T0/B0/secret\n", 0o644)
+	if w, err := cfg.CheckFiles(); err != nil || len(w) != 1 || !strings.Contains(w[0], "every user") {
+		t.Errorf("a world-readable URL file: %v %v", w, err)
+	}
+	for name, tt := range map[string]struct {
+		text string
+		perm os.FileMode
+		want string
+	}{
+		"writable.url": {"https://hooks.example.com/x", 0o662, "lets others change it"},
+		"ftp.url":      {"ftp://example.com/XXXXtokenXXXX", 0o600, "does not hold an http"},
+		"empty.url":    {"", 0o600, "empty"},
+	} {
+		cfg.Notify.WebhookURLFile = file(name, tt.text, tt.perm)
+		_, err := cfg.CheckFiles()
+		if err == nil || !strings.Contains(err.Error(), "notify.webhook_url_file") || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "XXXX") {
+			t.Errorf("%s: error %v, want one naming the key, the file and %q", name, err, tt.want)
+		}
 	}
 }

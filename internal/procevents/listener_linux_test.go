@@ -7,11 +7,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -21,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/connwatch/connwatch/internal/testproc"
 )
 
 var measure = flag.Bool("procevents.measure", false, "run the CPU cost measurement (root)")
@@ -388,7 +388,7 @@ func TestCloseStopsRun(t *testing.T) {
 // an unprivileged user before Linux 6.6 (which lets anyone listen).
 func TestListenRefused(t *testing.T) {
 	requireRoot(t)
-	bin := shareableTestBinary(t)
+	bin := testproc.ShareableTestBinary(t)
 	nobody := "permission"
 	if kernelAtLeast(6, 6) {
 		nobody = "ok"
@@ -448,40 +448,6 @@ func childListen() {
 	default:
 		fmt.Println("error", err)
 	}
-}
-
-// shareableTestBinary copies the test binary where any user may run it.
-func shareableTestBinary(t *testing.T) string {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "procevents-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "procevents.test")
-	src, err := os.Open(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		t.Fatal(err)
-	}
-	if err := dst.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return bin
 }
 
 func TestClassify(t *testing.T) {

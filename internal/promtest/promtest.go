@@ -38,16 +38,37 @@ type Server struct {
 // stopped before.
 func Start(t *testing.T, bin, target string) *Server {
 	t.Helper()
+	return StartScrape(t, bin, target, Scrape{})
+}
+
+// Scrape is how Prometheus reaches a target protected by a web
+// configuration (see WebConfig): over TLS trusting CAFile, with basic
+// auth when Username is set.
+type Scrape struct {
+	CAFile, Username, PasswordFile string
+}
+
+// StartScrape is Start with TLS and basic auth as s says, written as the
+// README tells operators to write them.
+func StartScrape(t *testing.T, bin, target string, s Scrape) *Server {
+	t.Helper()
 	dir := t.TempDir()
+	var job string
+	if s.CAFile != "" {
+		job += fmt.Sprintf("    scheme: https\n    tls_config:\n      ca_file: %q\n", s.CAFile)
+	}
+	if s.Username != "" {
+		job += fmt.Sprintf("    basic_auth:\n      username: %q\n      password_file: %q\n", s.Username, s.PasswordFile)
+	}
 	cfg := fmt.Sprintf(`global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
 scrape_configs:
   - job_name: connwatch
-    static_configs:
+%s    static_configs:
       - targets: [%q]
-`, target)
+`, job, target)
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

@@ -1,5 +1,8 @@
 // Package report formats session snapshots for people (a table) and for
-// programs (JSON).
+// programs (JSON). Tables show every string others control (user names,
+// titles, addresses, VPN names, hold reasons, warnings) through
+// termtext.Escape, so none can drive the terminal of whoever runs
+// `connwatch status`; JSON is exact.
 package report
 
 import (
@@ -13,8 +16,12 @@ import (
 
 	"github.com/connwatch/connwatch/internal/agent"
 	"github.com/connwatch/connwatch/internal/alarm"
+	"github.com/connwatch/connwatch/internal/hold"
 	"github.com/connwatch/connwatch/internal/session"
+	"github.com/connwatch/connwatch/internal/termtext"
 )
+
+var esc = termtext.Escape
 
 // Status is what `connwatch status --json` prints: the snapshot's fields
 // and, when an agent runs, its view.
@@ -40,7 +47,7 @@ func AgentTable(w io.Writer, v *agent.View, now time.Time, loc *time.Location) e
 	}
 	p := v.Policy
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nAgent (pid %d, action %s, stop after %s):\n", v.PID, v.Action, p.Window)
+	fmt.Fprintf(&b, "\nAgent (pid %d, action %s, stop after %s):\n", v.PID, esc(v.Action), esc(p.Window))
 	switch {
 	case p.Blind:
 		b.WriteString("  cannot see every session: the machine will not be stopped\n")
@@ -55,7 +62,7 @@ func AgentTable(w io.Writer, v *agent.View, now time.Time, loc *time.Location) e
 		fmt.Fprintf(&b, "  idle since %s\n", since(*p.IdleSince, now, loc))
 	}
 	for _, h := range p.Holds {
-		fmt.Fprintf(&b, "  held by %s %q %s\n", h.Kind, h.Name, h.Reason)
+		fmt.Fprintf(&b, "  held by %s %q %s\n", esc(h.Kind), h.Name, esc(h.Reason))
 	}
 	fmt.Fprintf(&b, "  datapoints (oldest first, X idle, 0 busy, - unknown): %s; alarm %s\n", marks(p.Datapoints), p.AlarmState)
 	_, err := io.WriteString(w, b.String())
@@ -103,7 +110,7 @@ func Table(w io.Writer, snap session.Snapshot, now time.Time, loc *time.Location
 			if s.PID != 0 {
 				pid = strconv.Itoa(s.PID)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.User, hostPort(s.RemoteAddr, s.RemotePort), mode,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", esc(s.User), esc(hostPort(s.RemoteAddr, s.RemotePort)), esc(mode),
 				since(s.StartedAt, now, loc), idle, pid)
 		}
 	}
@@ -114,17 +121,44 @@ func Table(w io.Writer, snap session.Snapshot, now time.Time, loc *time.Location
 			if user == "" {
 				user = "(no user yet)"
 			}
-			fmt.Fprintf(tw, "  %s\tfrom %s\tsince %s\tpid %d\n", user, hostPort(p.RemoteAddr, p.RemotePort), since(p.Since, now, loc), p.PID)
+			user = esc(user)
+			fmt.Fprintf(tw, "  %s\tfrom %s\tsince %s\tpid %d\n", user, esc(hostPort(p.RemoteAddr, p.RemotePort)), since(p.Since, now, loc), p.PID)
 		}
 	}
 	for _, warn := range snap.Warnings {
-		fmt.Fprintf(tw, "warning: %s\n", warn.Message)
+		fmt.Fprintf(tw, "warning: %s\n", esc(warn.Message))
 	}
 	if !snap.Complete {
 		fmt.Fprintln(tw, "(incomplete view: see warnings)")
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write table: %w", err)
+	}
+	return nil
+}
+
+// Locks writes the inhibit locks held now, as `connwatch inhibit --list`
+// shows them, and how many stale ones are ignored. Any user can take a
+// lock with any reason: reasons and commands are escaped.
+func Locks(w io.Writer, live []hold.Lock, stale int, loc *time.Location) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if len(live) == 0 {
+		fmt.Fprintln(tw, "No inhibit locks.")
+	} else {
+		fmt.Fprintln(tw, "ID\tSINCE\tUNTIL\tPID\tREASON\tCOMMAND")
+		for _, l := range live {
+			until := "command ends"
+			if !l.Expires.IsZero() {
+				until = l.Expires.In(loc).Format("2006-01-02 15:04:05")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", esc(l.ID), l.Created.In(loc).Format("2006-01-02 15:04:05"), until, l.PID, esc(l.Reason), esc(l.Command))
+		}
+	}
+	if stale > 0 {
+		fmt.Fprintf(tw, "(%d stale locks are ignored: their process ended or their time ran out)\n", stale)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write locks: %w", err)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/connwatch/connwatch/internal/hook"
 	"github.com/connwatch/connwatch/internal/outbox"
+	"github.com/connwatch/connwatch/internal/secret"
 )
 
 // Environment variables a command hook sees, besides the agent's own.
@@ -107,5 +108,6 @@ func (c *Command) run(ctx context.Context, m Message) error {
 	if s := oneLine(stderr.String(), 300); s != "" {
 		said = ": " + s
 	}
-	return fmt.Errorf("run hook %q: %w%s", c.o.Command, err, said)
+	// The command line may hold a token: errors are logged.
+	return fmt.Errorf("run %s: %w%s", secret.DescribeCommand("hook", c.o.Command), err, said)
 }

@@ -88,3 +88,22 @@ func TestNewCommandChecks(t *testing.T) {
 		t.Errorf("negative timeout: %v", err)
 	}
 }
+
+// TestCommandHookErrorKeepsArgumentsOut: delivery errors are logged and
+// kept in the outbox's stats; a token in the command line must not be.
+func TestCommandHookErrorKeepsArgumentsOut(t *testing.T) {
+	const token = "s3cr3t-bearer-token"
+	for _, o := range []notify.CommandOptions{
+		{Command: `curl --fail -H "Authorization: Bearer ` + token + `" http://127.0.0.1:1/ 2>/dev/null || exit 7`},
+		{Command: `sleep 5 # ` + token, Timeout: 50 * time.Millisecond},
+	} {
+		c, err := notify.NewCommand(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Deliver(context.Background(), []outbox.Record{record(t, 1, sessionEvents()[0])})
+		if err == nil || strings.Contains(err.Error(), token) || !strings.HasPrefix(err.Error(), "run hook (") {
+			t.Errorf("Deliver error %v, want one naming the hook's program only", err)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/connwatch/connwatch/internal/event"
 	"github.com/connwatch/connwatch/internal/session"
+	"github.com/connwatch/connwatch/internal/termtext"
 )
 
 // Text is m as one sentence for people, e.g.
@@ -18,7 +19,15 @@ import (
 //	dev-box (i-0abc) was stopped: stopped i-0abc in eu-west-1 (running -> stopping)
 //	new VPN connection by alice from 198.51.100.7 to dev-box (i-0abc) over wireguard wg0
 //	new VPN connection by bob (tunnel address 172.31.0.225) to AWS Client VPN endpoint cvpn-endpoint-0abc (seen by dev-box (i-0abc))
-func Text(m Message) string {
+//
+// User names, host names, VPN names and reasons come from others (a VPN
+// client chooses its username, any local user an inhibit reason): control
+// characters, bidirectional overrides and invalid UTF-8 in them are shown
+// escaped (termtext.Escape), as the text ends up on terminals, in mail
+// and in chat. Formats with markup of their own (Slack) escape it on top.
+func Text(m Message) string { return termtext.Escape(text(m)) }
+
+func text(m Message) string {
 	e, machine, s := m.Event, m.machine(), m.Event.Session
 	if s != nil && s.Kind.IsVPN() && (e.Type == event.SessionStart || e.Type == event.SessionEnd) {
 		return vpnText(e, machine, s)

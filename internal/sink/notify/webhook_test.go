@@ -1,6 +1,7 @@
 package notify_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +22,7 @@ import (
 	"github.com/connwatch/connwatch/internal/event"
 	"github.com/connwatch/connwatch/internal/outbox"
 	"github.com/connwatch/connwatch/internal/outbox/outboxtest"
+	"github.com/connwatch/connwatch/internal/secret"
 	"github.com/connwatch/connwatch/internal/sink/notify"
 )
 
@@ -296,5 +300,58 @@ func TestUndecodableRecordIsPermanent(t *testing.T) {
 	_, err := w.Deliver(context.Background(), []outbox.Record{{Seq: 1, Key: "k", Body: json.RawMessage(`[1]`)}})
 	if !errors.Is(err, outbox.ErrPermanent) {
 		t.Errorf("error %v", err)
+	}
+}
+
+func TestWebhookURLFile(t *testing.T) {
+	a, b := newHook(t, nil), newHook(t, nil)
+	file := filepath.Join(t.TempDir(), "webhook.url")
+	if err := os.WriteFile(file, []byte(a.URL+"/services/T0/B0/secretA\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	w, err := notify.NewWebhook(notify.WebhookOptions{URLFile: file, Slack: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := w.Deliver(context.Background(), []outbox.Record{record(t, 1, sessionEvents()[0])}); n != 1 || err != nil {
+		t.Fatalf("Deliver: %d, %v", n, err)
+	}
+	// The URL is rotated: Reload (SIGHUP) picks the new one.
+	if err := os.WriteFile(file, []byte(b.URL+"/services/T0/B0/secretB\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(file, 0o644) // readable by all: works, with a warning
+	if err := w.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := w.Deliver(context.Background(), []outbox.Record{record(t, 2, sessionEvents()[1])}); n != 1 || err != nil {
+		t.Fatalf("Deliver: %d, %v", n, err)
+	}
+	if len(a.accepted()) != 1 || len(b.accepted()) != 1 {
+		t.Errorf("first URL got %d requests, second %d; want 1 and 1", len(a.accepted()), len(b.accepted()))
+	}
+	if !strings.Contains(logs.String(), "can be read by every user") || !strings.Contains(logs.String(), file) || strings.Contains(logs.String(), "secret") {
+		t.Errorf("want a warning naming the world-readable file, not its URL; log: %s", logs.String())
+	}
+
+	// A file others could change is refused; the URL in use stays.
+	if err := os.Chmod(file, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Reload(); !errors.Is(err, secret.ErrUnsafeFile) || !strings.Contains(err.Error(), file) {
+		t.Errorf("Reload of a world-writable file: %v", err)
+	}
+	if s := w.String(); !strings.Contains(s, strings.TrimPrefix(b.URL, "http://")) {
+		t.Errorf("after a failed reload the sink is %s, want the second URL's host", s)
+	}
+	// Not a URL: the error names the file, not what is in it.
+	os.WriteFile(file, []byte("ftp://example.com/secretC"), 0o600)
+	os.Chmod(file, 0o600)
+	if _, err := notify.NewWebhook(notify.WebhookOptions{URLFile: file}); !errors.Is(err, notify.ErrInvalidConfig) || !strings.Contains(err.Error(), file) || strings.Contains(err.Error(), "secret") {
+		t.Errorf("NewWebhook with a file holding no http URL: %v", err)
+	}
+	if _, err := notify.NewWebhook(notify.WebhookOptions{URL: a.URL, URLFile: file}); !errors.Is(err, notify.ErrInvalidConfig) {
+		t.Errorf("NewWebhook with URL and URLFile: %v", err)
 	}
 }

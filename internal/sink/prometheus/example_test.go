@@ -19,7 +19,7 @@ func Example() {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- m.Serve(ctx, "127.0.0.1:0") }()
+	go func() { done <- m.Serve(ctx, "127.0.0.1:0", promsink.ServeOptions{}) }()
 
 	snap := session.Snapshot{Sessions: []session.Session{
 		{ID: "1", Kind: session.KindSSH, User: "alice", Mode: session.ModeTTY},

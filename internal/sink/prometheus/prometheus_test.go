@@ -82,7 +82,7 @@ func serveForTest(t *testing.T, m *Metrics) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- m.ServeListener(ctx, ln) }()
+	go func() { done <- m.ServeListener(ctx, ln, ServeOptions{}) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

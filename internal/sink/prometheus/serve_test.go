@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -144,7 +145,7 @@ func TestServe(t *testing.T) {
 	addr := promtest.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- m.Serve(ctx, addr) }()
+	go func() { done <- m.Serve(ctx, addr, ServeOptions{}) }()
 
 	tr := &http.Transport{}
 	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
@@ -165,7 +166,7 @@ func TestServe(t *testing.T) {
 	tr.CloseIdleConnections()
 
 	// The address is taken: a second server fails to listen.
-	if err := New(Options{}).Serve(context.Background(), addr); err == nil {
+	if err := New(Options{}).Serve(context.Background(), addr, ServeOptions{}); err == nil {
 		t.Error("Serve on a taken address: nil error")
 	}
 
@@ -186,5 +187,20 @@ func TestServe(t *testing.T) {
 	}); err != nil {
 		buf := make([]byte, 1<<20)
 		t.Errorf("%v: %d before, %d after\n%s", err, before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// TestListenTakenAddress: the error names the address and says what to
+// do.
+func TestListenTakenAddress(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	addr := taken.Addr().String()
+	_, err = Listen(context.Background(), addr)
+	if err == nil || !strings.Contains(err.Error(), "listen for metrics on "+addr) || !strings.Contains(err.Error(), "another process holds this address") {
+		t.Errorf("Listen on a taken address: %v", err)
 	}
 }
