@@ -105,8 +105,8 @@ func TestBootGraceByElapsedTime(t *testing.T) {
 }
 
 // A restart keeps the countdown when the saved state says the agent was
-// watching until a few seconds ago, even if the wall clock stepped while
-// it was down... unless it stepped, which the elapsed clock tells.
+// watching until a few seconds ago; a wall-clock step while it was down is
+// told by the elapsed clock saved with the state, and starts it again.
 func TestRestartStepDetectedAcrossSave(t *testing.T) {
 	p, _ := New(Config{MaxGap: 30 * time.Second}, t0.Add(-time.Hour), "boot1", nil)
 	runReal(t, p, 5*time.Minute, func(time.Duration) time.Duration { return 0 }, func(time.Duration) Input { return Input{} })
