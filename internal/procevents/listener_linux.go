@@ -53,8 +53,10 @@ type Listener struct {
 
 // Listen opens a netlink connector socket, joins the process events group
 // and subscribes, waiting up to a second for the kernel to confirm. It fails
-// with ErrPermission without CAP_NET_ADMIN before Linux 6.6, and with
-// ErrUnavailable where the kernel offers no process events to this process.
+// with ErrPermission where the kernel wants CAP_NET_ADMIN and the process
+// lacks it (depending on the kernel, also for unprivileged users and user
+// namespaces), and with ErrUnavailable where the kernel offers no process
+// events to this process.
 func Listen() (*Listener, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.NETLINK_CONNECTOR)
 	if err != nil {
