@@ -357,6 +357,11 @@ func TestScanRemembersSafely(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(root, fmt.Sprint(pid), "cmdline"), []byte(title+"\x00"), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		exe := filepath.Join(root, fmt.Sprint(pid), "exe")
+		os.Remove(exe)
+		if err := os.Symlink("/usr/sbin/sshd", exe); err != nil {
+			t.Fatal(err)
+		}
 	}
 	addChild := func(pid, ppid int, title string) {
 		t.Helper()
