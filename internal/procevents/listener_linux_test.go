@@ -540,3 +540,74 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+// TestFilter checks the kernel-side filter on the real kernel: with a
+// shell's pid as the filter, its fork, exec and exit events and its
+// children's exits come, another process's do not; without the filter
+// everything comes again.
+func TestFilter(t *testing.T) {
+	l := listen(t)
+	evs := run(t, l)
+	sh := exec.Command("sh", "-c", "read line; /bin/true; /bin/true")
+	stdin, err := sh.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := sh.Process.Pid
+	if err := l.Filter([]int{p}); err != nil {
+		t.Fatalf("Filter: %v", err)
+	}
+	since := monotonic()
+	other := exec.Command("true")
+	if err := other.Run(); err != nil {
+		t.Fatal(err)
+	}
+	stdin.Write([]byte("go\n"))
+	if err := sh.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	var forks int
+	timeout := time.After(5 * time.Second)
+	for done := false; !done; {
+		select {
+		case e := <-evs:
+			if e.Kind == Overrun || e.Time < since {
+				continue
+			}
+			if e.PID != p && e.ParentPID != p {
+				t.Errorf("filtered listener got %+v (watching %d)", e, p)
+			}
+			if e.Kind == Fork && e.ParentPID == p {
+				forks++
+			}
+			done = e.Kind == Exit && e.PID == p
+		case <-timeout:
+			t.Fatalf("the shell's exit never came (%d forks seen)", forks)
+		}
+	}
+	if forks == 0 {
+		t.Error("no fork of the watched shell came")
+	}
+
+	if err := l.Filter(nil); err != nil {
+		t.Fatalf("Filter(nil): %v", err)
+	}
+	again := exec.Command("true")
+	if err := again.Run(); err != nil {
+		t.Fatal(err)
+	}
+	timeout = time.After(5 * time.Second)
+	for {
+		select {
+		case e := <-evs:
+			if e.Kind == Exit && e.PID == again.Process.Pid {
+				return
+			}
+		case <-timeout:
+			t.Fatal("after Filter(nil), an unrelated exit never came")
+		}
+	}
+}

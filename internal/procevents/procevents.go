@@ -11,6 +11,11 @@
 // whole processes are reported: forks that create threads and execs and
 // exits of threads other than the thread-group leader are dropped.
 //
+// The kernel sends every process's events to every listener. Filter
+// narrows that in the kernel (a BPF socket filter) to the processes a
+// listener cares about and their children, so that a user who forks in a
+// loop costs the listener nothing: no wakeup, no read.
+//
 // Listening needs a process in the initial user, PID and network
 // namespaces. Whether it also needs CAP_NET_ADMIN depends on the kernel
 // (some versions let every user join the process events group, others,
