@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/connwatch/connwatch/internal/procevents"
+	"github.com/connwatch/connwatch/internal/source/sshd"
 	"github.com/connwatch/connwatch/internal/sshdtest"
 	"github.com/connwatch/connwatch/internal/testproc"
 )
@@ -90,4 +93,53 @@ func TestStatusIgnoresImpostors(t *testing.T) {
 	if !warned {
 		t.Errorf("no non-blind unverified_sshd warning naming pid %d:\n%s", fake.PIDs[1], out)
 	}
+}
+
+// TestProcEventsFilterUserForks: with the filter procEventSignal sets (the
+// verified sshd processes), the kernel delivers none of the events of a
+// real unprivileged user's "sshd-forker" fork loop, and still delivers
+// the real listener's fork of a new connection.
+func TestProcEventsFilterUserForks(t *testing.T) {
+	sshdtest.RequireRoot(t)
+	sshdtest.RequireBinary(t, "sshd")
+	sshdtest.RequireBinary(t, "ssh")
+	srv := sshdtest.Start(t, sshdtest.Options{})
+	src := sshd.New(sshd.Options{})
+	if _, err := src.Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	l, err := procevents.Listen()
+	if err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	defer l.Close()
+	if err := l.Filter(src.WatchedPIDs()); err != nil {
+		t.Fatalf("Filter: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	evs := make(chan procevents.Event, 1<<16)
+	go l.Run(ctx, evs)
+
+	forker := testproc.HostileUser(t).ForkLoop(t, 30*time.Second)
+	time.Sleep(time.Second) // a second of the loop
+	c := srv.SSH(t, []string{"-N"})
+	c.WaitLocalPort(t, 10*time.Second)
+	var fromListener, seen int
+	timeout := time.After(10 * time.Second)
+	for fromListener == 0 {
+		select {
+		case e := <-evs:
+			seen++
+			if e.PID == forker || e.ParentPID == forker {
+				t.Fatalf("event of the user's fork loop delivered: %+v", e)
+			}
+			if e.Kind == procevents.Fork && e.ParentPID == srv.PID {
+				fromListener++
+			}
+		case <-timeout:
+			t.Fatalf("the listener's fork never came (%d events)", seen)
+		}
+	}
+	t.Logf("%d events delivered in all", seen)
 }

@@ -10,11 +10,14 @@
 package procfixture
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -127,7 +130,11 @@ func (t Tree) Write(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "stat"), []byte(stat), 0o644); err != nil {
 		return err
 	}
-	files := map[string]File{}
+	// Writing more processes into a tree keeps the files it named.
+	files, err := readHostFiles(filepath.Join(dir, HostFilesName))
+	if err != nil {
+		return err
+	}
 	for _, p := range procs {
 		if p.Exe == "" && p.State != 'Z' {
 			if exe := DefaultExe(p.Comm); exe != "" {
@@ -160,6 +167,30 @@ func (t Tree) Write(dir string) error {
 		}
 	}
 	return nil
+}
+
+// readHostFiles reads a host-files file; a missing one is empty.
+func readHostFiles(path string) (map[string]File, error) {
+	files := map[string]File{}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return files, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, " ", 3)
+		if len(f) != 3 {
+			continue
+		}
+		mode, err1 := strconv.ParseUint(f[0], 8, 32)
+		uid, err2 := strconv.Atoi(f[1])
+		if err1 == nil && err2 == nil {
+			files[f[2]] = File{Mode: uint32(mode), UID: uid}
+		}
+	}
+	return files, nil
 }
 
 func writeProc(dir string, p Proc) error {

@@ -118,3 +118,47 @@ func chainOf(root int, titles []string) ([]int, bool) {
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
+
+// ForkLoop starts, as u, a copy of bash named "sshd-forker" (its comm
+// starts with "sshd") that forks a subshell in a loop for d, and returns
+// its pid. It is killed at the end of the test.
+func (u User) ForkLoop(t testing.TB, d time.Duration) int {
+	t.Helper()
+	bash := RequireBinary(t, "testproc", "bash")
+	dir, err := os.MkdirTemp("", "forker")
+	if err != nil {
+		t.Fatalf("fork loop: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatalf("fork loop: %v", err)
+	}
+	forker := filepath.Join(dir, "sshd-forker")
+	b, err := os.ReadFile(bash)
+	if err != nil {
+		t.Fatalf("fork loop: %v", err)
+	}
+	if err := os.WriteFile(forker, b, 0o755); err != nil {
+		t.Fatalf("fork loop: %v", err)
+	}
+	u.Chown(t, dir)
+	u.Chown(t, forker)
+	script := fmt.Sprintf("end=$((SECONDS + %d)); while [ $SECONDS -lt $end ]; do (:); done", int(d.Seconds()+0.5))
+	cmd := u.Command(forker, "-c", script)
+	cmd.SysProcAttr.Setpgid = true
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("fork loop: start as %s: %v", u.Name, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if !WaitClosed(done, 10*time.Second) {
+			t.Errorf("fork loop: pid %d not reaped", cmd.Process.Pid)
+		}
+	})
+	return cmd.Process.Pid
+}

@@ -299,3 +299,31 @@ func TestRealSSHDIgnoresImpostors(t *testing.T) {
 		t.Errorf("no unverified_sshd warning: %+v", snap.Warnings)
 	}
 }
+
+// TestRealSSHDIgnoresForkLoop: a real unprivileged user's "sshd-forker"
+// forking in a loop is not watched (its forks never start a burst of
+// scans), while the real listener is.
+func TestRealSSHDIgnoresForkLoop(t *testing.T) {
+	sshdtest.RequireRoot(t)
+	sshdtest.RequireBinary(t, "sshd")
+	srv := sshdtest.Start(t, sshdtest.Options{})
+	forker := testproc.HostileUser(t).ForkLoop(t, 30*time.Second)
+	src := sshd.New(sshd.Options{})
+	for range 3 {
+		if _, err := src.Scan(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if src.Watches(forker) || src.Forked(forker, forker+1) || src.Exited(forker+1, forker) {
+		t.Errorf("the user's sshd-forker (pid %d) is watched", forker)
+	}
+	for _, pid := range src.WatchedPIDs() {
+		if pid == forker {
+			t.Errorf("the user's sshd-forker (pid %d) is in the watched set", forker)
+		}
+	}
+	if !src.Watches(srv.PID) || !src.Forked(srv.PID, 999_999) {
+		t.Errorf("the real listener (pid %d) is not watched", srv.PID)
+	}
+}

@@ -71,8 +71,8 @@ type Source struct {
 	bootTime time.Time
 	// sockets remembers each connection's socket: it never changes.
 	sockets map[connKey]mappedSocket
-	// pids holds the sshd processes of the last scan, for Watches.
-	pids atomic.Pointer[map[int]struct{}]
+	// watch holds the verified sshd processes (watch.go).
+	watch *watchSet
 	// listeners holds the listener titles of the last scan.
 	listeners atomic.Pointer[[]string]
 }
@@ -102,6 +102,20 @@ func New(o Options) *Source {
 	} else {
 		s.walker = newProcWalker(&fixtureInspector{root: s.procRoot})
 	}
+	// Exec events are checked on the event's goroutine, with an inspector
+	// of their own (a fixture's loads its file lazily).
+	var (
+		execMu   sync.Mutex
+		execInsp inspector = liveInspector{root: s.procRoot}
+	)
+	if !live {
+		execInsp = &fixtureInspector{root: s.procRoot}
+	}
+	s.watch = newWatchSet(func(pid int) bool {
+		execMu.Lock()
+		defer execMu.Unlock()
+		return exeVerdict(execInsp, pid, childPrograms, map[string]bool{}).ok
+	})
 	switch {
 	case s.devRoot == "-":
 		s.devRoot = ""
@@ -180,7 +194,7 @@ func (s *Source) Scan(ctx context.Context) (session.Snapshot, error) {
 			refused = append(refused, p)
 		}
 	}
-	s.pids.Store(&tab.trusted)
+	s.watch.scan(tab.trusted, snap.Time)
 	s.listeners.Store(&listeners)
 	if len(refused) > 0 {
 		slices.SortFunc(refused, func(a, b proc) int { return a.pid - b.pid })
@@ -316,19 +330,6 @@ func refusedMessage(ps []proc) string {
 		fmt.Fprintf(&b, " pid %d (%s, %q): %s", p.pid, uid, p.title.Prog+" "+p.title.Role.String(), p.v.why)
 	}
 	return b.String()
-}
-
-// Watches reports whether pid was a live, verified sshd process in the
-// last scan (never a process that only looks like one):
-// a fork, exec or exit of such a process means connections may have
-// changed. Safe to call from any goroutine, also during a Scan.
-func (s *Source) Watches(pid int) bool {
-	m := s.pids.Load()
-	if m == nil {
-		return false
-	}
-	_, ok := (*m)[pid]
-	return ok
 }
 
 // Listeners returns the process titles of the verified sshd listeners
