@@ -3,12 +3,20 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/connwatch/connwatch/internal/agent"
+	"github.com/connwatch/connwatch/internal/config"
 	"github.com/connwatch/connwatch/internal/procevents"
+	"github.com/connwatch/connwatch/internal/source/authlog"
 	"github.com/connwatch/connwatch/internal/source/sshd"
 	"github.com/connwatch/connwatch/internal/sshdtest"
 	"github.com/connwatch/connwatch/internal/testproc"
@@ -142,4 +150,77 @@ func TestProcEventsFilterUserForks(t *testing.T) {
 		}
 	}
 	t.Logf("%d events delivered in all", seen)
+}
+
+// TestSSHDLogIgnoresFakeListener: a real unprivileged user's fake
+// listener names "-E /home/u/fake.log", a file the user writes "Accepted
+// publickey for root" into. The agent's "auto" choice never follows it,
+// and the file, given explicitly, is refused as untrusted.
+func TestSSHDLogIgnoresFakeListener(t *testing.T) {
+	sshdtest.RequireRoot(t)
+	sshdtest.RequireBinary(t, "sshd")
+	srv := sshdtest.Start(t, sshdtest.Options{})
+	u := testproc.HostileUser(t)
+	fakeLog := filepath.Join(u.Home, "fake.log")
+	t.Cleanup(func() { os.Remove(fakeLog) })
+	u.Run(t, "rm -f "+fakeLog+"; echo 'Accepted publickey for root from 127.0.0.1 port 5 ssh2' > "+fakeLog)
+	u.Impostor(t, "sshd: /usr/sbin/sshd -D -E "+fakeLog+" [listener] 0 of 10-100 startups")
+
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	src := sshd.New(sshd.Options{})
+	logins := make(chan agent.Login, 10)
+	cfg := config.Default()
+	cfg.StateDir = t.TempDir()
+	cfg.SSHDLog = "auto"
+	_, what, err := sshdLogSignal(context.Background(), cfg, src, logins, log)
+	t.Logf("auto follows %q (err %v)", what, err)
+	if what == fakeLog {
+		t.Errorf("auto follows the fake listener's %s", fakeLog)
+	}
+	var real bool
+	for _, l := range src.Listeners() {
+		real = real || strings.Contains(l, srv.LogFile)
+		if strings.Contains(l, fakeLog) {
+			t.Errorf("fake listener listed: %q", l)
+		}
+	}
+	if !real {
+		t.Errorf("the real listener (-E %s) is not listed: %q", srv.LogFile, src.Listeners())
+	}
+
+	cfg.SSHDLog = fakeLog
+	if _, _, err := sshdLogSignal(context.Background(), cfg, src, logins, log); !errors.Is(err, authlog.ErrUntrustedLog) {
+		t.Errorf("following %s explicitly: %v, want ErrUntrustedLog", fakeLog, err)
+	}
+	cfg.SSHDLog = srv.LogFile
+	if _, what, err := sshdLogSignal(context.Background(), cfg, src, logins, log); err != nil || what != srv.LogFile {
+		t.Errorf("following the real sshd's -E file: %q, %v", what, err)
+	}
+}
+
+// TestLoginFromSSHD: a login in a syslog line counts only from a pid that
+// is, or lately was, sshd's; -E and journald lines were vouched for when
+// read.
+func TestLoginFromSSHD(t *testing.T) {
+	sshdPIDs := map[int]bool{2883: true}
+	was := func(pid int) bool { return sshdPIDs[pid] }
+	now := time.Date(2026, 11, 22, 0, 5, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		line string
+		want bool
+	}{
+		{"Nov 22 00:05:00 vm sshd[2883]: Accepted publickey for cwtest from 127.0.0.1 port 55904 ssh2", true},
+		{"Nov 22 00:05:00 vm sshd[4101]: Accepted publickey for root from 127.0.0.1 port 5 ssh2", false}, // logger -t sshd -i
+		{"Nov 22 00:05:00 vm sshd: Accepted publickey for root from 127.0.0.1 port 5 ssh2", false},       // logger -t sshd
+		{"2026-11-22T00:05:00.000000+00:00 vm sshd-session[4102]: Accepted password for root from 127.0.0.1 port 5 ssh2", false},
+		{"Accepted publickey for cwtest from 127.0.0.1 port 55904 ssh2", true}, // sshd -E: the file is root's alone
+	} {
+		e, ok := authlog.ParseLine(tc.line, now)
+		if !ok || e.Kind != authlog.Accepted {
+			t.Fatalf("%q: not an Accepted line", tc.line)
+		}
+		if got := loginFromSSHD(e, was); got != tc.want {
+			t.Errorf("%q: believed = %v, want %v", tc.line, got, tc.want)
+		}
+	}
 }
