@@ -32,15 +32,7 @@ func (u User) Impostor(t testing.TB, titles ...string) *Impostor {
 	t.Helper()
 	bash := RequireBinary(t, "testproc", "bash")
 	cat := RequireBinary(t, "testproc", "cat")
-	dir, err := os.MkdirTemp("", "impostor")
-	if err != nil {
-		t.Fatalf("impostor: %v", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatalf("impostor: %v", err)
-	}
-	u.Chown(t, dir)
+	dir := u.tempDir(t, "impostor")
 	exe := filepath.Join(dir, "sshd")
 	// Build the chain from the innermost process outwards: each level
 	// starts the next in the background, then becomes its own title.
@@ -54,28 +46,12 @@ func (u User) Impostor(t testing.TB, titles ...string) *Impostor {
 		}
 	}
 	full := fmt.Sprintf("set -e; cd %s; cp %s ./sshd; mkfifo hold; exec 3<>hold; %s", shellQuote(dir), cat, script)
-	cmd := u.Command(bash, "-c", full)
-	cmd.SysProcAttr.Setpgid = true
 	var out Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("impostor: start bash as %s: %v", u.Name, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		if !WaitClosed(done, 10*time.Second) {
-			t.Errorf("impostor: pid %d not reaped", cmd.Process.Pid)
-		}
-	})
+	pid, done := u.startGroup(t, "impostor", &out, bash, "-c", full)
 	im := &Impostor{Exe: exe}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		pids, ok := chainOf(cmd.Process.Pid, titles)
+		pids, ok := chainOf(pid, titles)
 		if ok {
 			im.PIDs = pids
 			return im
@@ -85,6 +61,48 @@ func (u User) Impostor(t testing.TB, titles ...string) *Impostor {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// tempDir makes a directory u owns, removed at the end of the test.
+func (u User) tempDir(t testing.TB, what string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", what)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	u.Chown(t, dir)
+	return dir
+}
+
+// startGroup starts name as u in a process group of its own, killed
+// (the whole group) and reaped at the end of the test. done is closed
+// when it has been reaped.
+func (u User) startGroup(t testing.TB, what string, out *Buffer, name string, args ...string) (pid int, done <-chan struct{}) {
+	t.Helper()
+	cmd := u.Command(name, args...)
+	cmd.SysProcAttr.Setpgid = true
+	if out != nil {
+		cmd.Stdout, cmd.Stderr = out, out
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: start %s as %s: %v", what, name, u.Name, err)
+	}
+	reaped := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(reaped)
+	}()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if !WaitClosed(reaped, 10*time.Second) {
+			t.Errorf("%s: pid %d not reaped", what, cmd.Process.Pid)
+		}
+	})
+	return cmd.Process.Pid, reaped
 }
 
 // chainOf follows root's descendants, one per title, and reports whether
@@ -125,15 +143,7 @@ func shellQuote(s string) string {
 func (u User) ForkLoop(t testing.TB, d time.Duration) int {
 	t.Helper()
 	bash := RequireBinary(t, "testproc", "bash")
-	dir, err := os.MkdirTemp("", "forker")
-	if err != nil {
-		t.Fatalf("fork loop: %v", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatalf("fork loop: %v", err)
-	}
-	forker := filepath.Join(dir, "sshd-forker")
+	forker := filepath.Join(u.tempDir(t, "forker"), "sshd-forker")
 	b, err := os.ReadFile(bash)
 	if err != nil {
 		t.Fatalf("fork loop: %v", err)
@@ -141,24 +151,8 @@ func (u User) ForkLoop(t testing.TB, d time.Duration) int {
 	if err := os.WriteFile(forker, b, 0o755); err != nil {
 		t.Fatalf("fork loop: %v", err)
 	}
-	u.Chown(t, dir)
 	u.Chown(t, forker)
 	script := fmt.Sprintf("end=$((SECONDS + %d)); while [ $SECONDS -lt $end ]; do (:); done", int(d.Seconds()+0.5))
-	cmd := u.Command(forker, "-c", script)
-	cmd.SysProcAttr.Setpgid = true
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("fork loop: start as %s: %v", u.Name, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		if !WaitClosed(done, 10*time.Second) {
-			t.Errorf("fork loop: pid %d not reaped", cmd.Process.Pid)
-		}
-	})
-	return cmd.Process.Pid
+	pid, _ := u.startGroup(t, "fork loop", nil, forker, "-c", script)
+	return pid
 }
