@@ -194,7 +194,6 @@ func (s *Source) Scan(ctx context.Context) (session.Snapshot, error) {
 			refused = append(refused, p)
 		}
 	}
-	s.watch.scan(tab.trusted, snap.Time)
 	s.listeners.Store(&listeners)
 	if len(refused) > 0 {
 		slices.SortFunc(refused, func(a, b proc) int { return a.pid - b.pid })
@@ -206,6 +205,7 @@ func (s *Source) Scan(ctx context.Context) (session.Snapshot, error) {
 	}
 
 	conns := assemble(tab.procs, tab.trusted)
+	s.watch.scan(tab.trusted, snap.Time) // the set is the watch's from here on
 	if len(conns) == 0 {
 		return snap, nil
 	}

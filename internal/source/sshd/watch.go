@@ -56,7 +56,8 @@ func (w *watchSet) watched(pid int) bool {
 	return ok
 }
 
-// scan replaces the scanned set with a scan's verified processes.
+// scan replaces the scanned set with a scan's verified processes; the
+// map is the watch set's from then on.
 func (w *watchSet) scan(trusted map[int]struct{}, now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -67,9 +68,8 @@ func (w *watchSet) scan(trusted map[int]struct{}, now time.Time) {
 			changed = true
 		}
 	}
-	w.scanned = make(map[int]struct{}, len(trusted))
+	w.scanned = trusted
 	for pid := range trusted {
-		w.scanned[pid] = struct{}{}
 		delete(w.forked, pid) // confirmed
 		delete(w.recent, pid)
 	}
