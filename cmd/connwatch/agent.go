@@ -67,7 +67,7 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("scan-interval", func(d *config.Agent) { d.ScanInterval = v.ScanInterval })
 	fs.IntSliceVar(&v.SSHPorts, "ssh-port", nil, "count only connections to this local port (repeatable; default: every sshd)")
 	bind("ssh-port", func(d *config.Agent) { d.SSHPorts = v.SSHPorts })
-	fs.StringVar(&v.SSHDLog, "sshd-log", v.SSHDLog, `sshd log file to follow: "auto", a path, or "" for none`)
+	fs.StringVar(&v.SSHDLog, "sshd-log", v.SSHDLog, `sshd log to follow: "auto" (a verified sshd's -E file, else journald, else /var/log/auth.log), a path (a file only root can write), or "" for none`)
 	bind("sshd-log", func(d *config.Agent) { d.SSHDLog = v.SSHDLog })
 	fs.StringVar(&v.MetricsAddr, "metrics-addr", v.MetricsAddr, `serve Prometheus metrics on this address ("" for none); anything but loopback exposes who is connected; the agent does not start when it cannot listen there`)
 	bind("metrics-addr", func(d *config.Agent) { d.MetricsAddr = v.MetricsAddr })

@@ -2,35 +2,87 @@ package main
 
 import (
 	"context"
+	"errors"
+	"slices"
 
 	"github.com/connwatch/connwatch/internal/procevents"
 	"github.com/connwatch/connwatch/internal/source/sshd"
 )
 
-// procEventSignal kicks a burst of scans whenever an sshd process forks,
-// execs or exits (a connection arrives, authenticates, opens a channel or
-// ends), and when events were lost.
+// eventListener is what procEventSignal uses of a procevents.Listener.
+type eventListener interface {
+	Run(ctx context.Context, out chan<- procevents.Event) error
+	Filter(pids []int) error
+	Close() error
+}
+
+var _ eventListener = (*procevents.Listener)(nil)
+
+// procEventSignal kicks a burst of scans whenever a verified sshd process
+// forks, execs or exits, or a child of one exits (a connection arrives,
+// authenticates, opens a channel or ends), and when events were lost. The
+// kernel is told to deliver only those processes' events, so the rest of
+// the machine — a user forking in a loop included — costs nothing.
 func procEventSignal(src *sshd.Source) (fastSignal, error) {
 	l, err := procevents.Listen()
 	if err != nil {
 		return nil, err
 	}
 	return func(ctx context.Context, kick func()) error {
-		defer l.Close()
-		return pump(ctx, 256, l.Run, func(e procevents.Event) bool {
+		return followProcEvents(ctx, l, src, kick)
+	}, nil
+}
+
+// followProcEvents runs l until ctx ends, keeping its filter on the
+// source's watched processes, and closes it.
+func followProcEvents(ctx context.Context, l eventListener, src *sshd.Source, kick func()) error {
+	defer l.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events := make(chan procevents.Event, 256)
+	errc := make(chan error, 1)
+	go func() { errc <- l.Run(ctx, events) }()
+	var filtered []int
+	refilter := func() {
+		pids := src.WatchedPIDs()
+		if filtered != nil && slices.Equal(pids, filtered) {
+			return
+		}
+		filtered = pids
+		if err := l.Filter(pids); err != nil {
+			// Too many to name (or the kernel refused): every event
+			// comes, and the source sorts them here.
+			filtered = nil
+		}
+	}
+	// From the start: until a scan finds sshd, nothing is watched.
+	refilter()
+	for {
+		select {
+		case err := <-errc:
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		case <-src.WatchChanged():
+			refilter()
+		case e := <-events:
 			switch e.Kind {
 			case procevents.Fork:
-				if src.Watches(e.ParentPID) {
+				if src.Forked(e.ParentPID, e.PID) {
 					kick()
 				}
-			case procevents.Exec, procevents.Exit:
-				if src.Watches(e.PID) {
+			case procevents.Exec:
+				if src.Execed(e.PID) {
+					kick()
+				}
+			case procevents.Exit:
+				if src.Exited(e.PID, e.ParentPID) {
 					kick()
 				}
 			case procevents.Overrun:
 				kick()
 			}
-			return true
-		})
-	}, nil
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 
 	"github.com/connwatch/connwatch/internal/agent"
 	"github.com/connwatch/connwatch/internal/config"
@@ -37,7 +38,11 @@ func signals(ctx context.Context, cfg config.Agent, src *sshd.Source, logins cha
 }
 
 // sshdLogSignal follows sshd's log: the file given, or for "auto" the -E
-// file of the running listener, /var/log/auth.log, or journald.
+// file of a verified sshd listener (root's sshd, see sshd.Source), else
+// journald, else /var/log/auth.log. Journald comes before auth.log
+// because it says who sent a line (_UID, _EXE); rsyslog writes what any
+// process claims. A file is followed only when root alone can write it
+// (authlog.ErrUntrustedLog).
 func sshdLogSignal(ctx context.Context, cfg config.Agent, src *sshd.Source, logins chan<- agent.Login, log *slog.Logger) (fastSignal, string, error) {
 	var run func(ctx context.Context, out chan<- authlog.Event) error
 	what := cfg.SSHDLog
@@ -49,35 +54,56 @@ func sshdLogSignal(ctx context.Context, cfg config.Agent, src *sshd.Source, logi
 			return nil, "", fmt.Errorf("find sshd: %w", err)
 		}
 		for _, title := range src.Listeners() {
-			if f, ok := authlog.LogFileFromListener(title); ok {
-				what = f
-				break
+			f, ok := authlog.LogFileFromListener(title)
+			if !ok {
+				continue
 			}
-		}
-		if what == "auto" {
-			if _, err := os.Stat("/var/log/auth.log"); err == nil {
-				what = "/var/log/auth.log"
+			if !filepath.IsAbs(f) {
+				log.Warn("not following sshd's -E file: a relative path", "file", f)
+				continue
 			}
+			if err := authlog.CheckFile(f); err != nil {
+				log.Warn("not following sshd's -E file", "err", err)
+				continue
+			}
+			what = f
+			break
 		}
 		if what == "auto" {
 			j := authlog.NewJournal(authlog.JournalOptions{StateDir: cfg.StateDir, Logger: log})
-			if err := j.Check(); err != nil {
-				return nil, "", fmt.Errorf("no -E file on sshd's command line, no /var/log/auth.log, no journal: %w", err)
+			if err := j.Check(); err == nil {
+				run, what = j.Run, "journald"
+			} else if _, serr := os.Stat("/var/log/auth.log"); serr == nil {
+				what = "/var/log/auth.log"
+			} else {
+				return nil, "", fmt.Errorf("no -E file on a verified sshd's command line, no journal, no /var/log/auth.log: %w", err)
 			}
-			run, what = j.Run, "journald"
 		}
 	}
 	if run == nil {
 		if _, err := os.Stat(what); err != nil {
 			return nil, "", fmt.Errorf("sshd log: %w", err)
 		}
+		if err := authlog.CheckFile(what); err != nil {
+			return nil, "", err
+		}
 		run = authlog.NewFileTailer(what, authlog.FileOptions{Logger: log}).Run
 	}
+	warned := false
 	return func(ctx context.Context, kick func()) error {
 		return pump(ctx, 64, run, func(e authlog.Event) bool {
 			var l agent.Login
 			switch {
 			case e.Kind == authlog.Accepted:
+				if !loginFromSSHD(e, src.WasSSHD) {
+					if !warned {
+						log.Warn("ignoring logins in sshd's log from processes that are not sshd's (forged with logger -t sshd?); more at debug level", "line", e.Raw)
+						warned = true
+					} else {
+						log.Debug("ignoring a login from a process that is not sshd's", "line", e.Raw)
+					}
+					return true
+				}
 				l = agent.Login{Time: e.Time, User: e.User, Addr: e.Addr, Port: e.Port}
 			case e.Kind.Ends():
 				l = agent.Login{Time: e.Time, User: e.User, Addr: e.Addr, Port: e.Port, End: true}
@@ -92,6 +118,20 @@ func sshdLogSignal(ctx context.Context, cfg config.Agent, src *sshd.Source, logi
 			}
 		})
 	}, what, nil
+}
+
+// loginFromSSHD tells whether an Accepted line can be believed. Lines of
+// sshd's -E file and of journald have been vouched for by authlog; a
+// syslog line (auth.log) names its pid itself, so it counts only when
+// that pid is, or lately was, a verified sshd process or a child forked
+// by one (wasSSHD). A local user who names a live sshd's pid (logger
+// --id) still gets through; the login can then only keep the machine up
+// (the safe side) and make a notification.
+func loginFromSSHD(e authlog.Event, wasSSHD func(pid int) bool) bool {
+	if e.Origin != authlog.OriginSyslog {
+		return true
+	}
+	return e.PID > 0 && wasSSHD(e.PID)
 }
 
 // pump runs a producer that sends on a channel until ctx ends, handing

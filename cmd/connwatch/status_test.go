@@ -13,7 +13,11 @@ import (
 // testdata/proc-openssh-9.2 was recorded by scripts/record-proc.sh from a
 // real OpenSSH 9.2 sshd with a tty, a notty, an ssh -N and an sftp session
 // of cwtest, and three clients parked at the password prompt as root,
-// cwtest and an invalid user.
+// cwtest and an invalid user. Its status (Name, State, Uid, Gid), exe and
+// host-files were added afterwards, as the script now records them, from
+// what that Debian 12 machine had: root monitors and listener, net
+// children as the privilege separation user, user children as cwtest,
+// root's /usr/sbin/sshd and /usr/lib/openssh/sftp-server.
 const recorded = "testdata/proc-openssh-9.2"
 
 func TestStatusJSONRecorded(t *testing.T) {

@@ -153,7 +153,10 @@ const LoginGrace = 2 * time.Second
 
 // Burst scanning after a kick: scan at once, then every BurstInterval
 // until BurstLength has passed since the last kick, so a session that
-// lives 100 ms is seen between its fork and its exit.
+// lives 100 ms is seen between its fork and its exit. Scans are never
+// closer together than BurstInterval, however many kicks come: a storm of
+// connections (a password-guessing bot opening hundreds a second) costs
+// at most 1/BurstInterval scans a second.
 const (
 	BurstInterval = 10 * time.Millisecond
 	BurstLength   = 300 * time.Millisecond
@@ -295,8 +298,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	clk := a.o.Clock
 	timer := clk.NewTimer(0)
 	defer timer.Stop()
-	var burstUntil time.Time
+	var burstUntil, lastStep time.Time
 	ready := false
+	// soon reports whether a kick came within BurstInterval of the last
+	// scan; then the timer is set for the earliest allowed scan instead.
+	soon := func() bool {
+		wait := lastStep.Add(BurstInterval).Sub(clk.Now())
+		if !ready || wait <= 0 {
+			return false
+		}
+		timer.Stop()
+		timer.Reset(wait)
+		return true
+	}
 	pctx, stopPollers := context.WithCancel(ctx)
 	var pollers sync.WaitGroup
 	defer func() {
@@ -316,9 +330,15 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.received(r)
 		case <-a.o.Kicks:
 			burstUntil = clk.Now().Add(BurstLength)
+			if soon() {
+				continue
+			}
 		case l := <-a.o.Logins:
 			a.login(l)
 			burstUntil = clk.Now().Add(BurstLength)
+			if soon() {
+				continue
+			}
 		case rc := <-a.reconfig:
 			if err := a.o.Policy.SetConfig(rc.Policy); err != nil {
 				a.log.Error("reload rejected; keeping the old configuration", "err", err)
@@ -334,6 +354,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}
 		now := a.step(ctx)
+		lastStep = now
 		if !ready {
 			ready = true
 			if a.o.Ready != nil {

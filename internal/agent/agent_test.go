@@ -274,3 +274,75 @@ func TestLoginAfterScanSawTheSession(t *testing.T) {
 		t.Errorf("events %v: the session was reported %d times", rec.types(), starts)
 	}
 }
+
+// countingSource counts scans.
+type countingSource struct {
+	scripted
+	mu    sync.Mutex
+	scans int
+}
+
+func (c *countingSource) Scan(ctx context.Context) (session.Snapshot, error) {
+	c.mu.Lock()
+	c.scans++
+	c.mu.Unlock()
+	return c.scripted.Scan(ctx)
+}
+
+func (c *countingSource) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.scans
+}
+
+// TestKickStormBoundsScans: however many kicks come (a storm of sshd
+// forks), scans are at least BurstInterval apart: 1,000 kicks while the
+// clock stands still cost one scan, and each BurstInterval the clock
+// moves allows one more.
+func TestKickStormBoundsScans(t *testing.T) {
+	clk := clock.NewFake(t0)
+	src := &countingSource{scripted: scripted{clk: clk}}
+	pol, err := policy.New(policy.Config{Period: time.Minute, EvaluationPeriods: 3}, t0.Add(-time.Hour), "boot", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kicks := make(chan struct{})
+	a, err := New(Options{Source: src, Policy: pol, Actor: &countingActor{}, Events: &recorder{}, Clock: clk,
+		Kicks: kicks, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	// The first scan runs at once; each send below returns once Run has
+	// taken the kick, so after the last one every earlier kick is handled.
+	kick := func(n int) {
+		for range n {
+			select {
+			case kicks <- struct{}{}:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Run does not take kicks")
+			}
+		}
+	}
+	kick(1001)
+	if n := src.count(); n > 2 {
+		t.Errorf("1,000 kicks at one instant made %d scans, want at most 2", n)
+	}
+	// A second of kicks, one every millisecond: at most one scan per
+	// BurstInterval.
+	before := src.count()
+	for range 1000 {
+		clk.Advance(time.Millisecond)
+		kick(1)
+	}
+	kick(1)
+	if n, most := src.count()-before, int(time.Second/BurstInterval)+2; n > most {
+		t.Errorf("a second of kicks every millisecond made %d scans, want at most %d", n, most)
+	}
+}

@@ -69,8 +69,9 @@ type Agent struct {
 	// SSHPorts, when set, limits the agent to connections to these local
 	// ports (another sshd for automation, say, is then ignored).
 	SSHPorts []int `toml:"ssh_ports"`
-	// SSHDLog is sshd's log file to follow ("auto": the -E file on the
-	// listener's command line, else /var/log/auth.log; "" off).
+	// SSHDLog is sshd's log file to follow ("auto": the -E file on a
+	// verified listener's command line, else journald, else
+	// /var/log/auth.log; "" off).
 	SSHDLog string `toml:"sshd_log"`
 	// MetricsAddr serves Prometheus metrics ("" off). Loopback by
 	// default: the metrics say who is connected.

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,8 +54,10 @@ type Listener struct {
 
 // Listen opens a netlink connector socket, joins the process events group
 // and subscribes, waiting up to a second for the kernel to confirm. It fails
-// with ErrPermission without CAP_NET_ADMIN before Linux 6.6, and with
-// ErrUnavailable where the kernel offers no process events to this process.
+// with ErrPermission where the kernel wants CAP_NET_ADMIN and the process
+// lacks it (depending on the kernel, also for unprivileged users and user
+// namespaces), and with ErrUnavailable where the kernel offers no process
+// events to this process.
 func Listen() (*Listener, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.NETLINK_CONNECTOR)
 	if err != nil {
@@ -317,4 +320,57 @@ func (l *Listener) recv(buf []byte) (int, error) {
 		return 0, err
 	}
 	return n, rerr
+}
+
+// Filter asks the kernel to deliver only fork events whose parent, exec
+// events whose process, and exit events whose process or parent is one of
+// pids (process ids, not thread ids); other processes' events are dropped
+// before they are queued, so they cost this process nothing. Overrun
+// events still come. An empty list drops every fork, exec and exit; nil
+// removes the filter: every event is delivered again. More pids than
+// MaxFiltered remove the filter and return ErrFilterTooLarge. Events
+// already queued were filtered when they arrived. Safe to call while Run
+// runs.
+func (l *Listener) Filter(pids []int) error {
+	if pids == nil {
+		return l.detachFilter()
+	}
+	prog, err := filterProgram(pids)
+	if err != nil {
+		return errors.Join(err, l.detachFilter())
+	}
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return fmt.Errorf("filter process events: %w", err)
+	}
+	fp := make([]unix.SockFilter, len(raw))
+	for i, r := range raw {
+		fp[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
+	}
+	var serr error
+	err = l.rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(fp)), Filter: &fp[0]})
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("filter process events: %w", err)
+	}
+	return nil
+}
+
+// detachFilter removes the socket filter, if any.
+func (l *Listener) detachFilter() error {
+	var serr error
+	err := l.rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
+	})
+	if err == nil && !errors.Is(serr, unix.ENOENT) {
+		err = serr // ENOENT: there was none
+	}
+	if err != nil {
+		return fmt.Errorf("remove process events filter: %w", err)
+	}
+	return nil
 }

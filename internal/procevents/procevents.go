@@ -11,10 +11,17 @@
 // whole processes are reported: forks that create threads and execs and
 // exits of threads other than the thread-group leader are dropped.
 //
+// The kernel sends every process's events to every listener. Filter
+// narrows that in the kernel (a BPF socket filter) to the processes a
+// listener cares about and their children, so that a user who forks in a
+// loop costs the listener nothing: no wakeup, no read.
+//
 // Listening needs a process in the initial user, PID and network
-// namespaces, and before Linux 6.6 CAP_NET_ADMIN (6.6 opened the process
-// events group to every user); otherwise Listen fails with ErrUnavailable
-// or ErrPermission.
+// namespaces. Whether it also needs CAP_NET_ADMIN depends on the kernel
+// (some versions let every user join the process events group, others,
+// older and newer, refuse with EPERM; a process in a new user namespace
+// may be refused or ignored), so callers must handle both: Listen fails
+// with ErrPermission or ErrUnavailable, never with a bare errno.
 package procevents
 
 import (
@@ -74,8 +81,9 @@ type Event struct {
 	Time time.Duration
 }
 
-// ErrPermission: the kernel (before Linux 6.6) or a security policy wants
-// CAP_NET_ADMIN, which the process lacks. It matches fs.ErrPermission too.
+// ErrPermission: the kernel or a security policy wants CAP_NET_ADMIN
+// (in the initial user namespace), which the process lacks. Which kernels
+// want it varies; root always has it. It matches fs.ErrPermission too.
 var ErrPermission = fmt.Errorf("process events need CAP_NET_ADMIN: %w", fs.ErrPermission)
 
 // ErrUnavailable: the kernel offers no process events to this process (no

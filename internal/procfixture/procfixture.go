@@ -1,15 +1,23 @@
 // Package procfixture writes procfs-shaped directory trees for tests and
-// benchmarks: /PID/stat, /PID/cmdline, /PID/fd/N -> socket:[INODE],
-// net/tcp, net/tcp6 and stat (boot time), so code that reads /proc can be
-// pointed at a recorded or generated machine state with --proc DIR.
+// benchmarks: /PID/stat, /PID/cmdline, /PID/status, /PID/exe (a symlink
+// whose text is what the kernel's link would read), /PID/fd/N ->
+// socket:[INODE], net/tcp, net/tcp6 and stat (boot time), so code that
+// reads /proc can be pointed at a recorded or generated machine state
+// with --proc DIR. The host files that exe links name cannot be part of
+// the tree (owners do not survive git): the file host-files stands in for
+// their stat(2), one "MODE UID PATH" line each (MODE in octal with the
+// type bits), for executables by link text and for their directories.
 package procfixture
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -29,7 +37,43 @@ type Proc struct {
 	// UnreadableFDs makes the fd directory mode 0 (as for another user's
 	// process without root).
 	UnreadableFDs bool
+	// UID is the real, effective, saved and filesystem uid in status;
+	// default 0 (root).
+	UID int
+	// Exe is the text of the exe link. Empty: the Debian path of an
+	// OpenSSH program named by Comm (sshd: /usr/sbin/sshd; sshd-session,
+	// sshd-auth, sftp-server: /usr/lib/openssh/COMM), else no link.
+	// "-": no link (a kernel thread, or a process that exited). Zombies
+	// never have one.
+	Exe string
 }
+
+// DefaultExe returns the executable Proc.Exe defaults to for a program
+// name, "" for none.
+func DefaultExe(comm string) string {
+	switch comm {
+	case "sshd":
+		return "/usr/sbin/sshd"
+	case "sshd-session", "sshd-auth", "sftp-server":
+		return "/usr/lib/openssh/" + comm
+	}
+	return ""
+}
+
+// File is the stat(2) of a host file that an exe link names, or of its
+// directory.
+type File struct {
+	// Mode is st_mode: type and permission bits (0o100755, 0o40755).
+	Mode uint32
+	UID  int
+}
+
+// RootBinary and RootDir are the files of a packaged program: owned by
+// root and writable by root alone.
+var (
+	RootBinary = File{Mode: 0o100755, UID: 0}
+	RootDir    = File{Mode: 0o40755, UID: 0}
+)
 
 // TCP is one row of net/tcp or net/tcp6.
 type TCP struct {
@@ -45,7 +89,16 @@ type Tree struct {
 	TCP      []TCP
 	// MountInfo, when set, is written as self/mountinfo.
 	MountInfo string
+	// HostFiles are written to host-files, keyed by path (an exe link's
+	// text, or a directory). The executables that Proc.Exe defaults to
+	// and their directories are root's (RootBinary, RootDir) unless
+	// listed here.
+	HostFiles map[string]File
 }
+
+// HostFilesName is the file of a tree that stands in for stat(2) of the
+// host files its exe links name.
+const HostFilesName = "host-files"
 
 // Write writes the tree below dir, which must exist.
 func (t Tree) Write(dir string) error {
@@ -77,6 +130,34 @@ func (t Tree) Write(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "stat"), []byte(stat), 0o644); err != nil {
 		return err
 	}
+	// Writing more processes into a tree keeps the files it named.
+	files, err := readHostFiles(filepath.Join(dir, HostFilesName))
+	if err != nil {
+		return err
+	}
+	for _, p := range procs {
+		if p.Exe == "" && p.State != 'Z' {
+			if exe := DefaultExe(p.Comm); exe != "" {
+				files[exe] = RootBinary
+				files[filepath.Dir(exe)] = RootDir
+			}
+		}
+	}
+	for path, f := range t.HostFiles {
+		files[path] = f
+	}
+	paths := make([]string, 0, len(files))
+	for path := range files {
+		paths = append(paths, path)
+	}
+	sort.Strings(paths)
+	var hf strings.Builder
+	for _, path := range paths {
+		fmt.Fprintf(&hf, "%o %d %s\n", files[path].Mode, files[path].UID, path)
+	}
+	if err := os.WriteFile(filepath.Join(dir, HostFilesName), []byte(hf.String()), 0o644); err != nil {
+		return err
+	}
 	if t.MountInfo != "" {
 		if err := os.MkdirAll(filepath.Join(dir, "self"), 0o755); err != nil {
 			return err
@@ -86,6 +167,30 @@ func (t Tree) Write(dir string) error {
 		}
 	}
 	return nil
+}
+
+// readHostFiles reads a host-files file; a missing one is empty.
+func readHostFiles(path string) (map[string]File, error) {
+	files := map[string]File{}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return files, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, " ", 3)
+		if len(f) != 3 {
+			continue
+		}
+		mode, err1 := strconv.ParseUint(f[0], 8, 32)
+		uid, err2 := strconv.Atoi(f[1])
+		if err1 == nil && err2 == nil {
+			files[f[2]] = File{Mode: uint32(mode), UID: uid}
+		}
+	}
+	return files, nil
 }
 
 func writeProc(dir string, p Proc) error {
@@ -111,6 +216,22 @@ func writeProc(dir string, p Proc) error {
 	}
 	if err := os.WriteFile(filepath.Join(pd, "cmdline"), []byte(cmdline), 0o644); err != nil {
 		return err
+	}
+	status := fmt.Sprintf("Name:\t%s\nUmask:\t0022\nState:\t%c\nTgid:\t%d\nPid:\t%d\nPPid:\t%d\nUid:\t%d\t%d\t%d\t%d\nGid:\t%d\t%d\t%d\t%d\n",
+		p.Comm, state, p.PID, p.PID, p.PPID, p.UID, p.UID, p.UID, p.UID, p.UID, p.UID, p.UID, p.UID)
+	if err := os.WriteFile(filepath.Join(pd, "status"), []byte(status), 0o644); err != nil {
+		return err
+	}
+	exe := p.Exe
+	if exe == "" {
+		exe = DefaultExe(p.Comm)
+	}
+	if exe != "" && exe != "-" && state != 'Z' {
+		link := filepath.Join(pd, "exe")
+		os.Remove(link) // a tree written again over itself
+		if err := os.Symlink(exe, link); err != nil {
+			return err
+		}
 	}
 	for fd, ino := range p.Sockets {
 		if err := os.Symlink(fmt.Sprintf("socket:[%d]", ino), filepath.Join(pd, "fd", fmt.Sprint(fd))); err != nil {

@@ -161,6 +161,9 @@ const (
 	WarnSocketUnreadable = "socket_unreadable"
 	// WarnActivityUnknown: last activity could not be measured.
 	WarnActivityUnknown = "activity_unknown"
+	// WarnUnverifiedSSHD: processes titled as sshd are not root's sshd
+	// (not counted), or sshd's executables could not be checked.
+	WarnUnverifiedSSHD = "unverified_sshd"
 )
 
 // Warning says what a source could not see.

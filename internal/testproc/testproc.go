@@ -1,7 +1,9 @@
 // Package testproc holds what the test harnesses (sshdtest, wgtest,
 // openvpntest) share about the processes they run: an output buffer safe
 // for the goroutine that copies into it, and bounded waits on the channel
-// a process's waiter closes.
+// a process's waiter closes; and, for trust-boundary tests, a real
+// unprivileged user (HostileUser) and the processes it runs to pass for
+// sshd (User.Impostor).
 package testproc
 
 import (

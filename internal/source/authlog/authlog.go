@@ -10,6 +10,12 @@
 // FileTailer follows a log file like tail -F; Journal follows journald
 // through journalctl.
 //
+// A log is text anybody may have written unless something vouches for
+// its sender (Origin): FileTailer follows only files root alone can
+// write, Journal delivers logins only when journald says root's sshd sent
+// them, and syslog lines (auth.log) carry only the sender's own claims,
+// which a consumer must check.
+//
 // Only Accepted means that a user authenticated. Every other kind either
 // ends a connection (Disconnected, ConnectionClosed), describes a session
 // inside an authenticated connection, or is Preauth: lines of connections
@@ -126,4 +132,27 @@ type Event struct {
 	TTY         string
 	// Raw is the line as read, without its line ending.
 	Raw string
+	// Origin says what vouches for the line's sender.
+	Origin Origin
 }
+
+// Origin is the kind of log a line came from, which says who could have
+// written it.
+type Origin int
+
+const (
+	// OriginFile: a bare line of sshd's -E file. FileTailer follows only
+	// files that root alone can write (ErrUntrustedLog), and only sshd
+	// writes to its -E file.
+	OriginFile Origin = iota + 1
+	// OriginSyslog: a syslog line (auth.log). Its identifier and pid are
+	// what the sender claimed: any local user can write "sshd[PID]:
+	// Accepted ... for root" with logger -t sshd --id=PID. A consumer
+	// must check PID against what it knows of sshd's processes before
+	// believing a login.
+	OriginSyslog
+	// OriginJournal: a journald entry. Accepted lines are delivered only
+	// when journald itself (_UID, _EXE, _COMM, _SYSTEMD_UNIT) says root's
+	// sshd sent them.
+	OriginJournal
+)

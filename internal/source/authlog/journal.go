@@ -112,7 +112,9 @@ func (j *Journal) Args(cursor string) []string {
 	args := []string{
 		"--follow", "--output=json", "--no-pager", "--quiet",
 		// __CURSOR and __REALTIME_TIMESTAMP are always printed.
-		"--output-fields=MESSAGE,SYSLOG_IDENTIFIER,_PID,SYSLOG_PID,_SOURCE_REALTIME_TIMESTAMP",
+		// _UID, _EXE, _COMM and _SYSTEMD_UNIT are journald's own, which
+		// the sender cannot choose: they tell sshd from `logger -t sshd`.
+		"--output-fields=MESSAGE,SYSLOG_IDENTIFIER,_PID,SYSLOG_PID,_SOURCE_REALTIME_TIMESTAMP,_UID,_EXE,_COMM,_SYSTEMD_UNIT",
 	}
 	if cursor != "" {
 		args = append(args, "--after-cursor="+cursor, "--no-tail")

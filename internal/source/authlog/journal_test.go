@@ -392,3 +392,69 @@ func TestJournalLive(t *testing.T) {
 	}
 	stop()
 }
+
+// TestJournalIgnoresForgedLogins follows, through a journalctl stand-in,
+// entries as journald records what `logger -t sshd` writes (derived in
+// testdata/journald/logger-forged.json: a user's logger, one claiming a
+// real sshd's pid with --id, one that exited before journald looked, a
+// user's copy of logger named sshd, root's logger), between two real
+// logins: only the real logins come, and the forged end (ends pass from
+// any sender, see Origin) comes as an end.
+func TestJournalIgnoresForgedLogins(t *testing.T) {
+	real := fixture(t)
+	b, err := os.ReadFile(filepath.Join("testdata", "journald", "logger-forged.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newJournalHarness(t, t.TempDir())
+	// real[5] and real[20] are cwtest's Accepted lines from sshd.
+	h.script(1, real[5]+string(b)+real[20], -1, "")
+	h.start()
+	evs := h.events(3)
+	h.stop()
+	if evs[0].Kind != Accepted || evs[0].Port != 55904 || evs[0].Origin != OriginJournal {
+		t.Errorf("first event %+v, want the real login on port 55904", evs[0])
+	}
+	if evs[1].Kind != Disconnected || evs[1].Port != 5 {
+		t.Errorf("second event %+v, want the forged end", evs[1])
+	}
+	if evs[2].Kind != Accepted || evs[2].Port != 55912 {
+		t.Errorf("third event %+v, want the real login on port 55912", evs[2])
+	}
+	for _, e := range evs {
+		if e.User == "root" && e.Kind == Accepted {
+			t.Errorf("forged login delivered: %+v", e)
+		}
+	}
+}
+
+// TestJournalTrust lists what journald must say for an Accepted entry to
+// count.
+func TestJournalTrust(t *testing.T) {
+	const msg = `"SYSLOG_IDENTIFIER":"sshd","MESSAGE":"Accepted publickey for root from 127.0.0.1 port 5 ssh2"`
+	for _, tc := range []struct {
+		fields string
+		want   bool
+	}{
+		{`"_UID":"0","_EXE":"/usr/sbin/sshd","_COMM":"sshd"`, true},
+		{`"_UID":"0","_EXE":"/usr/lib/openssh/sshd-session","_COMM":"sshd-session"`, true},
+		{`"_UID":"0","_EXE":"/usr/sbin/sshd (deleted)","_COMM":"sshd"`, true},
+		{`"_UID":"0","_SYSTEMD_UNIT":"ssh.service","_EXE":"/usr/bin/perl","_COMM":"perl"`, true},
+		{`"_UID":"0","_SYSTEMD_UNIT":"ssh@3-10.0.0.5:22-203.0.113.9:4000.service","_COMM":"x"`, true},
+		{`"_UID":"0"`, true}, // exited before journald looked: root's word
+		{`"_UID":"0","_EXE":"/usr/bin/logger","_COMM":"logger"`, false},
+		{`"_UID":"1000","_EXE":"/usr/sbin/sshd","_COMM":"sshd"`, false},
+		{`"_UID":"1000","_SYSTEMD_UNIT":"ssh.service"`, false},
+		{`"_UID":"1000"`, false},
+		{``, false}, // no _UID at all: not journald's word
+	} {
+		line := "{" + msg
+		if tc.fields != "" {
+			line += "," + tc.fields
+		}
+		line += "}"
+		if _, ok := ParseLine(line, time.Now()); ok != tc.want {
+			t.Errorf("%s: ok = %v, want %v", tc.fields, ok, tc.want)
+		}
+	}
+}

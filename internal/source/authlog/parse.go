@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path"
 	"regexp"
 	"strconv"
 	"strings"
@@ -42,7 +43,9 @@ func ParseLine(line string, now time.Time) (Event, bool) {
 		if !ok || !isSSHDIdent(ident) {
 			return Event{}, false
 		}
-		return finish(msg, line, t, pid)
+		ev, ok := finish(msg, line, t, pid)
+		ev.Origin = OriginSyslog
+		return ev, ok
 	}
 	// sshd -E: the bare message (OpenSSH 9.2 writes no prefix). A
 	// "progname: " prefix, which log.c can put on stderr lines, is
@@ -54,7 +57,9 @@ func ParseLine(line string, now time.Time) (Event, bool) {
 			break
 		}
 	}
-	return finish(msg, line, now, 0)
+	ev, ok := finish(msg, line, now, 0)
+	ev.Origin = OriginFile
+	return ev, ok
 }
 
 // ParseAll parses every line of r with ParseLine and returns the events.
@@ -164,6 +169,37 @@ type journalEntry struct {
 	Realtime       json.RawMessage `json:"__REALTIME_TIMESTAMP"`
 	SourceRealtime json.RawMessage `json:"_SOURCE_REALTIME_TIMESTAMP"`
 	Cursor         json.RawMessage `json:"__CURSOR"`
+	// Trusted fields: journald sets them from the sender's credentials
+	// and /proc, whatever the sender writes.
+	UID  json.RawMessage `json:"_UID"`
+	Exe  json.RawMessage `json:"_EXE"`
+	Comm json.RawMessage `json:"_COMM"`
+	Unit json.RawMessage `json:"_SYSTEMD_UNIT"`
+}
+
+// fromRootSSHD tells whether journald vouches that a root sshd sent the
+// entry: _UID 0, and _EXE or _COMM an sshd program or _SYSTEMD_UNIT
+// sshd's unit. When the sender exited before journald looked, _EXE and
+// _COMM are missing; root's word is taken then. The syslog identifier
+// and pid are the sender's own claims: `logger -t sshd --id=PID` writes
+// any.
+func (e journalEntry) fromRootSSHD() bool {
+	if journalValue(e.UID) != "0" {
+		return false
+	}
+	exe, comm, unit := journalValue(e.Exe), journalValue(e.Comm), journalValue(e.Unit)
+	switch {
+	case exe == "" && comm == "":
+		return true
+	case isSSHDIdent(path.Base(strings.TrimSuffix(exe, " (deleted)"))), isSSHDIdent(comm):
+		return true
+	}
+	for _, u := range []string{"ssh", "sshd"} {
+		if unit == u+".service" || strings.HasPrefix(unit, u+"@") && strings.HasSuffix(unit, ".service") {
+			return true
+		}
+	}
+	return false
 }
 
 // parseJournalJSON parses a journalctl -o json line. The cursor is
@@ -191,6 +227,14 @@ func parseJournalJSON(line string, now time.Time) (ev Event, cursor string, ok b
 		}
 	}
 	ev, ok = finish(journalValue(e.Message), line, t, pid)
+	if ok && ev.Kind == Accepted && !e.fromRootSSHD() {
+		// A login only root's sshd can report. Other kinds pass from
+		// any sender: the post-authentication child that logs session
+		// starts and disconnects runs as the user, and none of them can
+		// make a session.
+		return Event{}, cursor, false
+	}
+	ev.Origin = OriginJournal
 	return ev, cursor, ok
 }
 

@@ -9,9 +9,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/connwatch/connwatch/internal/clock"
 )
@@ -22,6 +25,78 @@ const DefaultInterval = 100 * time.Millisecond
 // DefaultRotatedGrace is how long FileTailer keeps reading a file renamed
 // away by log rotation once the new file has received data.
 const DefaultRotatedGrace = time.Minute
+
+// MaxReadPerPoll bounds what one poll reads of a file: a log that grows
+// faster than 10 MiB a second (at the default interval) is read behind,
+// never with a whole core.
+const MaxReadPerPoll = 1 << 20
+
+// ErrUntrustedLog: the file at the path is not one that only root (or
+// the user the agent runs as) can write. Its lines could be anybody's:
+// "Accepted publickey for root" appended by a user would become a root
+// session. It matches fs.ErrPermission too.
+var ErrUntrustedLog = fmt.Errorf("sshd log not trusted: %w", fs.ErrPermission)
+
+// CheckFile tells whether FileTailer would follow the file at path: nil
+// when it is trusted (see openTrusted) or missing (it is waited for),
+// else an error wrapping ErrUntrustedLog or the open error.
+func CheckFile(path string) error {
+	f, err := openTrusted(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// openTrusted opens path for reading if it is a file whose lines can be
+// believed: opened without following a symlink (O_NOFOLLOW) or blocking
+// on a FIFO or device (O_NONBLOCK), a regular file, owned by root or by
+// the user the agent runs as, writable by nobody else (no group or other
+// write bit), in a directory that others cannot write to, or that has the
+// sticky bit (where nobody can replace another's file). A user can only
+// create files they own in a directory, which are refused; so a log path
+// in a shared directory is safe too.
+func openTrusted(path string) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, fmt.Errorf("open sshd log %s: %w: a symbolic link", path, ErrUntrustedLog)
+		}
+		return nil, fmt.Errorf("open sshd log: %w", &fs.PathError{Op: "open", Path: path, Err: err})
+	}
+	f := os.NewFile(uintptr(fd), path)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat sshd log %s: %w", path, err)
+	}
+	var why string
+	me := uint32(os.Geteuid())
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		why = "not a regular file"
+	case st.Uid != 0 && st.Uid != me:
+		why = fmt.Sprintf("owned by uid %d", st.Uid)
+	case st.Mode&0o022 != 0:
+		why = fmt.Sprintf("writable by group or others (mode %o)", st.Mode&0o7777)
+	default:
+		var dst unix.Stat_t
+		dir := filepath.Dir(path)
+		if err := unix.Stat(dir, &dst); err != nil {
+			why = "directory unreadable: " + err.Error()
+		} else if dst.Mode&0o002 != 0 && dst.Mode&unix.S_ISVTX == 0 {
+			why = "in " + dir + ", which anybody can write to"
+		}
+	}
+	if why != "" {
+		f.Close()
+		return nil, fmt.Errorf("open sshd log %s: %w: %s", path, ErrUntrustedLog, why)
+	}
+	return f, nil
+}
 
 // Position is where a FileTailer is in its file: the file's identity and
 // the offset after the last whole line read. Save it to resume there.
@@ -110,7 +185,9 @@ type followed struct {
 
 // Run follows the file and sends an event for every sshd line appended to
 // it until ctx is done, then returns ctx.Err(). It fails when the file
-// exists but cannot be opened or read; a missing file is waited for.
+// exists but cannot be opened or read, and with ErrUntrustedLog when it
+// (or a file that replaced it) is not root's alone (see openTrusted); a
+// missing file is waited for. A poll reads at most MaxReadPerPoll.
 // Run blocks while out is full.
 func (t *FileTailer) Run(ctx context.Context, out chan<- Event) error {
 	r := &tailRun{t: t, ctx: ctx, out: out, first: true}
@@ -207,7 +284,7 @@ func (r *tailRun) poll() error {
 // open opens the file at the path, if there is one, and decides where to
 // start reading it.
 func (r *tailRun) open() error {
-	f, err := os.Open(r.t.path)
+	f, err := openTrusted(r.t.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		if !r.missing {
 			r.t.o.Logger.Info("sshd log missing, waiting for it", "path", r.t.path)
@@ -216,7 +293,7 @@ func (r *tailRun) open() error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("open sshd log: %w", err)
+		return err
 	}
 	fi, err := f.Stat()
 	if err != nil {
@@ -262,7 +339,7 @@ func (r *tailRun) read(f *followed, isCur bool) error {
 	if r.buf == nil {
 		r.buf = make([]byte, 32<<10)
 	}
-	for {
+	for budget := MaxReadPerPoll; budget > 0; budget -= len(r.buf) {
 		n, err := f.f.ReadAt(r.buf, f.off)
 		if n > 0 {
 			f.gotData = true
@@ -278,6 +355,7 @@ func (r *tailRun) read(f *followed, isCur bool) error {
 			return fmt.Errorf("read sshd log: %w", err)
 		}
 	}
+	return nil // the rest at the next poll
 }
 
 // deliver splits data, read at f.off, into lines and sends their events.

@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/connwatch/connwatch/internal/clock"
+	"github.com/connwatch/connwatch/internal/testproc"
 )
 
 // tailHarness runs a FileTailer on a fake clock and steps it one poll at
@@ -277,10 +280,118 @@ func TestTailCancelWhileBlocked(t *testing.T) {
 	}
 }
 
-func TestTailReadError(t *testing.T) {
-	path := t.TempDir() // a directory opens, but does not read
-	err := NewFileTailer(path, FileOptions{Clock: clock.NewFake(time.Unix(0, 0)), Start: &Position{}}).Run(context.Background(), make(chan Event))
-	if err == nil || !strings.HasPrefix(err.Error(), "read sshd log: ") {
-		t.Errorf("Run = %v, want a read error", err)
+// TestTailRefusesUntrusted: a file whose lines anybody but root (or the
+// agent's own user) could have written is refused at once, with
+// ErrUntrustedLog, and nothing of it is read: a symlink, a directory, a
+// FIFO or /dev/zero (which would otherwise block or burn a core), a file
+// writable by its group or by others, a file in a directory anybody can
+// write to.
+func TestTailRefusesUntrusted(t *testing.T) {
+	dir := t.TempDir()
+	mk := func(name string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		appendTo(t, p, accepted(1))
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := mk("good.log", 0o600)
+	link := filepath.Join(dir, "link.log")
+	if err := os.Symlink(good, link); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo.log")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	open := filepath.Join(dir, "open")
+	if err := os.Mkdir(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	inOpen := filepath.Join(open, "sshd.log")
+	appendTo(t, inOpen, accepted(1))
+	sticky := filepath.Join(dir, "sticky")
+	if err := os.Mkdir(sticky, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sticky, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	inSticky := filepath.Join(sticky, "sshd.log")
+	appendTo(t, inSticky, accepted(1))
+	for _, tc := range []struct {
+		name, path string
+		refused    bool
+	}{
+		{"root's file", good, false},
+		{"in a sticky world-writable directory", inSticky, false},
+		{"symlink", link, true},
+		{"directory", dir, true},
+		{"FIFO", fifo, true},
+		{"/dev/zero", "/dev/zero", true},
+		{"group-writable", mk("group.log", 0o620), true},
+		{"world-writable", mk("world.log", 0o606), true},
+		{"in a world-writable directory", inOpen, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			out := make(chan Event, 10)
+			tailer := NewFileTailer(tc.path, FileOptions{Start: &Position{}, Interval: time.Hour})
+			tailer.afterPoll = cancel // one poll is enough
+			err := tailer.Run(ctx, out)
+			if tc.refused {
+				if !errors.Is(err, ErrUntrustedLog) {
+					t.Errorf("Run = %v, want ErrUntrustedLog", err)
+				}
+				if len(out) != 0 {
+					t.Errorf("%d events from a refused file", len(out))
+				}
+				return
+			}
+			if !errors.Is(err, context.Canceled) || len(out) != 1 {
+				t.Errorf("Run = %v with %d events, want the file followed", err, len(out))
+			}
+		})
+	}
+}
+
+// TestTailRefusesUserFile: a real unprivileged user's file (the -E file
+// of a listener they started, "-E /home/u/fake.log") is refused, and
+// nothing they append to it becomes an event.
+func TestTailRefusesUserFile(t *testing.T) {
+	u := testproc.HostileUser(t)
+	path := filepath.Join(u.Home, "fake-sshd.log")
+	t.Cleanup(func() { os.Remove(path) })
+	u.Run(t, fmt.Sprintf("rm -f %s; printf 'Accepted publickey for root from 127.0.0.1 port 5 ssh2: x\\r\\n' > %s; chmod 600 %s", path, path, path))
+	out := make(chan Event, 10)
+	err := NewFileTailer(path, FileOptions{Start: &Position{}}).Run(context.Background(), out)
+	if !errors.Is(err, ErrUntrustedLog) || !strings.Contains(err.Error(), fmt.Sprintf("owned by uid %d", u.UID)) {
+		t.Errorf("Run = %v, want ErrUntrustedLog naming uid %d", err, u.UID)
+	}
+	if len(out) != 0 {
+		t.Errorf("%d events from the user's file", len(out))
+	}
+}
+
+// TestTailReadsBoundedPerPoll: a poll reads at most MaxReadPerPoll, so a
+// file that grows without end costs bounded work per interval.
+func TestTailReadsBoundedPerPoll(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sshd.log")
+	line := strings.Repeat("x", 1023) + "\n"
+	appendTo(t, path, strings.Repeat(line, 3*MaxReadPerPoll/len(line)))
+	h := startTail(t, path, FileOptions{Start: &Position{}})
+	if off := h.tailer.Position().Offset; off == 0 || off > MaxReadPerPoll {
+		t.Fatalf("after one poll at offset %d, want (0, %d]", off, MaxReadPerPoll)
+	}
+	h.step()
+	h.step()
+	h.step()
+	if off := h.tailer.Position().Offset; off != int64(3*MaxReadPerPoll/len(line)*len(line)) {
+		t.Errorf("after four polls at offset %d, want the end", off)
 	}
 }

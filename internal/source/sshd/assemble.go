@@ -16,9 +16,14 @@ type connection struct {
 }
 
 // assemble groups sshd processes into connections. A monitor is any live
-// process titled as one; its connection is authenticated exactly when a
-// live child of it is titled as a user child. Zombies never count.
-func assemble(procs []proc) []connection {
+// process titled as one that verification trusts (root's sshd); its
+// connection is authenticated exactly when a live, trusted child of it is
+// titled as a user child. Zombies never count.
+func assemble(procs []proc, trusted map[int]struct{}) []connection {
+	isTrusted := func(p *proc) bool {
+		_, ok := trusted[p.pid]
+		return ok
+	}
 	byParent := make(map[int][]*proc, len(procs))
 	for i := range procs {
 		p := &procs[i]
@@ -30,12 +35,12 @@ func assemble(procs []proc) []connection {
 	var conns []connection
 	for i := range procs {
 		m := &procs[i]
-		if m.zombie || !m.titled || m.title.Role != RoleMonitor {
+		if m.zombie || !m.titled || m.title.Role != RoleMonitor || !isTrusted(m) {
 			continue
 		}
 		c := connection{monitor: m}
 		for _, ch := range byParent[m.pid] {
-			if ch.titled && ch.title.Role == RoleUser {
+			if ch.titled && ch.title.Role == RoleUser && isTrusted(ch) {
 				c.user = ch
 				break
 			}

@@ -10,6 +10,7 @@ import (
 	"github.com/connwatch/connwatch/internal/session"
 	"github.com/connwatch/connwatch/internal/source/sshd"
 	"github.com/connwatch/connwatch/internal/sshdtest"
+	"github.com/connwatch/connwatch/internal/testproc"
 )
 
 // onPort keeps what a snapshot says about one sshd listening on port, so
@@ -219,4 +220,110 @@ func TestRealSSHDManyConnections(t *testing.T) {
 		bots[i].Stop()
 	}
 	waitCounts(3, 3)
+}
+
+// TestRealSSHDIgnoresImpostors: a real unprivileged user runs a fake
+// listener, a fake root monitor and its fake root tty child (copies of cat
+// named sshd, titled with exec -a) next to a real sshd with a real
+// session. The real session counts; the fakes are not sessions, not
+// pending, not listeners, not watched, and cost one warning naming them.
+func TestRealSSHDIgnoresImpostors(t *testing.T) {
+	sshdtest.RequireRoot(t)
+	sshdtest.RequireBinary(t, "sshd")
+	sshdtest.RequireBinary(t, "ssh")
+	srv := sshdtest.Start(t, sshdtest.Options{})
+	real := srv.SSH(t, []string{"-tt"}, "sleep", "120")
+	realPort := real.WaitLocalPort(t, 10*time.Second)
+
+	u := testproc.HostileUser(t)
+	fake := u.Impostor(t,
+		"sshd: /usr/sbin/sshd -D -E "+u.Home+"/fake.log [listener] 0 of 10-100 startups",
+		"sshd: root [priv]",
+		"sshd: root@pts/9")
+
+	src := sshd.New(sshd.Options{})
+	var snap session.Snapshot
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var err error
+		snap, err = src.Scan(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sess, _ := onPort(snap, srv.Port); len(sess) == 1 && sess[0].RemotePort == realPort {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the real session is not seen:\n%s", describe(onPort(snap, srv.Port)))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, s := range snap.Sessions {
+		if s.PID == fake.PIDs[1] || s.UserPID == fake.PIDs[2] || s.User == "root" {
+			t.Errorf("impostor counted as a session: %+v", s)
+		}
+	}
+	for _, p := range snap.PendingAuth {
+		if p.PID == fake.PIDs[1] {
+			t.Errorf("impostor listed as pending: %+v", p)
+		}
+	}
+	for _, l := range src.Listeners() {
+		if strings.Contains(l, "fake.log") {
+			t.Errorf("impostor listed as a listener: %q", l)
+		}
+	}
+	for _, pid := range fake.PIDs {
+		if src.Watches(pid) {
+			t.Errorf("impostor pid %d watched", pid)
+		}
+	}
+	if !src.Watches(srv.PID) {
+		t.Errorf("real listener pid %d not watched", srv.PID)
+	}
+	var warned bool
+	for _, w := range snap.Warnings {
+		if w.Code == session.WarnUnverifiedSSHD {
+			warned = true
+			for _, want := range []string{fmt.Sprintf("pid %d (uid %d", fake.PIDs[1], u.UID), fake.Exe} {
+				if !strings.Contains(w.Message, want) {
+					t.Errorf("warning %q does not say %q", w.Message, want)
+				}
+			}
+			if w.Blind {
+				t.Errorf("impostors made the view blind: %+v", w)
+			}
+		}
+	}
+	if !warned {
+		t.Errorf("no unverified_sshd warning: %+v", snap.Warnings)
+	}
+}
+
+// TestRealSSHDIgnoresForkLoop: a real unprivileged user's "sshd-forker"
+// forking in a loop is not watched (its forks never start a burst of
+// scans), while the real listener is.
+func TestRealSSHDIgnoresForkLoop(t *testing.T) {
+	sshdtest.RequireRoot(t)
+	sshdtest.RequireBinary(t, "sshd")
+	srv := sshdtest.Start(t, sshdtest.Options{})
+	forker := testproc.HostileUser(t).ForkLoop(t, 30*time.Second)
+	src := sshd.New(sshd.Options{})
+	for range 3 {
+		if _, err := src.Scan(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if src.Watches(forker) || src.Forked(forker, forker+1) || src.Exited(forker+1, forker) {
+		t.Errorf("the user's sshd-forker (pid %d) is watched", forker)
+	}
+	for _, pid := range src.WatchedPIDs() {
+		if pid == forker {
+			t.Errorf("the user's sshd-forker (pid %d) is in the watched set", forker)
+		}
+	}
+	if !src.Watches(srv.PID) || !src.Forked(srv.PID, 999_999) {
+		t.Errorf("the real listener (pid %d) is not watched", srv.PID)
+	}
 }

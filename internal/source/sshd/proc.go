@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"time"
@@ -27,6 +28,31 @@ type proc struct {
 	unreadableTitle bool
 	// rawTitle is kept for listeners only (their options matter).
 	rawTitle string
+	// v is what verification found (see verify.go); level says which
+	// check it is the result of.
+	v     verdict
+	level checkLevel
+}
+
+// checkLevel is how far a process has been verified.
+type checkLevel uint8
+
+const (
+	unchecked checkLevel = iota
+	// exeChecked: its executable (any uid), for a child of a monitor.
+	exeChecked
+	// rootChecked: its executable and that it runs as root, for a
+	// monitor or listener.
+	rootChecked
+)
+
+// needs returns the check a process needs: monitors and listeners must
+// be root's sshd.
+func (p *proc) needs() checkLevel {
+	if p.titled && (p.title.Role == RoleMonitor || p.title.Role == RoleListener) {
+		return rootChecked
+	}
+	return exeChecked
 }
 
 // procTable is the result of one walk over a procfs tree.
@@ -35,6 +61,9 @@ type procTable struct {
 	// unreadable counts processes whose stat could not be read for lack of
 	// permission (hidepid=1 or similar).
 	unreadable int
+	// trusted holds the verified sshd processes: root's monitors and
+	// listeners, and the sshd and sftp-server processes under them.
+	trusted map[int]struct{}
 }
 
 // procWalker reads a procfs tree with one reused buffer and no per-file
@@ -57,6 +86,9 @@ type procTable struct {
 // its title is gone or no longer an sshd title (exit, exec), and when its
 // parent's /proc directory is not the one it had.
 type procWalker struct {
+	// insp answers what processes run (verify.go).
+	insp  inspector
+	dirs  map[string]bool
 	buf   []byte
 	dents []byte
 	known map[int]knownProc
@@ -85,8 +117,8 @@ const (
 	fullEvery   = time.Minute
 )
 
-func newProcWalker() *procWalker {
-	return &procWalker{buf: make([]byte, readBufSize), dents: make([]byte, 64<<10), known: map[int]knownProc{}, cands: map[int]candProc{}, seen: map[int]uint64{}}
+func newProcWalker(insp inspector) *procWalker {
+	return &procWalker{insp: insp, dirs: map[string]bool{}, buf: make([]byte, readBufSize), dents: make([]byte, 64<<10), known: map[int]knownProc{}, cands: map[int]candProc{}, seen: map[int]uint64{}}
 }
 
 // walk lists the processes under root that matter to sshd detection. now
@@ -103,6 +135,7 @@ func (w *procWalker) walk(root string, now time.Time, uptime time.Duration) (pro
 	full := now.Sub(w.lastAll) >= fullEvery || now.Before(w.lastAll)
 	if full {
 		w.lastAll = now
+		clear(w.dirs)
 	}
 	clear(w.seen)
 	// Ticks after boot before which a process is old enough to trust.
@@ -171,6 +204,9 @@ func (w *procWalker) walk(root string, now time.Time, uptime time.Duration) (pro
 				continue
 			}
 			delete(w.known, pid)
+			if c, ok := w.cands[pid]; ok && c.ino == ino {
+				keepVerdict(&p, c.p)
+			}
 			w.cands[pid] = candProc{ino: ino, p: p}
 			tab.procs = append(tab.procs, p)
 			if p.unreadableTitle {
@@ -191,6 +227,7 @@ func (w *procWalker) walk(root string, now time.Time, uptime time.Duration) (pro
 		if err != nil || !keep {
 			np.pid, np.zombie = p.pid, true // gone: count it as nothing
 		}
+		keepVerdict(&np, p)
 		tab.procs[i] = np
 		c.p = np
 		w.cands[p.pid] = c
@@ -209,7 +246,92 @@ func (w *procWalker) walk(root string, now time.Time, uptime time.Duration) (pro
 			delete(w.known, pid)
 		}
 	}
+	w.verify(dirfd, &tab)
 	return tab, nil
+}
+
+// keepVerdict carries old's verdict over to p, a new read of the same
+// /proc directory, when the process is still the one that was verified:
+// same start time and program name (an exec changes the name), and a
+// role that needs no more than was checked.
+func keepVerdict(p *proc, old proc) {
+	if p.start == old.start && p.comm == old.comm && !p.zombie {
+		p.v, p.level = old.v, old.level
+	}
+}
+
+// verify checks the processes the table's connections rest on: every
+// monitor and listener must be root's sshd; the processes under them
+// (net, PAM and user children, sftp servers) must run an sshd program or
+// sftp-server to be watched (procTable.trusted). A verdict is kept for
+// the life of the process (see keepVerdict); a process that vanished
+// meanwhile is read again next time.
+func (w *procWalker) verify(dirfd int, tab *procTable) {
+	tab.trusted = make(map[int]struct{}, len(tab.procs))
+	for i := range tab.procs {
+		p := &tab.procs[i]
+		if p.zombie || p.needs() != rootChecked {
+			continue
+		}
+		w.check(dirfd, p, rootChecked)
+		if p.v.ok {
+			tab.trusted[p.pid] = struct{}{}
+		}
+	}
+	// Children of trusted processes, down the tree: a connection is at
+	// most four levels deep (listener, monitor, user child, its child),
+	// so a pass per level over the few sshd processes is cheaper than
+	// building an index.
+	for changed := true; changed; {
+		changed = false
+		for i := range tab.procs {
+			p := &tab.procs[i]
+			if p.zombie || p.needs() == rootChecked {
+				continue // monitors and listeners stand on their own
+			}
+			if _, ok := tab.trusted[p.pid]; ok {
+				continue
+			}
+			if _, ok := tab.trusted[p.ppid]; !ok {
+				continue
+			}
+			w.check(dirfd, p, exeChecked)
+			if p.v.ok {
+				tab.trusted[p.pid] = struct{}{}
+				changed = true
+			}
+		}
+	}
+}
+
+// childPrograms are what may run under a connection's monitor.
+var childPrograms = append(append([]string(nil), sshdPrograms...), "sftp-server")
+
+// check verifies p to level unless it already was, and remembers the
+// verdict with the process.
+func (w *procWalker) check(dirfd int, p *proc, level checkLevel) {
+	if p.level >= level && !p.v.gone {
+		return
+	}
+	pname := strconv.Itoa(p.pid)
+	if level == rootChecked {
+		n, err := w.readAt(dirfd, pname+"/status")
+		switch {
+		case err == nil:
+			p.v = rootVerdict(w.insp, p.pid, w.buf[:n], w.dirs)
+		case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH):
+			p.v = verdict{uid: -1, gone: true}
+		default:
+			p.v = verdict{uid: -1, why: "status unreadable: " + err.Error()}
+		}
+	} else {
+		p.v = exeVerdict(w.insp, p.pid, childPrograms, w.dirs)
+	}
+	p.level = level
+	if c, ok := w.cands[p.pid]; ok && c.p.start == p.start {
+		c.p = *p
+		w.cands[p.pid] = c
+	}
 }
 
 // retitle reads a remembered sshd process's title. It returns false when
@@ -224,6 +346,9 @@ func (w *procWalker) retitle(dirfd int, p proc, pname []byte) (proc, bool) {
 	t, ok := ParseTitle(raw)
 	if !ok {
 		return p, false
+	}
+	if t.Role != p.title.Role || !p.titled {
+		p.v, p.level = verdict{}, unchecked // a new role: check again
 	}
 	p.title, p.titled, p.rawTitle = t, true, ""
 	if t.Role == RoleListener {
@@ -307,7 +432,7 @@ func (w *procWalker) readAt(dirfd int, path string) (int, error) {
 }
 
 func isPermission(err error) bool {
-	return errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)
+	return errors.Is(err, fs.ErrPermission) // EACCES and EPERM too
 }
 
 // parseStat parses /proc/PID/stat: "PID (COMM) STATE PPID ... STARTTIME ...".

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -357,6 +358,11 @@ func TestScanRemembersSafely(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(root, fmt.Sprint(pid), "cmdline"), []byte(title+"\x00"), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		exe := filepath.Join(root, fmt.Sprint(pid), "exe")
+		os.Remove(exe)
+		if err := os.Symlink("/usr/sbin/sshd", exe); err != nil {
+			t.Fatal(err)
+		}
 	}
 	addChild := func(pid, ppid int, title string) {
 		t.Helper()
@@ -488,5 +494,103 @@ func mustWrite(t *testing.T, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWatchFollowsForks checks the watch set between scans: children
+// forked by verified sshd processes are watched at once, a child that
+// execs something other than sshd is dropped, exits are remembered for
+// WasSSHD, and an impostor's forks are nobody's business.
+func TestWatchFollowsForks(t *testing.T) {
+	clk := clock.NewFake(fixtureNow)
+	root := writeTree(t, fixtureMachine(generations[1]))
+	src := New(Options{ProcRoot: root, Clock: clk})
+	if _, err := src.Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select { // the first scan changed the set
+	case <-src.WatchChanged():
+	default:
+		t.Error("no change after the first scan")
+	}
+	check := func(pid int, watched, was bool) {
+		t.Helper()
+		if got := src.Watches(pid); got != watched {
+			t.Errorf("Watches(%d) = %v, want %v", pid, got, watched)
+		}
+		if got := src.WasSSHD(pid); got != was {
+			t.Errorf("WasSSHD(%d) = %v, want %v", pid, got, was)
+		}
+	}
+	if !src.Forked(100, 9000) { // the listener forks a connection
+		t.Error("fork by the listener not reported")
+	}
+	check(9000, true, true)
+	if !slices.Contains(src.WatchedPIDs(), 9000) {
+		t.Errorf("WatchedPIDs %v lacks 9000", src.WatchedPIDs())
+	}
+	if src.Forked(360, 9100) || src.Forked(202, 9101) { // the impostor; alice's shell
+		t.Error("fork by an unwatched process reported")
+	}
+	check(9100, false, false)
+
+	// 9000 execs sshd-session (9.8+): still watched.
+	extra := procfixture.Tree{BootTime: bootTime, Procs: []procfixture.Proc{
+		{PID: 9000, PPID: 100, Comm: "sshd-session", Title: "sshd-session: [accepted]"},
+		{PID: 9002, PPID: 9000, Comm: "bash", Title: "-bash", Exe: "/usr/bin/bash"},
+	}}
+	if err := extra.Write(root); err != nil {
+		t.Fatal(err)
+	}
+	if !src.Execed(9000) {
+		t.Error("exec of a watched child not reported")
+	}
+	check(9000, true, true)
+	// Its child execs a shell: dropped, remembered.
+	src.Forked(9000, 9002)
+	if !src.Execed(9002) {
+		t.Error("exec of a watched child not reported")
+	}
+	check(9002, false, true)
+	if src.Forked(9002, 9003) {
+		t.Error("the shell's fork reported")
+	}
+
+	if !src.Exited(9000, 100) {
+		t.Error("exit of a watched child not reported")
+	}
+	check(9000, false, true)
+	if !src.Exited(9500, 100) {
+		t.Error("exit of an unknown child of the listener not reported")
+	}
+	if src.Exited(9501, 1) {
+		t.Error("exit of an unrelated process reported")
+	}
+
+	// A forked child no scan confirms is dropped after forkedFor; what is
+	// gone is forgotten after recentFor.
+	src.Forked(100, 9004)
+	clk.Advance(forkedFor)
+	if _, err := src.Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	check(9004, false, true)
+	clk.Advance(recentFor)
+	if _, err := src.Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	check(9004, false, false)
+	check(9002, false, false)
+	check(100, true, true)
+}
+
+func TestTrim(t *testing.T) {
+	m := map[int]time.Time{}
+	for i := range 11 {
+		m[i] = fixtureNow.Add(time.Duration(i) * time.Second)
+	}
+	trim(m, 10)
+	if len(m) != 6 || m[5].IsZero() || !m[4].IsZero() {
+		t.Errorf("trim kept %v", m)
 	}
 }

@@ -4,7 +4,9 @@
 // every OpenSSH generation (sshd: up to 9.7, sshd-session: from 9.8,
 // sshd-auth: from 10.0, [postauth] from 10.5) and counts a connection only
 // once sshd has created its post-authentication user child, so password
-// guessing bots never count as users.
+// guessing bots never count as users. A title is believed only from a
+// process that runs root's sshd (verify.go): any user can title a process
+// "sshd: root [priv]".
 package sshd
 
 import (
@@ -14,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,8 +71,8 @@ type Source struct {
 	bootTime time.Time
 	// sockets remembers each connection's socket: it never changes.
 	sockets map[connKey]mappedSocket
-	// pids holds the sshd processes of the last scan, for Watches.
-	pids atomic.Pointer[map[int]struct{}]
+	// watch holds the verified sshd processes (watch.go).
+	watch *watchSet
 	// listeners holds the listener titles of the last scan.
 	listeners atomic.Pointer[[]string]
 }
@@ -87,13 +90,32 @@ type mappedSocket struct {
 
 // New returns a Source.
 func New(o Options) *Source {
-	s := &Source{procRoot: o.ProcRoot, devRoot: o.DevRoot, activity: o.Activity, clock: o.Clock, walker: newProcWalker()}
+	s := &Source{procRoot: o.ProcRoot, devRoot: o.DevRoot, activity: o.Activity, clock: o.Clock}
 	if s.procRoot == "" {
 		s.procRoot = "/proc"
 	}
 	s.procRoot = filepath.Clean(s.procRoot)
 	live := s.procRoot == "/proc"
 	s.live = live
+	if live {
+		s.walker = newProcWalker(liveInspector{root: s.procRoot})
+	} else {
+		s.walker = newProcWalker(&fixtureInspector{root: s.procRoot})
+	}
+	// Exec events are checked on the event's goroutine, with an inspector
+	// of their own (a fixture's loads its file lazily).
+	var (
+		execMu   sync.Mutex
+		execInsp inspector = liveInspector{root: s.procRoot}
+	)
+	if !live {
+		execInsp = &fixtureInspector{root: s.procRoot}
+	}
+	s.watch = newWatchSet(func(pid int) bool {
+		execMu.Lock()
+		defer execMu.Unlock()
+		return exeVerdict(execInsp, pid, childPrograms, map[string]bool{}).ok
+	})
 	switch {
 	case s.devRoot == "-":
 		s.devRoot = ""
@@ -156,20 +178,34 @@ func (s *Source) Scan(ctx context.Context) (session.Snapshot, error) {
 			Message: fmt.Sprintf("%d processes under %s could not be read (permission denied); run as root", tab.unreadable, s.procRoot)})
 	}
 
-	pids := make(map[int]struct{}, len(tab.procs))
 	var listeners []string
+	var refused []proc
+	unchecked := false
 	for _, p := range tab.procs {
-		if !p.zombie {
-			pids[p.pid] = struct{}{}
+		if p.zombie {
+			continue
 		}
-		if p.titled && p.title.Role == RoleListener {
-			listeners = append(listeners, p.rawTitle)
+		if _, ok := tab.trusted[p.pid]; ok {
+			unchecked = unchecked || p.v.unchecked
+			if p.titled && p.title.Role == RoleListener {
+				listeners = append(listeners, p.rawTitle)
+			}
+		} else if p.needs() == rootChecked && !p.v.gone {
+			refused = append(refused, p)
 		}
 	}
-	s.pids.Store(&pids)
 	s.listeners.Store(&listeners)
+	if len(refused) > 0 {
+		slices.SortFunc(refused, func(a, b proc) int { return a.pid - b.pid })
+		snap.Warn(session.Warning{Code: session.WarnUnverifiedSSHD, Source: Name, Message: refusedMessage(refused)})
+	}
+	if unchecked {
+		snap.Warn(session.Warning{Code: session.WarnUnverifiedSSHD, Source: Name,
+			Message: "the executables of root's sshd processes cannot be read without root: sshd titles of processes running as root are believed unchecked"})
+	}
 
-	conns := assemble(tab.procs)
+	conns := assemble(tab.procs, tab.trusted)
+	s.watch.scan(tab.trusted, snap.Time) // the set is the watch's from here on
 	if len(conns) == 0 {
 		return snap, nil
 	}
@@ -270,20 +306,34 @@ func (s *Source) Scan(ctx context.Context) (session.Snapshot, error) {
 	return snap, nil
 }
 
-// Watches reports whether pid was a live sshd process in the last scan:
-// a fork, exec or exit of such a process means connections may have
-// changed. Safe to call from any goroutine, also during a Scan.
-func (s *Source) Watches(pid int) bool {
-	m := s.pids.Load()
-	if m == nil {
-		return false
+// maxListed bounds the processes a warning names, so that a user who
+// starts thousands of impostors costs one short warning.
+const maxListed = 5
+
+// refusedMessage tells which processes were titled as an sshd monitor or
+// listener but are not root's sshd.
+func refusedMessage(ps []proc) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d process(es) titled as sshd are not root's sshd, not counted:", len(ps))
+	for i, p := range ps {
+		if i == maxListed {
+			fmt.Fprintf(&b, "; and %d more", len(ps)-maxListed)
+			break
+		}
+		if i > 0 {
+			b.WriteByte(';')
+		}
+		uid := "uid unknown"
+		if p.v.uid >= 0 {
+			uid = "uid " + strconv.Itoa(p.v.uid)
+		}
+		fmt.Fprintf(&b, " pid %d (%s, %q): %s", p.pid, uid, p.title.Prog+" "+p.title.Role.String(), p.v.why)
 	}
-	_, ok := (*m)[pid]
-	return ok
+	return b.String()
 }
 
-// Listeners returns the process titles of the sshd listeners seen in the
-// last scan ("sshd: /usr/sbin/sshd -D -E /var/log/sshd.log [listener] …").
+// Listeners returns the process titles of the verified sshd listeners
+// (root's sshd) seen in the last scan ("sshd: /usr/sbin/sshd -D -E /var/log/sshd.log [listener] …").
 func (s *Source) Listeners() []string {
 	l := s.listeners.Load()
 	if l == nil {
