@@ -1,10 +1,13 @@
 package policy
 
 import (
+	"math/rand/v2"
 	"testing"
 	"time"
 
+	"github.com/connwatch/connwatch/internal/alarm"
 	"github.com/connwatch/connwatch/internal/event"
+	"github.com/connwatch/connwatch/internal/session"
 )
 
 // runReal steps p every 10 s of real time from 0 to `to`, the wall clock
@@ -148,5 +151,45 @@ func BenchmarkIdleDayWindow(b *testing.B) {
 		p.Status(now)
 		p.NextWake(now)
 		now = now.Add(time.Second)
+	}
+}
+
+// The prediction carried across period closes (shiftDue) is the one made
+// afresh, over random schedules of sessions, blindness and gaps.
+func TestShiftedPredictionIsFresh(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	treats := []alarm.TreatMissingData{alarm.TreatMissing, alarm.TreatIgnore, alarm.TreatBreaching, alarm.TreatNotBreaching}
+	for sched := range 300 {
+		n := 1 + rng.IntN(6)
+		cfg := Config{Period: time.Second, EvaluationPeriods: n, DatapointsToAlarm: 1 + rng.IntN(n), TreatMissingData: treats[rng.IntN(4)]}
+		p, err := New(cfg, t0.Add(-time.Hour), "b", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := t0
+		busy, blind := false, false
+		for range 200 {
+			if rng.IntN(8) == 0 {
+				busy = !busy
+			}
+			if rng.IntN(15) == 0 {
+				blind = !blind
+			}
+			in := Input{Blind: blind}
+			if busy {
+				in.Sessions = []session.Session{alice(t0)}
+			}
+			d := p.Step(now, in)
+			if d.Act {
+				p.ActionDone(now, "dry-run", "would stop", nil)
+			}
+			got, gotOK := p.stopDue(now)
+			p.due.valid = false
+			want, wantOK := p.stopDue(now)
+			if gotOK != wantOK || !got.Equal(want) {
+				t.Fatalf("schedule %d at %v (%+v): carried prediction %v %v, fresh %v %v", sched, now.Sub(t0), cfg, got, gotOK, want, wantOK)
+			}
+			now = now.Add(time.Duration(1+rng.IntN(700)) * time.Millisecond)
+		}
 	}
 }

@@ -513,6 +513,7 @@ func (p *Policy) closePeriods(now time.Time) {
 			mark = alarm.MarkBreaching
 		}
 		p.st.Partial = false
+		closed := p.st.PeriodStart
 		if i >= p.cfg.rangeLen() {
 			// More missing periods than the range holds change nothing:
 			// jump to the period containing now.
@@ -526,9 +527,25 @@ func (p *Policy) closePeriods(now time.Time) {
 		if res, err := alarm.EvaluateMarks(p.cfg.alarm(), p.st.Marks, p.st.AlarmState); err == nil {
 			p.st.AlarmState = res.State
 		}
+		p.shiftDue(closed, mark)
 		// The new period starts with what is true now.
 		p.st.Busy, p.st.Blind = p.busyNow, p.blindNow
 	}
+}
+
+// shiftDue keeps the stop prediction across the close of the period that
+// began at closed, when that period closed as predicted: the new
+// prediction is the old one a period on (the same series from its second
+// step), valid while the new open period is predicted idle. Without it,
+// a day of one-second periods would be predicted afresh every second.
+func (p *Policy) shiftDue(closed time.Time, mark alarm.Mark) {
+	c := &p.due
+	if !c.valid || !c.ok || !c.periodStart.Equal(closed) || c.next != mark ||
+		!p.st.PeriodStart.Equal(closed.Add(p.cfg.Period)) || !c.at.After(p.st.PeriodStart) {
+		c.valid = false
+		return
+	}
+	c.periodStart, c.next, c.state = p.st.PeriodStart, alarm.MarkBreaching, p.st.AlarmState
 }
 
 // stopDue predicts when the alarm reaches ALARM if nothing changes: the
