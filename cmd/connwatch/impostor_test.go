@@ -28,17 +28,8 @@ import (
 // real session is listed, the fakes are not (neither as sessions nor as
 // pending), and a warning names them.
 func TestStatusIgnoresImpostors(t *testing.T) {
-	sshdtest.RequireRoot(t)
-	sshdtest.RequireBinary(t, "sshd")
-	sshdtest.RequireBinary(t, "ssh")
-	srv := sshdtest.Start(t, sshdtest.Options{})
-	real := srv.SSH(t, []string{"-tt"}, "sleep", "120")
-	realPort := real.WaitLocalPort(t, 10*time.Second)
-	u := testproc.HostileUser(t)
-	fake := u.Impostor(t,
-		"sshd: /usr/sbin/sshd -D -E "+u.Home+"/fake.log [listener] 0 of 10-100 startups",
-		"sshd: root [priv]",
-		"sshd: root@pts/9")
+	imp := sshdtest.StartImpostors(t)
+	srv, realPort, u, fake := imp.Server, imp.RealPort, imp.User, imp.Fake
 
 	type status struct {
 		Sessions []struct {

@@ -566,3 +566,33 @@ func writeFile(path string, data []byte, perm os.FileMode) error {
 	}
 	return nil
 }
+
+// Impostors is a real sshd with one real tty session, and beside it a
+// hostile local user's fake sshd tree: a listener whose command line
+// names a log file the user owns, a root monitor and its root tty child
+// (testproc.User.Impostor). Detection must count the real session and
+// none of the fakes.
+type Impostors struct {
+	Server *Server
+	// RealPort is the client port of the real session.
+	RealPort int
+	User     testproc.User
+	Fake     *testproc.Impostor
+}
+
+// StartImpostors starts the real sshd and session and the fake tree.
+func StartImpostors(t testing.TB) Impostors {
+	t.Helper()
+	RequireRoot(t)
+	RequireBinary(t, "sshd")
+	RequireBinary(t, "ssh")
+	srv := Start(t, Options{})
+	real := srv.SSH(t, []string{"-tt"}, "sleep", "120")
+	port := real.WaitLocalPort(t, 10*time.Second)
+	u := testproc.HostileUser(t)
+	fake := u.Impostor(t,
+		"sshd: /usr/sbin/sshd -D -E "+u.Home+"/fake.log [listener] 0 of 10-100 startups",
+		"sshd: root [priv]",
+		"sshd: root@pts/9")
+	return Impostors{Server: srv, RealPort: port, User: u, Fake: fake}
+}

@@ -228,18 +228,8 @@ func TestRealSSHDManyConnections(t *testing.T) {
 // session. The real session counts; the fakes are not sessions, not
 // pending, not listeners, not watched, and cost one warning naming them.
 func TestRealSSHDIgnoresImpostors(t *testing.T) {
-	sshdtest.RequireRoot(t)
-	sshdtest.RequireBinary(t, "sshd")
-	sshdtest.RequireBinary(t, "ssh")
-	srv := sshdtest.Start(t, sshdtest.Options{})
-	real := srv.SSH(t, []string{"-tt"}, "sleep", "120")
-	realPort := real.WaitLocalPort(t, 10*time.Second)
-
-	u := testproc.HostileUser(t)
-	fake := u.Impostor(t,
-		"sshd: /usr/sbin/sshd -D -E "+u.Home+"/fake.log [listener] 0 of 10-100 startups",
-		"sshd: root [priv]",
-		"sshd: root@pts/9")
+	imp := sshdtest.StartImpostors(t)
+	srv, realPort, u, fake := imp.Server, imp.RealPort, imp.User, imp.Fake
 
 	src := sshd.New(sshd.Options{})
 	var snap session.Snapshot
