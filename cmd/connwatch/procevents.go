@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"slices"
 
 	"github.com/connwatch/connwatch/internal/procevents"
@@ -37,11 +36,6 @@ func procEventSignal(src *sshd.Source) (fastSignal, error) {
 // source's watched processes, and closes it.
 func followProcEvents(ctx context.Context, l eventListener, src *sshd.Source, kick func()) error {
 	defer l.Close()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	events := make(chan procevents.Event, 256)
-	errc := make(chan error, 1)
-	go func() { errc <- l.Run(ctx, events) }()
 	var filtered []int
 	refilter := func() {
 		pids := src.WatchedPIDs()
@@ -57,32 +51,23 @@ func followProcEvents(ctx context.Context, l eventListener, src *sshd.Source, ki
 	}
 	// From the start: until a scan finds sshd, nothing is watched.
 	refilter()
-	for {
-		select {
-		case err := <-errc:
-			if errors.Is(err, context.Canceled) {
-				return nil
-			}
-			return err
-		case <-src.WatchChanged():
-			refilter()
-		case e := <-events:
-			switch e.Kind {
-			case procevents.Fork:
-				if src.Forked(e.ParentPID, e.PID) {
-					kick()
-				}
-			case procevents.Exec:
-				if src.Execed(e.PID) {
-					kick()
-				}
-			case procevents.Exit:
-				if src.Exited(e.PID, e.ParentPID) {
-					kick()
-				}
-			case procevents.Overrun:
+	return pump(ctx, 256, l.Run, func(e procevents.Event) bool {
+		switch e.Kind {
+		case procevents.Fork:
+			if src.Forked(e.ParentPID, e.PID) {
 				kick()
 			}
+		case procevents.Exec:
+			if src.Execed(e.PID) {
+				kick()
+			}
+		case procevents.Exit:
+			if src.Exited(e.PID, e.ParentPID) {
+				kick()
+			}
+		case procevents.Overrun:
+			kick()
 		}
-	}
+		return true
+	}, src.WatchChanged(), refilter)
 }

@@ -116,7 +116,7 @@ func sshdLogSignal(ctx context.Context, cfg config.Agent, src *sshd.Source, logi
 			case <-ctx.Done():
 				return false
 			}
-		})
+		}, nil, nil)
 	}, what, nil
 }
 
@@ -136,8 +136,10 @@ func loginFromSSHD(e authlog.Event, wasSSHD func(pid int) bool) bool {
 
 // pump runs a producer that sends on a channel until ctx ends, handing
 // each value to handle (which returns false to stop). Cancellation is a
-// clean end.
-func pump[T any](ctx context.Context, buffer int, run func(context.Context, chan<- T) error, handle func(T) bool) error {
+// clean end. Whenever changed delivers (nil: never), onChange runs on the
+// same goroutine as handle.
+func pump[T any](ctx context.Context, buffer int, run func(context.Context, chan<- T) error, handle func(T) bool,
+	changed <-chan struct{}, onChange func()) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	vals := make(chan T, buffer)
@@ -150,6 +152,8 @@ func pump[T any](ctx context.Context, buffer int, run func(context.Context, chan
 				return nil
 			}
 			return err
+		case <-changed:
+			onChange()
 		case v := <-vals:
 			if !handle(v) {
 				cancel()
