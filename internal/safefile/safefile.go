@@ -22,44 +22,61 @@ import (
 // too large, or owned or writable by another user.
 var ErrUntrusted = errors.New("untrusted")
 
-// Info is what Read learned of the file it read.
+// Info is what Open and Read learned of the file.
 type Info struct {
 	UID, GID uint32
 	Mode     uint32
 	Size     int64
+	Nlink    uint64
 }
 
-// Read reads path if it is a regular file with one link and at most max
-// bytes, and returns its content and owner. It never follows a symlink
-// in the last component, never blocks on a FIFO or device, and never
-// opens anything but a regular file (a device's open may have effects).
-// The owner is for the caller to judge.
-func Read(path string, max int64) ([]byte, Info, error) {
+// Open opens path for reading if it is a regular file. It never follows
+// a symlink in the last component, never blocks on a FIFO, and never
+// opens anything but a regular file (a device's open may have effects:
+// /dev/watchdog arms on open): it looks before it opens, and checks that
+// what it opened is what it looked at. Owner, mode, links and size are
+// for the caller to judge.
+func Open(path string) (*os.File, Info, error) {
 	var pre unix.Stat_t
 	if err := unix.Lstat(path, &pre); err != nil {
-		return nil, Info{}, fmt.Errorf("read %s: %w", path, &os.PathError{Op: "lstat", Path: path, Err: err})
+		return nil, Info{}, fmt.Errorf("open %s: %w", path, &os.PathError{Op: "lstat", Path: path, Err: err})
 	}
-	if err := regular(path, &pre, max); err != nil {
+	if err := isRegular(path, &pre); err != nil {
 		return nil, Info{}, err
 	}
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) {
-			return nil, Info{}, fmt.Errorf("read %s: a symlink: %w", path, ErrUntrusted)
+			return nil, Info{}, fmt.Errorf("open %s: a symlink: %w", path, ErrUntrusted)
 		}
-		return nil, Info{}, fmt.Errorf("read %s: %w", path, &os.PathError{Op: "open", Path: path, Err: err})
+		return nil, Info{}, fmt.Errorf("open %s: %w", path, &os.PathError{Op: "open", Path: path, Err: err})
 	}
 	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, Info{}, fmt.Errorf("read %s: %w", path, err)
+		f.Close()
+		return nil, Info{}, fmt.Errorf("open %s: %w", path, err)
 	}
 	if st.Dev != pre.Dev || st.Ino != pre.Ino {
-		return nil, Info{}, fmt.Errorf("read %s: replaced while being opened: %w", path, ErrUntrusted)
+		f.Close()
+		return nil, Info{}, fmt.Errorf("open %s: replaced while being opened: %w", path, ErrUntrusted)
 	}
-	if err := regular(path, &st, max); err != nil {
+	return f, Info{UID: st.Uid, GID: st.Gid, Mode: st.Mode, Size: st.Size, Nlink: uint64(st.Nlink)}, nil
+}
+
+// Read reads path if Open opens it and it has one link and at most max
+// bytes, and returns its content and owner.
+func Read(path string, max int64) ([]byte, Info, error) {
+	f, info, err := Open(path)
+	if err != nil {
 		return nil, Info{}, err
+	}
+	defer f.Close()
+	switch {
+	case info.Nlink != 1:
+		return nil, Info{}, fmt.Errorf("read %s: %d hard links: %w", path, info.Nlink, ErrUntrusted)
+	case info.Size > max:
+		return nil, Info{}, fmt.Errorf("read %s: %d bytes, more than %d: %w", path, info.Size, max, ErrUntrusted)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {
@@ -68,19 +85,15 @@ func Read(path string, max int64) ([]byte, Info, error) {
 	if int64(len(b)) > max {
 		return nil, Info{}, fmt.Errorf("read %s: larger than %d bytes: %w", path, max, ErrUntrusted)
 	}
-	return b, Info{UID: st.Uid, GID: st.Gid, Mode: st.Mode, Size: st.Size}, nil
+	return b, info, nil
 }
 
-func regular(path string, st *unix.Stat_t, max int64) error {
+func isRegular(path string, st *unix.Stat_t) error {
 	switch {
 	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
-		return fmt.Errorf("read %s: a symlink: %w", path, ErrUntrusted)
+		return fmt.Errorf("open %s: a symlink: %w", path, ErrUntrusted)
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		return fmt.Errorf("read %s: not a regular file (%s): %w", path, kind(st.Mode), ErrUntrusted)
-	case st.Nlink != 1:
-		return fmt.Errorf("read %s: %d hard links: %w", path, st.Nlink, ErrUntrusted)
-	case st.Size > max:
-		return fmt.Errorf("read %s: %d bytes, more than %d: %w", path, st.Size, max, ErrUntrusted)
+		return fmt.Errorf("open %s: not a regular file (%s): %w", path, kind(st.Mode), ErrUntrusted)
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/connwatch/connwatch/internal/clock"
+	"github.com/connwatch/connwatch/internal/safefile"
 )
 
 // DefaultInterval is how often FileTailer looks at its file.
@@ -60,28 +61,19 @@ func CheckFile(path string) error {
 // create files they own in a directory, which are refused; so a log path
 // in a shared directory is safe too.
 func openTrusted(path string) (*os.File, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		if errors.Is(err, unix.ELOOP) {
-			return nil, fmt.Errorf("open sshd log %s: %w: a symbolic link", path, ErrUntrustedLog)
-		}
-		return nil, fmt.Errorf("open sshd log: %w", &fs.PathError{Op: "open", Path: path, Err: err})
+	f, info, err := safefile.Open(path)
+	if errors.Is(err, safefile.ErrUntrusted) {
+		return nil, fmt.Errorf("open sshd log %s: %w: %w", path, ErrUntrustedLog, err)
 	}
-	f := os.NewFile(uintptr(fd), path)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("stat sshd log %s: %w", path, err)
+	if err != nil {
+		return nil, fmt.Errorf("open sshd log: %w", err)
 	}
 	var why string
-	me := uint32(os.Geteuid())
 	switch {
-	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		why = "not a regular file"
-	case st.Uid != 0 && st.Uid != me:
-		why = fmt.Sprintf("owned by uid %d", st.Uid)
-	case st.Mode&0o022 != 0:
-		why = fmt.Sprintf("writable by group or others (mode %o)", st.Mode&0o7777)
+	case info.UID != 0 && info.UID != uint32(os.Geteuid()):
+		why = fmt.Sprintf("owned by uid %d", info.UID)
+	case info.Mode&0o022 != 0:
+		why = fmt.Sprintf("writable by group or others (mode %o)", info.Mode&0o7777)
 	default:
 		var dst unix.Stat_t
 		dir := filepath.Dir(path)
