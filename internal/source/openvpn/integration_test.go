@@ -314,7 +314,12 @@ func TestLiveStatusFiles(t *testing.T) {
 			}
 			c := srv.Connect(t, "carol", openvpntest.ClientOptions{Username: tt.username, Password: "pw"})
 			w := newWatcher(t, src)
-			sg := w.until("carol", 200*time.Millisecond, 10*time.Second, "carol", seenLive)
+			// The server rewrites its file once a second: a rewrite may
+			// catch the client before its tunnel address is assigned,
+			// so wait for one that has it.
+			sg := w.until("carol", 200*time.Millisecond, 10*time.Second, "carol with a tunnel address", func(sg sighting) bool {
+				return seenLive(sg) && sg.last.VPN != nil && sg.last.VPN.VirtualAddr != ""
+			})
 			wantName := ""
 			if tt.opts.StatusVersion > 1 {
 				wantName = tt.username
