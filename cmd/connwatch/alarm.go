@@ -16,16 +16,8 @@ func newAlarmCmd() *cobra.Command {
 		Long: `alarm works with alarms that follow Amazon CloudWatch's rules: N
 evaluation periods, M datapoints to alarm, a threshold, and a choice of how
 to treat missing data. connwatch evaluates them exactly as CloudWatch
-documents, so you can check what an alarm will do before you create it.
-
-Commands:
-  eval   evaluate an alarm over a series of datapoints written as 0, X and -`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usagef("unknown alarm command %q", args[0])
-			}
-			return nil
-		},
+documents, so you can check what an alarm will do before you create it.`,
+		Args: subcommandArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cmd.Help()
 		},

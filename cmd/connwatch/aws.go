@@ -22,18 +22,11 @@ func newAWSCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "aws",
 		Short: "Set up the AWS side: the CloudWatch alarm that stops an idle instance",
-		Long: `aws works with the AWS resources around connwatch.
-
-Commands:
-  setup-alarm   create or update the CloudWatch alarm that stops this
-                instance when nobody is connected (the classic recipe's
-                alarm on EC2/SSH Connections, which the agent publishes)`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usagef("unknown aws command %q", args[0])
-			}
-			return nil
-		},
+		Long: `aws works with the AWS resources around connwatch: setup-alarm creates
+or updates the CloudWatch alarm that stops this instance when nobody is
+connected (the classic recipe's alarm on EC2/SSH Connections, which the
+agent publishes).`,
+		Args: subcommandArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cmd.Help()
 		},

@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/connwatch/connwatch/internal/version"
 )
 
 // Exit codes.
@@ -52,7 +54,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
 	}
@@ -64,7 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(root.ErrOrStderr(), "connwatch: %v\n", err)
 	var ue usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintf(root.ErrOrStderr(), "Run 'connwatch --help' for usage.\n")
+		fmt.Fprintf(root.ErrOrStderr(), "Run '%s --help' for usage.\n", cmd.CommandPath())
 		return exitUsage
 	}
 	return exitFailure
@@ -76,34 +78,44 @@ func newRootCmd() *cobra.Command {
 		Short: "See who is connected, keep your connections alive, stop machines nobody uses",
 		Long: `connwatch knows who is connected to this machine over SSH (terminals,
 VS Code Remote, Cloud9, scp, sftp, port forwards), counting only
-authenticated connections, never password-guessing bots.
-
-Commands:
-  status   list the authenticated sessions and pending connections now
-  agent    watch sessions, emit events, stop the machine when nobody uses it
-  inhibit  keep the machine awake while a command runs
-  tunnel   keep the forwards of ssh_config hosts up (autossh replacement)
-  doctor   audit sshd/ssh keepalive and idle settings, and fix them
-  alarm    evaluate CloudWatch alarm semantics locally ("what would my alarm do?")
-  aws      set up the CloudWatch alarm that stops an idle instance
-  config   check a configuration file
-`,
+authenticated connections, never password-guessing bots. The agent
+publishes sessions and events (Prometheus, CloudWatch, webhooks, SNS) and
+stops the machine when nobody has used it for a while; tunnel keeps your
+own SSH port forwards up.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usagef("unknown command %q", args[0])
-			}
-			return nil
-		},
+		Version:       version.Get().String(),
+		Args:          subcommandArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cmd.Help()
 		},
 	}
+	// --version prints what "connwatch version" prints.
+	root.SetVersionTemplate(versionText())
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usageError{err}
 	})
-	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newStatusCmd(), newAgentCmd(), newInhibitCmd(), newTunnelCmd(), newDoctorCmd(), newAlarmCmd(), newAWSCmd(), newConfigCmd())
+	root.AddCommand(newStatusCmd(), newAgentCmd(), newInhibitCmd(), newTunnelCmd(), newDoctorCmd(), newAlarmCmd(), newAWSCmd(), newConfigCmd(), newVersionCmd(), newManCmd())
 	return root
+}
+
+// subcommandArgs is the Args of a command that only groups others: any
+// argument is a subcommand that does not exist, a usage error that
+// suggests the nearest names (cobra's suggestions apply to the root only,
+// and only without an Args function of its own).
+func subcommandArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // cobra sets it only on its own path
+	}
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += fmt.Sprintf("; did you mean %q?", s[0])
+		for _, o := range s[1:] {
+			msg += fmt.Sprintf(" or %q?", o)
+		}
+	}
+	return usageError{errors.New(msg)}
 }

@@ -104,7 +104,7 @@ func newTunnelCmd() *cobra.Command {
 	var f tunnelFlags
 	cmd := &cobra.Command{
 		Use:   "tunnel [-F FILE] [-o Key=Value]... HOST...",
-		Short: "keep the port forwards of ssh_config Hosts alive (autossh in Go)",
+		Short: "Keep the port forwards of ssh_config Hosts alive (autossh in Go)",
 		Long:  tunnelLong,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
