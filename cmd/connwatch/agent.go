@@ -195,6 +195,16 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&cv.PollInterval.Duration, "aws-client-vpn-poll-interval", cv.PollInterval.Duration, "how often DescribeClientVpnConnections is called per endpoint (it also lists connections that ended, so none is missed)")
 	bind("aws-client-vpn-poll-interval", func(d *config.Agent) { d.AWSClientVPN.PollInterval = cv.PollInterval })
 
+	tu := &v.Tunnels
+	fs.StringArrayVar(&tu.Hosts, "tunnel", nil, "keep the forwards of this ssh_config Host up, as 'connwatch tunnel HOST' would, with its state on the metrics endpoint (repeatable)")
+	bind("tunnel", func(d *config.Agent) { d.Tunnels.Hosts = tu.Hosts })
+	fs.StringVar(&tu.SSHConfig, "tunnel-ssh-config", "", "ssh_config FILE of the tunnels (ssh -F; default: ssh's own)")
+	bind("tunnel-ssh-config", func(d *config.Agent) { d.Tunnels.SSHConfig = tu.SSHConfig })
+	fs.StringArrayVar(&tu.Options, "tunnel-option", nil, "ssh_config option Key=Value for the tunnels, as ssh -o (repeatable)")
+	bind("tunnel-option", func(d *config.Agent) { d.Tunnels.Options = tu.Options })
+	fs.DurationVar(&tu.ProbeInterval.Duration, "tunnel-probe-interval", 0, "check each LocalForward's destination through the server this often (0: off)")
+	bind("tunnel-probe-interval", func(d *config.Agent) { d.Tunnels.ProbeInterval = tu.ProbeInterval })
+
 	a := &v.Action
 	fs.StringVar(&a.Type, "action", a.Type, "what to do when idle: "+strings.Join(config.Actions, ", "))
 	bind("action", func(d *config.Agent) { d.Action.Type = a.Type })
@@ -287,6 +297,8 @@ The default action is dry-run: it only says what it would do.`,
 		},
 	}
 	f.register(cmd.Flags())
+	registerAgentCompletions(cmd)
+	cmd.SetUsageFunc(groupedUsage(agentFlagGroups))
 	return cmd
 }
 

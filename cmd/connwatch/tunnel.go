@@ -124,6 +124,7 @@ func newTunnelCmd() *cobra.Command {
 			return runTunnels(cmd.Context(), f, args, cmd)
 		},
 	}
+	cmd.ValidArgsFunction = sshHosts("config")
 	fl := cmd.Flags()
 	fl.StringVarP(&f.configFile, "config", "F", "", "ssh_config FILE for ssh -G (default ~/.ssh/config and /etc/ssh/ssh_config)")
 	fl.StringArrayVarP(&f.options, "option", "o", nil, "ssh_config option Key=Value passed to ssh -G (repeatable)")

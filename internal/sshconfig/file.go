@@ -197,3 +197,26 @@ func splitLine(line string) (string, []string, error) {
 	}
 	return key, args, nil
 }
+
+// HostNames lists the names that Host lines give literally (no wildcard
+// or negation), in file order and each once: the hosts a user can name,
+// for shell completion.
+func (f *File) HostNames() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, b := range f.Blocks {
+		if b.Keyword != "host" {
+			continue
+		}
+		for _, c := range b.Criteria {
+			for _, name := range strings.Split(c, ",") {
+				if name == "" || strings.ContainsAny(name, "*?!%") || seen[name] {
+					continue
+				}
+				seen[name] = true
+				out = append(out, name)
+			}
+		}
+	}
+	return out
+}

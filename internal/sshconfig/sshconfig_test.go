@@ -459,3 +459,24 @@ func TestBinaryVersionReal(t *testing.T) {
 		}
 	}
 }
+
+func TestHostNames(t *testing.T) {
+	text := `Host *
+  ServerAliveInterval 30
+Host devbox devbox.example *.internal !bastion-old
+  User alice
+Match host mqtt
+  User bob
+Host mqtt-tunnel,edge-? gw%h
+Host devbox
+`
+	f, err := Parse(strings.NewReader(text), "config", Client, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := f.HostNames()
+	want := []string{"devbox", "devbox.example", "mqtt-tunnel"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("HostNames (-want +got):\n%s", d)
+	}
+}
