@@ -459,7 +459,7 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 	}
 	var metrics *promsink.Metrics
 	if cfg.MetricsAddr != "" {
-		metrics = promsink.New(promsink.Options{PerUserLabels: cfg.MetricsPerUser, Kinds: cfg.Kinds()})
+		metrics = promsink.New(promsink.Options{PerUserLabels: cfg.MetricsPerUser, Kinds: cfg.Kinds(), LoopInterval: cfg.ScanInterval.Duration})
 		opts.Observers = append(opts.Observers, metricsObserver{metrics})
 	}
 	var cwPub *cloudwatch.Publisher
@@ -682,6 +682,7 @@ func (o metricsObserver) Observe(ob agent.Observation) {
 	}
 	o.m.ObserveEvents(ob.Events)
 	o.m.ObservePolicy(ob.Now, ob.Policy)
+	o.m.ObserveLoop()
 }
 
 // cloudWatchObserver gives a CloudWatch publisher the number of sessions

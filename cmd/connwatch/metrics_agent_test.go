@@ -85,8 +85,8 @@ func TestAgentMetricsWebConfig(t *testing.T) {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: w.Pool}}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 2 * time.Second}
-	scrape := func(auth bool) (int, string, error) {
-		req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/metrics", nil)
+	get := func(path string, auth bool) (int, string, error) {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+addr+path, nil)
 		if auth {
 			req.SetBasicAuth(w.User, w.Password)
 		}
@@ -98,6 +98,7 @@ func TestAgentMetricsWebConfig(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b), nil
 	}
+	scrape := func(auth bool) (int, string, error) { return get("/metrics", auth) }
 	var (
 		code int
 		body string
@@ -113,6 +114,16 @@ func TestAgentMetricsWebConfig(t *testing.T) {
 	}
 	if code, _, err := scrape(false); code != http.StatusUnauthorized {
 		t.Errorf("scrape without credentials: %d %v, want 401", code, err)
+	}
+	if !strings.Contains(body, `connwatch_build_info{goversion="go`) {
+		t.Errorf("no connwatch_build_info in the scrape:\n%s", body)
+	}
+	// The loop turns every second: healthy. Behind the same auth.
+	if code, body, err := get("/healthz", true); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("/healthz: %d %q %v, want 200 ok", code, body, err)
+	}
+	if code, _, err := get("/healthz", false); code != http.StatusUnauthorized {
+		t.Errorf("/healthz without credentials: %d %v, want 401", code, err)
 	}
 	cancel()
 	if stderr := <-done; t.Failed() {

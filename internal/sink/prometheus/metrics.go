@@ -21,6 +21,10 @@
 //
 //	connwatch_stop_deadline_timestamp_seconds > 0
 //	  and connwatch_stop_deadline_timestamp_seconds - time() < 300
+//
+// connwatch_build_info{version,revision,goversion} says which build runs.
+// /healthz answers 200 while the agent's main loop turns (ObserveLoop
+// within three loop intervals) and 503 with the reason when it does not.
 package promsink
 
 import (
@@ -37,6 +41,7 @@ import (
 	"github.com/connwatch/connwatch/internal/event"
 	"github.com/connwatch/connwatch/internal/policy"
 	"github.com/connwatch/connwatch/internal/session"
+	"github.com/connwatch/connwatch/internal/version"
 )
 
 // Options configure Metrics.
@@ -52,6 +57,12 @@ type Options struct {
 	// Kinds are the session kinds the agent watches, always exported (as
 	// 0 when nobody is connected). Default: ssh.
 	Kinds []session.Kind
+	// LoopInterval is how often the agent's main loop runs at least (its
+	// scan interval): /healthz fails after three without an iteration.
+	// Default DefaultLoopInterval.
+	LoopInterval time.Duration
+	// Build is exported as connwatch_build_info. Default: version.Get().
+	Build *version.Info
 }
 
 // Label values used when a session or event does not say.
@@ -81,9 +92,10 @@ var (
 
 // Metrics holds the agent's metrics and their registry.
 type Metrics struct {
-	reg   *prometheus.Registry
-	clock clock.Clock
-	view  *viewCollector
+	reg    *prometheus.Registry
+	clock  clock.Clock
+	view   *viewCollector
+	health health
 
 	sessionStarts *prometheus.CounterVec
 	sessionEnds   *prometheus.CounterVec
@@ -112,10 +124,19 @@ func New(o Options) *Metrics {
 	if len(kinds) == 0 {
 		kinds = []session.Kind{session.KindSSH}
 	}
+	if o.LoopInterval <= 0 {
+		o.LoopInterval = DefaultLoopInterval
+	}
+	build := o.Build
+	if build == nil {
+		in := version.Get()
+		build = &in
+	}
 	m := &Metrics{
-		reg:   prometheus.NewRegistry(),
-		clock: o.Clock,
-		view:  newViewCollector(o.PerUserLabels, kinds),
+		reg:    prometheus.NewRegistry(),
+		clock:  o.Clock,
+		view:   newViewCollector(o.PerUserLabels, kinds),
+		health: health{interval: o.LoopInterval},
 		sessionStarts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "connwatch_session_starts_total",
 			Help: "Sessions that began (session_start events), by kind.",
@@ -177,7 +198,14 @@ func New(o Options) *Metrics {
 	}
 	m.stopActions.WithLabelValues(ResultOK)
 	m.stopActions.WithLabelValues(ResultError)
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "connwatch_build_info",
+		Help:        "Always 1; the labels say which build of connwatch is running.",
+		ConstLabels: prometheus.Labels{"version": build.Version, "revision": build.Revision, "goversion": build.GoVersion},
+	})
+	buildInfo.Set(1)
 	m.reg.MustRegister(
+		buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.view,

@@ -34,6 +34,7 @@ const (
 const indexText = `connwatch agent
 
 Prometheus metrics: /metrics
+Health:             /healthz (200 while the main loop runs, 503 with the reason)
 `
 
 // Handler serves the registry in the Prometheus exposition formats. It
@@ -48,10 +49,11 @@ func (m *Metrics) Handler() http.Handler {
 	}))
 }
 
-// mux serves /metrics and a short text at /.
+// mux serves /metrics, /healthz and a short text at /.
 func (m *Metrics) mux() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
+	mux.HandleFunc("GET /healthz", m.healthz)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte(indexText))
