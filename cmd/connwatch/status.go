@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"syscall"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/connwatch/connwatch/internal/clock"
 	"github.com/connwatch/connwatch/internal/config"
 	"github.com/connwatch/connwatch/internal/report"
+	"github.com/connwatch/connwatch/internal/session"
 	"github.com/connwatch/connwatch/internal/source/sshd"
 )
 
@@ -61,7 +64,7 @@ Exit status: 0 when the scan ran (check "complete" for partial views),
 			if err != nil {
 				return fmt.Errorf("scan sessions: %w", err)
 			}
-			view := liveAgentView(stateDir, snap.Time)
+			view, noAgent := liveAgentView(stateDir, snap.Time)
 			switch {
 			case view != nil:
 				// The agent's VPN sessions: it knows when they began.
@@ -88,13 +91,17 @@ Exit status: 0 when the scan ran (check "complete" for partial views),
 				pollOnce(cmd.Context(), pollers, &snap)
 			}
 			snap.Sort()
+			notices := surroundings(snap, src.Listeners(), view, noAgent)
 			if asJSON {
-				return report.JSON(cmd.OutOrStdout(), report.Status{Snapshot: snap, Agent: view})
+				return report.JSON(cmd.OutOrStdout(), report.Status{Snapshot: snap, Agent: view, AgentRunning: view != nil, Notices: notices})
 			}
 			if err := report.Table(cmd.OutOrStdout(), snap, snap.Time, time.Local); err != nil {
 				return err
 			}
-			return report.AgentTable(cmd.OutOrStdout(), view, snap.Time, time.Local)
+			if err := report.AgentTable(cmd.OutOrStdout(), view, snap.Time, time.Local); err != nil {
+				return err
+			}
+			return report.Notices(cmd.OutOrStdout(), notices)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: {sessions, pending_auth, complete, warnings}")
@@ -105,14 +112,35 @@ Exit status: 0 when the scan ran (check "complete" for partial views),
 }
 
 // liveAgentView returns the view of an agent that is running and has
-// written its view recently, or nil.
-func liveAgentView(stateDir string, now time.Time) *agent.View {
+// written its view recently, or nil and why not.
+func liveAgentView(stateDir string, now time.Time) (*agent.View, string) {
 	v, err := agent.LoadView(stateDir)
-	if err != nil {
-		return nil
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Sprintf("no agent has run with state directory %s", stateDir)
+	case err != nil:
+		return nil, fmt.Sprintf("no agent view in %s: %v", stateDir, err)
+	case syscall.Kill(v.PID, 0) == syscall.ESRCH:
+		return nil, fmt.Sprintf("the agent that used %s (pid %d) is not running; its view is from %s", stateDir, v.PID, v.Updated.Local().Format(time.DateTime))
+	case now.Sub(v.Updated) > time.Minute:
+		return nil, fmt.Sprintf("the agent of %s (pid %d) last wrote its view %s ago: it is stuck or is another program", stateDir, v.PID, report.Duration(now.Sub(v.Updated)))
 	}
-	if now.Sub(v.Updated) > time.Minute || syscall.Kill(v.PID, 0) == syscall.ESRCH {
-		return nil
+	return v, ""
+}
+
+// surroundings are the notices of status: no sshd to connect to, no agent
+// to watch. listeners are the verified sshd listeners the scan saw.
+func surroundings(snap session.Snapshot, listeners []string, view *agent.View, noAgent string) []report.Notice {
+	var out []report.Notice
+	if len(listeners) == 0 && len(snap.Sessions) == 0 && len(snap.PendingAuth) == 0 {
+		msg := "no sshd process found: nobody can connect over SSH now (is openssh-server installed and running? a socket-activated sshd, ssh.socket, starts one per connection)"
+		if !snap.Complete {
+			msg = "no sshd process found that this user can check: run status as root to see root's sshd"
+		}
+		out = append(out, report.Notice{Code: report.NoticeNoSSHD, Message: msg})
 	}
-	return v
+	if view == nil {
+		out = append(out, report.Notice{Code: report.NoticeNoAgent, Message: noAgent + ": nothing publishes these sessions or stops this machine when idle (systemctl enable --now connwatch)"})
+	}
+	return out
 }

@@ -2,12 +2,19 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/connwatch/connwatch/internal/agent"
+	"github.com/connwatch/connwatch/internal/atomicfile"
+	"github.com/connwatch/connwatch/internal/report"
 )
 
 // testdata/proc-openssh-9.2 was recorded by scripts/record-proc.sh from a
@@ -96,5 +103,67 @@ func TestStatusDetectionFailed(t *testing.T) {
 	code, _, stderr := runCLI(t, []string{"status", "--proc", filepath.Join(t.TempDir(), "none")})
 	if code != exitFailure || !strings.Contains(stderr, "process table unavailable") {
 		t.Errorf("exit %d stderr %q, want %d naming the failure", code, stderr, exitFailure)
+	}
+}
+
+// status says when there is no sshd to connect to and no agent watching,
+// which an empty table alone would hide.
+func TestStatusSurroundings(t *testing.T) {
+	writeView := func(t *testing.T, pid int, updated time.Time) string {
+		dir := t.TempDir()
+		v := agent.View{PID: pid, Updated: updated, Action: "dry-run"}
+		if err := atomicfile.WriteJSON(filepath.Join(dir, agent.ViewFile), v, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	live := writeView(t, os.Getpid(), time.Now())
+	tests := []struct {
+		name     string
+		proc     string
+		stateDir string
+		want     map[string]string // notice code -> part of its message
+	}{
+		{"recorded sshd, live agent", recorded, live, map[string]string{}},
+		{"no agent ever", recorded, t.TempDir(), map[string]string{report.NoticeNoAgent: "no agent has run with state directory"}},
+		{"agent gone", recorded, writeView(t, dead.Process.Pid, time.Now().Add(-time.Hour)), map[string]string{report.NoticeNoAgent: "is not running"}},
+		{"agent stuck", recorded, writeView(t, os.Getpid(), time.Now().Add(-5*time.Minute)), map[string]string{report.NoticeNoAgent: "last wrote its view 5m"}},
+		{"no sshd", emptyProc(t, t.TempDir()), live, map[string]string{report.NoticeNoSSHD: "no sshd process found"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(t, []string{"status", "--json", "--proc", tt.proc, "--state-dir", tt.stateDir})
+			if code != exitOK {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			var got report.Status
+			if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+				t.Fatal(err)
+			}
+			if got.AgentRunning != (tt.want[report.NoticeNoAgent] == "") {
+				t.Errorf("agent_running %v", got.AgentRunning)
+			}
+			codes := map[string]string{}
+			for _, n := range got.Notices {
+				codes[n.Code] = n.Message
+			}
+			if len(codes) != len(tt.want) {
+				t.Errorf("notices %+v, want codes %v", got.Notices, tt.want)
+			}
+			for code, part := range tt.want {
+				if !strings.Contains(codes[code], part) {
+					t.Errorf("notice %s = %q, want it to say %q", code, codes[code], part)
+				}
+			}
+			// The table says the same.
+			_, table, _ := runCLI(t, []string{"status", "--proc", tt.proc, "--state-dir", tt.stateDir})
+			if n := strings.Count(table, "\nnote: "); n != len(tt.want) {
+				t.Errorf("table has %d notes, want %d:\n%s", n, len(tt.want), table)
+			}
+		})
 	}
 }

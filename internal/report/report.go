@@ -28,6 +28,35 @@ var esc = termtext.Escape
 type Status struct {
 	session.Snapshot
 	Agent *agent.View `json:"agent,omitempty"`
+	// AgentRunning is false when no agent runs with the state directory
+	// status read: nothing then publishes or stops the machine.
+	AgentRunning bool `json:"agent_running"`
+	// Notices say what around the sessions is not as a healthy watched
+	// machine has it (no sshd, no agent), which an empty table alone
+	// would hide.
+	Notices []Notice `json:"notices,omitempty"`
+}
+
+// Notice codes.
+const (
+	NoticeNoSSHD  = "no_sshd"
+	NoticeNoAgent = "no_agent"
+)
+
+// Notice is one fact about the machine's surroundings.
+type Notice struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Notices writes one "note:" line per notice.
+func Notices(w io.Writer, notices []Notice) error {
+	var b strings.Builder
+	for _, n := range notices {
+		fmt.Fprintf(&b, "note: %s\n", esc(n.Message))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 // JSON writes v as one indented JSON document.
