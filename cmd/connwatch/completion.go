@@ -55,35 +55,47 @@ func kindNames() []string {
 	return out
 }
 
-// sshHosts completes ssh_config Host names: those of the file named by
-// the command's configFlag if set, else of ~/.ssh/config and
-// /etc/ssh/ssh_config. Unreadable files offer nothing: completion never
+// sshHostNames lists the Host names of configFile if set, else of
+// ~/.ssh/config and /etc/ssh/ssh_config. Unreadable files give nothing.
+func sshHostNames(configFile string) []string {
+	var files []string
+	if configFile != "" {
+		files = []string{configFile}
+	} else {
+		if home, err := os.UserHomeDir(); err == nil {
+			files = append(files, filepath.Join(home, ".ssh", "config"))
+		}
+		files = append(files, sshconfig.SystemClientConfig)
+	}
+	var out []string
+	for _, path := range files {
+		base := filepath.Dir(path)
+		if path == sshconfig.SystemClientConfig {
+			base = sshconfig.SystemDir
+		}
+		f, err := sshconfig.ReadFile(path, sshconfig.Client, base)
+		if err != nil {
+			continue
+		}
+		for _, h := range f.HostNames() {
+			if !slices.Contains(out, h) {
+				out = append(out, h)
+			}
+		}
+	}
+	return out
+}
+
+// sshHosts completes ssh_config Host names (sshHostNames of the file
+// the command's configFlag names) not already given. Completion never
 // fails loudly.
 func sshHosts(configFlag string) cobra.CompletionFunc {
 	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-		var files []string
-		if f, _ := cmd.Flags().GetString(configFlag); f != "" {
-			files = []string{f}
-		} else {
-			if home, err := os.UserHomeDir(); err == nil {
-				files = append(files, filepath.Join(home, ".ssh", "config"))
-			}
-			files = append(files, sshconfig.SystemClientConfig)
-		}
+		file, _ := cmd.Flags().GetString(configFlag)
 		var out []string
-		for _, path := range files {
-			base := filepath.Dir(path)
-			if path == sshconfig.SystemClientConfig {
-				base = sshconfig.SystemDir
-			}
-			f, err := sshconfig.ReadFile(path, sshconfig.Client, base)
-			if err != nil {
-				continue
-			}
-			for _, h := range f.HostNames() {
-				if strings.HasPrefix(h, toComplete) && !slices.Contains(out, h) && !slices.Contains(args, h) {
-					out = append(out, h)
-				}
+		for _, h := range sshHostNames(file) {
+			if strings.HasPrefix(h, toComplete) && !slices.Contains(args, h) {
+				out = append(out, h)
 			}
 		}
 		return out, cobra.ShellCompDirectiveNoFileComp

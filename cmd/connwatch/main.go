@@ -99,6 +99,14 @@ own SSH port forwards up.`,
 	return root
 }
 
+// suggest returns the subcommands of cmd whose names are near name.
+func suggest(cmd *cobra.Command, name string) []string {
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // cobra sets it only on its own path
+	}
+	return cmd.SuggestionsFor(name)
+}
+
 // subcommandArgs is the Args of a command that only groups others: any
 // argument is a subcommand that does not exist, a usage error that
 // suggests the nearest names (cobra's suggestions apply to the root only,
@@ -108,10 +116,7 @@ func subcommandArgs(cmd *cobra.Command, args []string) error {
 		return nil
 	}
 	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
-	if cmd.SuggestionsMinimumDistance <= 0 {
-		cmd.SuggestionsMinimumDistance = 2 // cobra sets it only on its own path
-	}
-	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+	if s := suggest(cmd, args[0]); len(s) > 0 {
 		msg += fmt.Sprintf("; did you mean %q?", s[0])
 		for _, o := range s[1:] {
 			msg += fmt.Sprintf(" or %q?", o)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -109,6 +110,20 @@ func newTunnelCmd() *cobra.Command {
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("tunnel: name at least one HOST")
+			}
+			// "tunnel statu" is a typo, not a host to connect to.
+			var hosts []string
+			for _, a := range args {
+				sugg := suggest(cmd, a)
+				if len(sugg) == 0 {
+					continue
+				}
+				if hosts == nil {
+					hosts = sshHostNames(f.configFile)
+				}
+				if !slices.Contains(hosts, a) {
+					return usagef("tunnel: %q is neither a command nor a Host of ssh_config; did you mean %q?", a, sugg[0])
+				}
 			}
 			if err := checkSSHOptions("tunnel", f.options); err != nil {
 				return err

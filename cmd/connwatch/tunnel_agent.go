@@ -38,7 +38,7 @@ func newTunnelSet(ctx context.Context, hosts []string, configFile string, option
 			log.Warn("host has no forwards; keeping the connection up anyway", "host", h)
 		}
 		set.tunnels = append(set.tunnels, tunnel.New(spec, tunnel.Options{
-			Logger: log.With("source", "tunnel", "host", h), OnChange: set.status.Changed, ResolveJump: resolve, ProbeInterval: probe,
+			Logger: log.With("source", "tunnel"), OnChange: set.status.Changed, ResolveJump: resolve, ProbeInterval: probe,
 		}))
 	}
 	return set, nil

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/connwatch/connwatch/internal/version"
 )
@@ -87,5 +89,24 @@ func TestManPages(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "connwatch-man.1")); err == nil {
 		t.Errorf("the hidden man command has a page of its own")
+	}
+}
+
+// "tunnel statu" is a typo of a subcommand, not a host to connect to;
+// a Host of that name in ssh_config is still a host.
+func TestTunnelTypoSuggests(t *testing.T) {
+	code, _, stderr := runCLI(t, []string{"tunnel", "-F", filepath.Join(t.TempDir(), "none"), "retyr"})
+	if code != exitUsage || !strings.Contains(stderr, `did you mean "retry"?`) {
+		t.Errorf("tunnel retyr: exit %d, stderr %q; want %d and a suggestion", code, stderr, exitUsage)
+	}
+	cfg := filepath.Join(t.TempDir(), "ssh_config")
+	if err := os.WriteFile(cfg, []byte("Host retyr\n  HostName 127.0.0.1\n  Port 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	code, _, stderr = runCLIContext(ctx, []string{"tunnel", "-F", cfg, "--state-dir", t.TempDir(), "retyr"})
+	if code == exitUsage || strings.Contains(stderr, "did you mean") {
+		t.Errorf("tunnel to Host retyr: exit %d, stderr %q; want it tried as a host", code, stderr)
 	}
 }
