@@ -143,9 +143,6 @@ func sortSessions(out []session.Session) {
 	})
 }
 
-// Blind reports whether the last snapshot was blind.
-func (t *Tracker) Blind() bool { return t.blind }
-
 func blindReason(snap session.Snapshot) string {
 	for _, w := range snap.Warnings {
 		if w.Blind {
