@@ -40,6 +40,7 @@ import (
 	"github.com/connwatch/connwatch/internal/sink/cloudwatch"
 	promsink "github.com/connwatch/connwatch/internal/sink/prometheus"
 	"github.com/connwatch/connwatch/internal/source/sshd"
+	"github.com/connwatch/connwatch/internal/tracker"
 )
 
 // agentFlags binds every config setting to a flag; flags that were set
@@ -410,7 +411,7 @@ func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent
 		return usageError{err}
 	}
 	src := sshd.New(sshd.Options{ProcRoot: cfg.Proc})
-	logins := make(chan agent.Login, 64)
+	logins := make(chan tracker.Login, 64)
 	kicks := make(chan struct{}, 1)
 	kick := func() {
 		select {

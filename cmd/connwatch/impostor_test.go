@@ -13,13 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/agent"
 	"github.com/connwatch/connwatch/internal/config"
 	"github.com/connwatch/connwatch/internal/procevents"
 	"github.com/connwatch/connwatch/internal/source/authlog"
 	"github.com/connwatch/connwatch/internal/source/sshd"
 	"github.com/connwatch/connwatch/internal/sshdtest"
 	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/tracker"
 )
 
 // TestStatusIgnoresImpostors runs the real binary's `status --json` while
@@ -159,7 +159,7 @@ func TestSSHDLogIgnoresFakeListener(t *testing.T) {
 
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	src := sshd.New(sshd.Options{})
-	logins := make(chan agent.Login, 10)
+	logins := make(chan tracker.Login, 10)
 	cfg := config.Default()
 	cfg.StateDir = t.TempDir()
 	cfg.SSHDLog = "auto"

@@ -8,10 +8,10 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/connwatch/connwatch/internal/agent"
 	"github.com/connwatch/connwatch/internal/config"
 	"github.com/connwatch/connwatch/internal/source/authlog"
 	"github.com/connwatch/connwatch/internal/source/sshd"
+	"github.com/connwatch/connwatch/internal/tracker"
 )
 
 // fastSignal watches for something that means connections may have
@@ -20,7 +20,7 @@ type fastSignal func(ctx context.Context, kick func()) error
 
 // signals returns the fast signals available here: sshd's log (logins go
 // to logins) and, as root, the kernel's process events.
-func signals(ctx context.Context, cfg config.Agent, src *sshd.Source, logins chan<- agent.Login, log *slog.Logger) []fastSignal {
+func signals(ctx context.Context, cfg config.Agent, src *sshd.Source, logins chan<- tracker.Login, log *slog.Logger) []fastSignal {
 	var out []fastSignal
 	if sig, what, err := sshdLogSignal(ctx, cfg, src, logins, log); err != nil {
 		log.Warn("not following sshd's log; sessions shorter than a scan may be missed without process events", "err", err)
@@ -43,7 +43,7 @@ func signals(ctx context.Context, cfg config.Agent, src *sshd.Source, logins cha
 // because it says who sent a line (_UID, _EXE); rsyslog writes what any
 // process claims. A file is followed only when root alone can write it
 // (authlog.ErrUntrustedLog).
-func sshdLogSignal(ctx context.Context, cfg config.Agent, src *sshd.Source, logins chan<- agent.Login, log *slog.Logger) (fastSignal, string, error) {
+func sshdLogSignal(ctx context.Context, cfg config.Agent, src *sshd.Source, logins chan<- tracker.Login, log *slog.Logger) (fastSignal, string, error) {
 	var run func(ctx context.Context, out chan<- authlog.Event) error
 	what := cfg.SSHDLog
 	switch cfg.SSHDLog {
@@ -92,7 +92,7 @@ func sshdLogSignal(ctx context.Context, cfg config.Agent, src *sshd.Source, logi
 	warned := false
 	return func(ctx context.Context, kick func()) error {
 		return pump(ctx, 64, run, func(e authlog.Event) bool {
-			var l agent.Login
+			var l tracker.Login
 			switch {
 			case e.Kind == authlog.Accepted:
 				if !loginFromSSHD(e, src.WasSSHD) {
@@ -104,9 +104,9 @@ func sshdLogSignal(ctx context.Context, cfg config.Agent, src *sshd.Source, logi
 					}
 					return true
 				}
-				l = agent.Login{Time: e.Time, User: e.User, Addr: e.Addr, Port: e.Port}
+				l = tracker.Login{Time: e.Time, User: e.User, Addr: e.Addr, Port: e.Port}
 			case e.Kind.Ends():
-				l = agent.Login{Time: e.Time, User: e.User, Addr: e.Addr, Port: e.Port, End: true}
+				l = tracker.Login{Time: e.Time, User: e.User, Addr: e.Addr, Port: e.Port, End: true}
 			default:
 				return true // pre-auth noise never makes a session
 			}

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -123,7 +122,7 @@ type Options struct {
 	// no scan ever saw (it lasted less than the time between two scans)
 	// still becomes a session_start and session_end, and keeps the
 	// machine up for its period.
-	Logins <-chan Login
+	Logins <-chan tracker.Login
 	// Observers are told about every loop iteration (metrics, publishers).
 	Observers []Observer
 	// Ready is called once the first scan is done (sd_notify READY=1).
@@ -136,20 +135,6 @@ type Options struct {
 
 // WarnTimeout bounds the wall message.
 const WarnTimeout = 30 * time.Second
-
-// Login is an authenticated connection (or its end) from sshd's log.
-type Login struct {
-	Time time.Time
-	User string
-	Addr string
-	Port int
-	// End: the connection ended (else it began).
-	End bool
-}
-
-// LoginGrace is how long a login from the log may stay unseen by scans
-// before, at its end, it is reported from the log alone.
-const LoginGrace = 2 * time.Second
 
 // Burst scanning after a kick: scan at once, then every BurstInterval
 // until BurstLength has passed since the last kick, so a session that
@@ -175,11 +160,6 @@ type Agent struct {
 	actions     chan actionResult
 	acting      bool
 	reconfig    chan Reconfig
-	// logins are log logins not (yet) matched to a scanned session, by
-	// "addr port".
-	logins    map[string]*loginState
-	ended     map[string]time.Time
-	transient []session.Session
 	// emitted collects the events of the current iteration for observers.
 	emitted []event.Event
 	// holdsAt and lastHolds cache the hold sources' answer.
@@ -201,11 +181,6 @@ type pollResult struct {
 	err  error
 	at   time.Time
 	took time.Duration
-}
-
-type loginState struct {
-	login Login
-	seen  bool
 }
 
 // Reconfig is a new configuration applied by Reconfigure.
@@ -268,7 +243,7 @@ func New(o Options) (*Agent, error) {
 	}
 	return &Agent{
 		o: o, log: o.Logger, tracker: tracker.New(), actions: make(chan actionResult, 1), reconfig: make(chan Reconfig, 1),
-		logins: map[string]*loginState{}, ended: map[string]time.Time{},
+
 		polls: make(chan pollResult), polled: map[string]pollResult{},
 	}, nil
 }
@@ -531,16 +506,9 @@ func (a *Agent) step(ctx context.Context) time.Time {
 	a.merge(&snap)
 	for _, e := range a.tracker.Apply(snap) {
 		a.emit(e)
-		if e.Type == event.SessionEnd && e.Session != nil && !e.Session.Kind.IsVPN() {
-			// A short session may end before its login line is read:
-			// remember it for a while so the login still matches it.
-			a.ended[loginKey(e.Session.RemoteAddr, e.Session.RemotePort)] = now
-		}
 	}
-	a.matchLogins(now)
-	in := policy.Input{Sessions: a.tracker.Sessions(), Blind: a.blindForPolicy(snap), Transient: append(a.transient, a.tracker.Transient()...),
+	in := policy.Input{Sessions: a.tracker.Sessions(), Blind: a.blindForPolicy(snap), Transient: a.tracker.Transient(),
 		Elapsed: a.o.Clock.Elapsed()}
-	a.transient = nil
 	in.Holds = a.holds(now)
 	d := a.o.Policy.Step(now, in)
 	for _, e := range d.Events {
@@ -613,79 +581,11 @@ func (a *Agent) holds(now time.Time) []policy.Hold {
 	return out
 }
 
-// loginKey names a connection by its client address, so that the log's
-// "::ffff:192.0.2.1" and the scan's "192.0.2.1" agree.
-func loginKey(addr string, port int) string {
-	if a, err := netip.ParseAddr(addr); err == nil {
-		addr = a.Unmap().String()
-	}
-	return fmt.Sprintf("%s %d", addr, port)
-}
-
-// login records a login or logout from sshd's log.
-func (a *Agent) login(l Login) {
-	key := loginKey(l.Addr, l.Port)
-	if !l.End {
-		a.logins[key] = &loginState{login: l}
-		return
-	}
-	st, ok := a.logins[key]
-	if !ok {
-		return // not a login we saw begin: nothing to add
-	}
-	delete(a.logins, key)
-	if _, ended := a.ended[key]; st.seen || ended {
-		return // the scans saw it; they report its end
-	}
-	// A session too short for any scan: report it from the log.
-	s := session.Session{
-		ID: fmt.Sprintf("ssh-log-%s-%d-%d", l.Addr, l.Port, st.login.Time.UnixNano()), Kind: session.KindSSH,
-		User: st.login.User, RemoteAddr: l.Addr, RemotePort: l.Port, StartedAt: st.login.Time,
-	}
-	reason := "seen only in sshd's log: it ended before a scan could see it"
-	a.emit(event.Event{Time: st.login.Time, Type: event.SessionStart, Session: &s, Reason: reason})
-	a.emit(event.Event{Time: l.Time, Type: event.SessionEnd, Session: &s, Reason: reason})
-	a.transient = append(a.transient, s)
-}
-
-// matchLogins marks logins that a scan has seen as sessions and forgets
-// old ones.
-func (a *Agent) matchLogins(now time.Time) {
-	for key, at := range a.ended {
-		if now.Sub(at) > time.Minute {
-			delete(a.ended, key)
-		}
-	}
-	if len(a.logins) == 0 {
-		return
-	}
-	for _, s := range a.tracker.Sessions() {
-		if st, ok := a.logins[loginKey(s.RemoteAddr, s.RemotePort)]; ok {
-			st.seen = true
-			continue
-		}
-		if s.RemoteAddr != "" {
-			continue
-		}
-		// Without root the scan may not know addresses: match by user and
-		// time instead.
-		for _, st := range a.logins {
-			if d := s.StartedAt.Sub(st.login.Time); st.login.User == s.User && d > -LoginGrace && d < LoginGrace {
-				st.seen = true
-			}
-		}
-	}
-	for key := range a.ended {
-		if st, ok := a.logins[key]; ok {
-			st.seen = true
-		}
-	}
-	for key, st := range a.logins {
-		// A login whose end never shows in the log (killed clients may
-		// leave none) is forgotten after a while; scans cover it.
-		if now.Sub(st.login.Time) > time.Hour {
-			delete(a.logins, key)
-		}
+// login gives the tracker a login or logout from sshd's log and emits
+// the events of a session no scan saw.
+func (a *Agent) login(l tracker.Login) {
+	for _, e := range a.tracker.Login(l) {
+		a.emit(e)
 	}
 }
 

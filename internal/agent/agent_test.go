@@ -17,6 +17,7 @@ import (
 	"github.com/connwatch/connwatch/internal/event"
 	"github.com/connwatch/connwatch/internal/policy"
 	"github.com/connwatch/connwatch/internal/session"
+	"github.com/connwatch/connwatch/internal/tracker"
 )
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 30, 0, time.UTC)
@@ -197,16 +198,16 @@ func TestLoginSeenOnlyInLog(t *testing.T) {
 	drive(a, clk, 3*time.Second) // idle_start
 
 	// A 100 ms session between two scans: only the log saw it.
-	a.login(Login{Time: clk.Now(), User: "bob", Addr: "198.51.100.7", Port: 40000})
+	a.login(tracker.Login{Time: clk.Now(), User: "bob", Addr: "198.51.100.7", Port: 40000})
 	clk.Advance(100 * time.Millisecond)
-	a.login(Login{Time: clk.Now(), User: "bob", Addr: "198.51.100.7", Port: 40000, End: true})
+	a.login(tracker.Login{Time: clk.Now(), User: "bob", Addr: "198.51.100.7", Port: 40000, End: true})
 	// A session the scans saw: its log end adds nothing.
 	seen := session.Session{ID: "ssh-9-9", User: "carol", RemoteAddr: "198.51.100.8", RemotePort: 40001, StartedAt: clk.Now()}
-	a.login(Login{Time: clk.Now(), User: "carol", Addr: "198.51.100.8", Port: 40001})
+	a.login(tracker.Login{Time: clk.Now(), User: "carol", Addr: "198.51.100.8", Port: 40001})
 	src.set(seen)
 	drive(a, clk, time.Second)
 	src.set()
-	a.login(Login{Time: clk.Now(), User: "carol", Addr: "198.51.100.8", Port: 40001, End: true})
+	a.login(tracker.Login{Time: clk.Now(), User: "carol", Addr: "198.51.100.8", Port: 40001, End: true})
 	drive(a, clk, time.Second)
 
 	want := "idle_start session_start session_end session_start idle_cancel session_end idle_start"
@@ -238,8 +239,8 @@ func TestObserversSeeEveryEvent(t *testing.T) {
 	})}
 	src.set(session.Session{ID: "a", User: "alice", StartedAt: t0})
 	drive(a, clk, 2*time.Second)
-	a.login(Login{Time: clk.Now(), User: "bob", Addr: "198.51.100.9", Port: 1})
-	a.login(Login{Time: clk.Now(), User: "bob", Addr: "198.51.100.9", Port: 1, End: true})
+	a.login(tracker.Login{Time: clk.Now(), User: "bob", Addr: "198.51.100.9", Port: 1})
+	a.login(tracker.Login{Time: clk.Now(), User: "bob", Addr: "198.51.100.9", Port: 1, End: true})
 	src.set()
 	drive(a, clk, 10*time.Minute)
 	if got, want := strings.Join(seen, " "), strings.Join(rec.types(), " "); got != want {
@@ -261,8 +262,8 @@ func TestLoginAfterScanSawTheSession(t *testing.T) {
 	drive(a, clk, time.Second)
 	src.set()
 	drive(a, clk, time.Second)
-	a.login(Login{Time: t0, User: "dave", Addr: "::ffff:192.0.2.7", Port: 41000})
-	a.login(Login{Time: t0.Add(time.Second), User: "dave", Addr: "::ffff:192.0.2.7", Port: 41000, End: true})
+	a.login(tracker.Login{Time: t0, User: "dave", Addr: "::ffff:192.0.2.7", Port: 41000})
+	a.login(tracker.Login{Time: t0.Add(time.Second), User: "dave", Addr: "::ffff:192.0.2.7", Port: 41000, End: true})
 	drive(a, clk, time.Second)
 	starts := 0
 	for _, typ := range rec.types() {

@@ -1,10 +1,13 @@
 // Package tracker keeps the agent's one truth about who is connected: it
 // compares each new snapshot with the last and turns the difference into
-// session_start and session_end events.
+// session_start and session_end events, and reconciles them with the
+// logins sshd logged (Login), so a session too short for any scan still
+// gets its events. It is the only producer of session events.
 package tracker
 
 import (
 	"sort"
+	"time"
 
 	"github.com/connwatch/connwatch/internal/event"
 	"github.com/connwatch/connwatch/internal/session"
@@ -18,11 +21,17 @@ type Tracker struct {
 	blind bool
 	// transient are the sessions the last Apply saw only after they ended.
 	transient []session.Session
+	// fromLog are the sessions Login reported since the last Apply.
+	fromLog []session.Session
+	// logins are log logins not ended yet, by loginKey; ended are the
+	// scanned SSH sessions that ended recently, by loginKey.
+	logins map[string]*loginState
+	ended  map[string]time.Time
 }
 
 // New returns an empty tracker.
 func New() *Tracker {
-	return &Tracker{sessions: map[string]session.Session{}}
+	return &Tracker{sessions: map[string]session.Session{}, logins: map[string]*loginState{}, ended: map[string]time.Time{}}
 }
 
 // Apply takes a snapshot and returns the events it implies, in time
@@ -39,7 +48,8 @@ func New() *Tracker {
 // and are returned by Transient until the next Apply.
 func (t *Tracker) Apply(snap session.Snapshot) []event.Event {
 	var evs []event.Event
-	t.transient = nil
+	t.transient, t.fromLog = t.fromLog, nil
+	var sshEnds []session.Session
 	seen := make(map[string]bool, len(snap.Sessions))
 	for _, s := range snap.Sessions {
 		seen[s.ID] = true
@@ -72,6 +82,9 @@ func (t *Tracker) Apply(snap session.Snapshot) []event.Event {
 		end := at
 		s.EndedAt = &end
 		evs = append(evs, event.Event{Time: at, Type: event.SessionEnd, Session: &s})
+		if !s.Kind.IsVPN() {
+			sshEnds = append(sshEnds, s)
+		}
 	}
 	for _, s := range snap.Sessions {
 		if _, ok := t.sessions[s.ID]; !ok {
@@ -117,11 +130,13 @@ func (t *Tracker) Apply(snap session.Snapshot) []event.Event {
 		evs = append(evs, event.Event{Time: snap.Time, Type: typ, Reason: reason})
 		t.blind = blind
 	}
+	t.matchLogins(snap.Time, sshEnds)
 	return evs
 }
 
-// Transient returns the sessions the last Apply saw only after they
-// ended: they keep the idle policy's open period busy.
+// Transient returns the sessions seen only after they ended, by the last
+// Apply or in sshd's log (Login) before it: they keep the idle policy's
+// open period busy.
 func (t *Tracker) Transient() []session.Session { return t.transient }
 
 // Sessions returns the current sessions, oldest first.
