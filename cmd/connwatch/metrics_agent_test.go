@@ -118,8 +118,14 @@ func TestAgentMetricsWebConfig(t *testing.T) {
 	if !strings.Contains(body, `connwatch_build_info{goversion="go`) {
 		t.Errorf("no connwatch_build_info in the scrape:\n%s", body)
 	}
-	// The loop turns every second: healthy. Behind the same auth.
-	if code, body, err := get("/healthz", true); code != http.StatusOK || body != "ok\n" {
+	// Healthy once the first loop iteration is done (the endpoint may
+	// answer before it), and behind the same auth.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if code, body, err = get("/healthz", true); (code == http.StatusOK && err == nil) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if code != http.StatusOK || body != "ok\n" {
 		t.Errorf("/healthz: %d %q %v, want 200 ok", code, body, err)
 	}
 	if code, _, err := get("/healthz", false); code != http.StatusUnauthorized {

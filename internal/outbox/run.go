@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"time"
 
+	"github.com/connwatch/connwatch/internal/backoff"
 	"github.com/connwatch/connwatch/internal/clock"
 )
 
@@ -244,18 +244,9 @@ func (b *Outbox) failed(err error, failures int, wait time.Duration) {
 		"retry_in", wait.Round(time.Millisecond), "pending", pending)
 }
 
-// backoff is the wait after the given number of consecutive failures:
-// MinBackoff doubled each time up to MaxBackoff, then a random part of its
-// upper half taken off, so that outboxes that failed together do not all
-// retry together.
+// backoff is the wait after the given number of consecutive failures.
 func (b *Outbox) backoff(failures int) time.Duration {
-	d := b.o.MinBackoff
-	for i := 1; i < failures && d < b.o.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, b.o.MaxBackoff)
-	half := d / 2
-	return half + rand.N(d-half+1)
+	return backoff.Policy{Min: b.o.MinBackoff, Max: b.o.MaxBackoff}.Wait(failures)
 }
 
 // persist writes how far delivery got, if it moved, and deletes the

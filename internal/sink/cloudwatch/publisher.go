@@ -51,6 +51,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/connwatch/connwatch/internal/backoff"
 	"github.com/connwatch/connwatch/internal/clock"
 )
 
@@ -701,12 +702,7 @@ func (p *Publisher) failLocked(now time.Time, err error) {
 	p.failures++
 	p.stats.Errors++
 	p.stats.LastError, p.stats.LastErrorAt = err.Error(), now
-	d := p.o.MinBackoff
-	for i := 1; i < p.failures && d < p.o.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, p.o.MaxBackoff)
-	d = d/2 + time.Duration(p.o.Rand()*float64(d/2))
+	d := backoff.Policy{Min: p.o.MinBackoff, Max: p.o.MaxBackoff, Rand: p.o.Rand}.Wait(p.failures)
 	p.retryAt = now.Add(d)
 	level := slog.LevelDebug
 	if p.failures == 1 || p.failures%10 == 0 {
