@@ -464,33 +464,8 @@ func TestAgentKeepsDeclaredTunnel(t *testing.T) {
 			go func() { defer c.Close(); io.Copy(c, c) }()
 		}
 	}()
-	pub, err := os.ReadFile(filepath.Join(srv.Dir, "host_ed25519.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kh := filepath.Join(dir, "known_hosts")
-	if err := os.WriteFile(kh, []byte(fmt.Sprintf("[%s]:%d %s", srv.Addr, srv.Port, pub)), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	local := promtest.FreeAddr(t)
-	sshConfig := filepath.Join(dir, "ssh_config")
-	if err := os.WriteFile(sshConfig, []byte(fmt.Sprintf(`Host broker
-  HostName %s
-  Port %d
-  User %s
-  IdentityFile %s
-  IdentitiesOnly yes
-  UserKnownHostsFile %s
-  StrictHostKeyChecking yes
-  ServerAliveInterval 1
-  LocalForward %s %s
-`, srv.Addr, srv.Port, srv.User, srv.ClientKey, kh, local, echo.Addr())), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "connwatch.toml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[tunnels]\nhosts = [\"broker\"]\nssh_config = %q\n", sshConfig)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := brokerTunnel(t, srv, dir, fmt.Sprintf("LocalForward %s %s", local, echo.Addr()))
 	metrics := promtest.FreeAddr(t)
 	startAgent(t, srv, "--config", cfg, "--metrics-addr", metrics)
 
@@ -521,6 +496,44 @@ func TestAgentKeepsDeclaredTunnel(t *testing.T) {
 	if !strings.Contains(string(body), `connwatch_tunnel_up{host="broker"} 1`) {
 		t.Errorf("metrics lack connwatch_tunnel_up for broker:\n%s", grepLines(string(body), "connwatch_tunnel"))
 	}
+}
+
+// brokerTunnel writes an agent configuration that declares one tunnel,
+// Host broker: srv as its test user with its client key, srv's host key
+// pinned, keepalives every second, and the ssh_config lines extra (its
+// forwards). It returns the configuration file's path.
+func brokerTunnel(t *testing.T, srv *sshdtest.Server, dir string, extra ...string) string {
+	t.Helper()
+	pub, err := os.ReadFile(filepath.Join(srv.Dir, "host_ed25519.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kh := filepath.Join(dir, "known_hosts")
+	if err := os.WriteFile(kh, []byte(fmt.Sprintf("[%s]:%d %s", srv.Addr, srv.Port, pub)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	host := fmt.Sprintf(`Host broker
+  HostName %s
+  Port %d
+  User %s
+  IdentityFile %s
+  IdentitiesOnly yes
+  UserKnownHostsFile %s
+  StrictHostKeyChecking yes
+  ServerAliveInterval 1
+`, srv.Addr, srv.Port, srv.User, srv.ClientKey, kh)
+	for _, l := range extra {
+		host += "  " + l + "\n"
+	}
+	sshConfig := filepath.Join(dir, "ssh_config")
+	if err := os.WriteFile(sshConfig, []byte(host), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "connwatch.toml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[tunnels]\nhosts = [\"broker\"]\nssh_config = %q\n", sshConfig)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 func grepLines(s, substr string) string {

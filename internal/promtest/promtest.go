@@ -1,7 +1,8 @@
 // Package promtest runs a real Prometheus server (Debian's package) for
 // tests: it listens on loopback, scrapes one static loopback target every
-// second, keeps its data in a temporary directory, and has no remote
-// write, service discovery, alerting or rules.
+// second, evaluates the rule files it is given every second, keeps its
+// data in a temporary directory, and has no remote write, service
+// discovery or Alertmanager.
 package promtest
 
 import (
@@ -43,13 +44,16 @@ func Start(t *testing.T, bin, target string) *Server {
 
 // Scrape is how Prometheus reaches a target protected by a web
 // configuration (see WebConfig): over TLS trusting CAFile, with basic
-// auth when Username is set.
+// auth when Username is set; and the rule files it loads.
 type Scrape struct {
 	CAFile, Username, PasswordFile string
+	// RuleFiles are loaded as rule_files (absolute paths); their alerts
+	// go nowhere, and show in Rules and the ALERTS series.
+	RuleFiles []string
 }
 
 // StartScrape is Start with TLS and basic auth as s says, written as the
-// README tells operators to write them.
+// README tells operators to write them, and s's rule files.
 func StartScrape(t *testing.T, bin, target string, s Scrape) *Server {
 	t.Helper()
 	dir := t.TempDir()
@@ -60,15 +64,22 @@ func StartScrape(t *testing.T, bin, target string, s Scrape) *Server {
 	if s.Username != "" {
 		job += fmt.Sprintf("    basic_auth:\n      username: %q\n      password_file: %q\n", s.Username, s.PasswordFile)
 	}
+	var rules string
+	if len(s.RuleFiles) > 0 {
+		rules = "rule_files:\n"
+		for _, f := range s.RuleFiles {
+			rules += fmt.Sprintf("  - %q\n", f)
+		}
+	}
 	cfg := fmt.Sprintf(`global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
-scrape_configs:
+%sscrape_configs:
   - job_name: connwatch
 %s    static_configs:
       - targets: [%q]
-`, job, target)
+`, rules, job, target)
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -151,12 +162,20 @@ func (p *Server) Ready() error {
 	return err
 }
 
-// QueryValue runs an instant query and checks that it returns exactly
-// one series with the value want.
-func (p *Server) QueryValue(query, want string) error {
+// Sample is one series of an instant query's result.
+type Sample struct {
+	Metric map[string]string
+	// Value as Prometheus writes it: "1", "0.25", "NaN".
+	Value string
+}
+
+// Query runs an instant query and returns its result, which must be a
+// vector (possibly empty). A query Prometheus cannot parse is an error
+// that carries Prometheus's message.
+func (p *Server) Query(query string) ([]Sample, error) {
 	b, err := p.Get("/api/v1/query?query=" + url.QueryEscape(query))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var r struct {
 		Status string `json:"status"`
@@ -169,22 +188,93 @@ func (p *Server) QueryValue(query, want string) error {
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(b, &r); err != nil {
-		return fmt.Errorf("decode query response %s: %w", b, err)
+		return nil, fmt.Errorf("decode query response %s: %w", b, err)
 	}
 	if r.Status != "success" || r.Data.ResultType != "vector" {
-		return fmt.Errorf("query response: %s", b)
+		return nil, fmt.Errorf("query response: %s", b)
 	}
-	if len(r.Data.Result) != 1 {
-		return fmt.Errorf("%d series, want 1: %s", len(r.Data.Result), b)
+	out := make([]Sample, 0, len(r.Data.Result))
+	for _, res := range r.Data.Result {
+		v, _ := res.Value[1].(string)
+		out = append(out, Sample{Metric: res.Metric, Value: v})
 	}
-	res := r.Data.Result[0]
-	if res.Metric["kind"] != "ssh" || res.Metric["job"] != "connwatch" {
-		return fmt.Errorf("unexpected series %v", res.Metric)
+	return out, nil
+}
+
+// QueryValue runs an instant query and checks that it returns exactly
+// one series of kind ssh from the job connwatch, with the value want.
+func (p *Server) QueryValue(query, want string) error {
+	res, err := p.Query(query)
+	if err != nil {
+		return err
 	}
-	if got, _ := res.Value[1].(string); got != want {
+	if len(res) != 1 {
+		return fmt.Errorf("%d series, want 1: %v", len(res), res)
+	}
+	if m := res[0].Metric; m["kind"] != "ssh" || m["job"] != "connwatch" {
+		return fmt.Errorf("unexpected series %v", m)
+	}
+	if got := res[0].Value; got != want {
 		return fmt.Errorf("value %q, want %q", got, want)
 	}
 	return nil
+}
+
+// LabelValues returns the values of label in the series that match
+// selector, as Grafana's label_values(selector, label) asks for them.
+func (p *Server) LabelValues(label, selector string) ([]string, error) {
+	b, err := p.Get("/api/v1/label/" + url.PathEscape(label) + "/values?match[]=" + url.QueryEscape(selector))
+	if err != nil {
+		return nil, err
+	}
+	var r struct {
+		Status string   `json:"status"`
+		Data   []string `json:"data"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil || r.Status != "success" {
+		return nil, fmt.Errorf("label values response %s: %v", b, err)
+	}
+	return r.Data, nil
+}
+
+// Rule is an alerting or recording rule as Prometheus reports it.
+type Rule struct {
+	Group string `json:"-"`
+	Name  string `json:"name"`
+	Type  string `json:"type"` // "alerting" or "recording"
+	// State of an alerting rule: "inactive", "pending" or "firing".
+	State string `json:"state"`
+	// Health is "unknown" until the first evaluation, then "ok" or "err".
+	Health    string `json:"health"`
+	LastError string `json:"lastError"`
+}
+
+// Rules lists the rules Prometheus loaded, group by group.
+func (p *Server) Rules() ([]Rule, error) {
+	b, err := p.Get("/api/v1/rules")
+	if err != nil {
+		return nil, err
+	}
+	var r struct {
+		Status string `json:"status"`
+		Data   struct {
+			Groups []struct {
+				Name  string `json:"name"`
+				Rules []Rule `json:"rules"`
+			} `json:"groups"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil || r.Status != "success" {
+		return nil, fmt.Errorf("rules response %s: %v", b, err)
+	}
+	var out []Rule
+	for _, g := range r.Data.Groups {
+		for _, rule := range g.Rules {
+			rule.Group = g.Name
+			out = append(out, rule)
+		}
+	}
+	return out, nil
 }
 
 // Stop asks Prometheus to shut down (SIGTERM) and waits for a clean exit.
