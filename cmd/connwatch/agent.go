@@ -697,42 +697,11 @@ type cloudWatchObserver struct {
 }
 
 func (o cloudWatchObserver) Observe(ob agent.Observation) {
-	if n, ok := countKinds(ob, o.kinds); ok {
+	if n, ok := ob.Count(o.kinds); ok {
 		o.p.Observe(ob.Now, n)
 	}
 }
 
-// countKinds counts the sessions of kinds in ob, those that began and
-// ended between two scans included; false when ob is blind to one of
-// kinds.
-func countKinds(ob agent.Observation, kinds []session.Kind) (int, bool) {
-	for _, k := range kinds {
-		if ob.Snapshot.BlindFor(k) {
-			return 0, false
-		}
-	}
-	ofKind := func(s *session.Session) bool {
-		k := s.Kind
-		if k == "" {
-			k = session.KindSSH
-		}
-		return slices.Contains(kinds, k)
-	}
-	n := 0
-	open := make(map[string]bool, len(ob.Sessions))
-	for i := range ob.Sessions {
-		if ofKind(&ob.Sessions[i]) {
-			n++
-			open[ob.Sessions[i].ID] = true
-		}
-	}
-	for _, e := range ob.Events {
-		if e.Type == event.SessionStart && e.Session != nil && ofKind(e.Session) && !open[e.Session.ID] {
-			n++ // began and ended between two scans
-		}
-	}
-	return n, true
-}
 
 // restartOnly lists the settings that differ between old and new but are
 // not applied by a reload (only the idle policy, holds and action are).

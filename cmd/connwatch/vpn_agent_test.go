@@ -302,32 +302,6 @@ func TestVPNFlagsMergeWithTheConfigFile(t *testing.T) {
 	}
 }
 
-// TestCloudWatchCountsKeepAwakeKinds: the main metric (what the cloud-side
-// stop alarm watches) counts every kind that keeps the machine up, so a
-// VPN user alone keeps it above 0; a blind kind gives no value.
-func TestCloudWatchCountsKeepAwakeKinds(t *testing.T) {
-	cfg := config.Default()
-	cfg.WireGuard.Enabled = true
-	wg := session.Session{ID: "wg-1", Kind: session.KindWireGuard, User: "alice"}
-	short := session.Session{ID: "cvpn-1", Kind: session.KindAWSClientVPN, User: "bob"}
-	ob := agent.Observation{Sessions: []session.Session{wg}, Events: []event.Event{{Type: event.SessionStart, Session: &short}}}
-	if n, ok := countKinds(ob, cfg.KeepAwakeKinds()); n != 1 || !ok {
-		t.Errorf("keep-awake kinds %v: %d %v, want the WireGuard user", cfg.KeepAwakeKinds(), n, ok)
-	}
-	if n, ok := countKinds(ob, []session.Kind{session.KindSSH}); n != 0 || !ok {
-		t.Errorf("ssh only: %d %v", n, ok)
-	}
-	if n, _ := countKinds(ob, []session.Kind{session.KindAWSClientVPN}); n != 1 {
-		t.Errorf("a Client VPN connection seen only after it ended counts in its period: %d", n)
-	}
-	ob.Snapshot.Warn(session.Warning{Code: agent.PollWarning, Kind: session.KindWireGuard, Blind: true})
-	if _, ok := countKinds(ob, cfg.KeepAwakeKinds()); ok {
-		t.Error("a value while WireGuard is blind")
-	}
-	if _, ok := countKinds(ob, []session.Kind{session.KindSSH}); !ok {
-		t.Error("SSH is not blind when only WireGuard is")
-	}
-}
 
 // TestMetricsKeepAFailingSourcesSessions: while a VPN source fails, the
 // tracker (and the policy) keep its sessions, and so does

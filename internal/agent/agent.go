@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -73,6 +74,38 @@ type Observation struct {
 	// Polls are the pollers' answers that came in since the last
 	// iteration.
 	Polls []PollStat
+}
+
+// Count counts the sessions of kinds in ob, those that began and
+// ended between two scans included; false when ob is blind to one of
+// kinds.
+func (ob Observation) Count(kinds []session.Kind) (int, bool) {
+	for _, k := range kinds {
+		if ob.Snapshot.BlindFor(k) {
+			return 0, false
+		}
+	}
+	ofKind := func(s *session.Session) bool {
+		k := s.Kind
+		if k == "" {
+			k = session.KindSSH
+		}
+		return slices.Contains(kinds, k)
+	}
+	n := 0
+	open := make(map[string]bool, len(ob.Sessions))
+	for i := range ob.Sessions {
+		if ofKind(&ob.Sessions[i]) {
+			n++
+			open[ob.Sessions[i].ID] = true
+		}
+	}
+	for _, e := range ob.Events {
+		if e.Type == event.SessionStart && e.Session != nil && ofKind(e.Session) && !open[e.Session.ID] {
+			n++ // began and ended between two scans
+		}
+	}
+	return n, true
 }
 
 // PollStat is one poll of a Poller, for self-metrics.
