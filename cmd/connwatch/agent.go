@@ -702,7 +702,6 @@ func (o cloudWatchObserver) Observe(ob agent.Observation) {
 	}
 }
 
-
 // restartOnly lists the settings that differ between old and new but are
 // not applied by a reload (only the idle policy, holds and action are).
 func restartOnly(old, new config.Agent) []string {

@@ -302,7 +302,6 @@ func TestVPNFlagsMergeWithTheConfigFile(t *testing.T) {
 	}
 }
 
-
 // TestMetricsKeepAFailingSourcesSessions: while a VPN source fails, the
 // tracker (and the policy) keep its sessions, and so does
 // connwatch_sessions: an alert on it does not fire for nothing.
