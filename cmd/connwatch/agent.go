@@ -3,44 +3,33 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
-	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/connwatch/connwatch/internal/action"
 	"github.com/connwatch/connwatch/internal/agent"
 	"github.com/connwatch/connwatch/internal/alarm"
-	"github.com/connwatch/connwatch/internal/clock"
 	"github.com/connwatch/connwatch/internal/config"
 	"github.com/connwatch/connwatch/internal/event"
 	"github.com/connwatch/connwatch/internal/hold"
 	"github.com/connwatch/connwatch/internal/hook"
-	"github.com/connwatch/connwatch/internal/host"
 	"github.com/connwatch/connwatch/internal/policy"
-	"github.com/connwatch/connwatch/internal/safefile"
 	"github.com/connwatch/connwatch/internal/secret"
 	"github.com/connwatch/connwatch/internal/session"
 	"github.com/connwatch/connwatch/internal/sink/cloudwatch"
 	promsink "github.com/connwatch/connwatch/internal/sink/prometheus"
 	"github.com/connwatch/connwatch/internal/source/sshd"
-	"github.com/connwatch/connwatch/internal/tracker"
 )
 
 // agentFlags binds every config setting to a flag; flags that were set
@@ -359,244 +348,6 @@ func buildParts(cfg config.Agent, reject func(name string, err error)) (parts, e
 			func(time.Time) ([]policy.Hold, error) { return hold.Load(cfg.Proc, cfg.Idle.KeepAwakeLoad) },
 		},
 	}, nil
-}
-
-func runAgent(ctx context.Context, cfg config.Agent, reload func() (config.Agent, error), stdout, stderr io.Writer) error {
-	log := newLogger(cfg, stderr)
-	if err := agent.PrepareStateDir(cfg.StateDir); err != nil {
-		return err
-	}
-	var events io.Writer = stdout
-	if cfg.Events != "-" {
-		ef, err := safefile.OpenAppend(cfg.Events, 0o640)
-		if err != nil {
-			return fmt.Errorf("open events file: %w", err)
-		}
-		defer ef.Close()
-		events = ef
-	}
-	boot, err := host.BootTime(cfg.Proc)
-	if err != nil {
-		return err
-	}
-	bootID, err := host.BootID(cfg.Proc)
-	if err != nil {
-		log.Warn("no boot id; the idle countdown will not survive reboots cleanly", "err", err)
-	}
-	saved, err := agent.LoadPolicyState(cfg.StateDir)
-	if err != nil {
-		log.Warn("saved policy state unreadable; starting afresh", "err", err)
-		saved = nil
-	}
-	rejectLock := hold.WarnOnce(log)
-	pp, err := buildParts(cfg, rejectLock)
-	if err != nil {
-		return err
-	}
-	var metricsLn net.Listener
-	if cfg.MetricsAddr != "" {
-		// The operator asked for metrics: a web config that does not
-		// check, or an address another process holds (it would answer
-		// scrapes in connwatch's name), stops the start.
-		if err := promsink.ValidateWebConfig(cfg.MetricsWebConfigFile); err != nil {
-			return err
-		}
-		if metricsLn, err = promsink.Listen(ctx, cfg.MetricsAddr); err != nil {
-			return err
-		}
-		defer metricsLn.Close()
-	}
-	pol, err := policy.New(pp.policy, boot, bootID, saved)
-	if err != nil {
-		return usageError{err}
-	}
-	src := sshd.New(sshd.Options{ProcRoot: cfg.Proc})
-	logins := make(chan tracker.Login, 64)
-	kicks := make(chan struct{}, 1)
-	kick := func() {
-		select {
-		case kicks <- struct{}{}:
-		default:
-		}
-	}
-	sinks, err := openSinks(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	defer sinks.close()
-	pollers, closePollers, err := vpnPollers(cfg, clock.Real{})
-	if err != nil {
-		return err
-	}
-	defer closePollers()
-	for _, p := range pollers {
-		log.Info("watching VPN clients", "source", p.Poller.Name(), "kind", p.Poller.Kind(), "every", p.Interval)
-	}
-	opts := agent.Options{
-		Source: portFilter{src, cfg.SSHPorts}, Pollers: pollers, Policy: pol, Actor: pp.actor, Holds: pp.holds,
-		Events:   eventFanout{event.NewWriter(events), sinks.publisher},
-		StateDir: cfg.StateDir, Clock: clock.Real{}, Logger: log, ScanInterval: cfg.ScanInterval.Duration,
-		Kicks: kicks, Logins: logins, ActionTimeout: cfg.Action.Timeout.Duration,
-		Ready: func() { daemon.SdNotify(false, daemon.SdNotifyReady) },
-	}
-	if cfg.Idle.Wall {
-		opts.Warn = wall
-	}
-	if cfg.Idle.WarnCommand != "" {
-		opts.OnWarning = func(ctx context.Context, e event.Event) {
-			if err := runHook(ctx, cfg.Idle.WarnCommand, e); err != nil {
-				log.Warn("warn command failed", "err", err)
-			}
-		}
-	}
-	if interval, err := daemon.SdWatchdogEnabled(false); err == nil && interval > 0 {
-		var last time.Time
-		opts.Alive = func() {
-			if time.Since(last) >= interval/3 {
-				daemon.SdNotify(false, daemon.SdNotifyWatchdog)
-				last = time.Now()
-			}
-		}
-	}
-	var metrics *promsink.Metrics
-	if cfg.MetricsAddr != "" {
-		metrics = promsink.New(promsink.Options{PerUserLabels: cfg.MetricsPerUser, Kinds: cfg.Kinds(), LoopInterval: cfg.ScanInterval.Duration})
-		opts.Observers = append(opts.Observers, metricsObserver{metrics})
-	}
-	var cwPub *cloudwatch.Publisher
-	var cwVPN []*cloudwatch.Publisher
-	if cfg.CloudWatch.Enabled {
-		cwPub, err = cloudwatch.New(cloudwatch.Options{
-			SpoolDir: filepath.Join(cfg.StateDir, "cloudwatch"), Namespace: cfg.CloudWatch.Namespace, MetricName: cfg.CloudWatch.MetricName,
-			Dimensions: cfg.CloudWatch.Dimensions, Period: cfg.CloudWatch.Period.Duration, BatchInterval: cfg.CloudWatch.Batch.Duration, Logger: log.With("sink", "cloudwatch"),
-		})
-		if err != nil {
-			return fmt.Errorf("start CloudWatch publisher: %w", err)
-		}
-		defer cwPub.Close()
-		// The main metric is what the cloud-side stop alarm watches: it
-		// counts every kind that keeps the machine up (only SSH unless VPN
-		// kinds are watched), so that alarm never stops a machine with a
-		// VPN user the local policy would keep up.
-		opts.Observers = append(opts.Observers, cloudWatchObserver{p: cwPub, kinds: cfg.KeepAwakeKinds()})
-		// Each VPN kind has its own metric series: the SSH one stays a
-		// drop-in for the classic recipe.
-		for _, kind := range cfg.Kinds() {
-			if !kind.IsVPN() || cfg.CloudWatch.VPNMetricName == "" {
-				continue
-			}
-			dims := maps.Clone(cfg.CloudWatch.Dimensions)
-			if dims == nil {
-				dims = map[string]string{}
-			}
-			dims[cloudwatch.KindDimension] = string(kind)
-			p, err := cloudwatch.New(cloudwatch.Options{
-				SpoolDir: filepath.Join(cfg.StateDir, "cloudwatch-"+string(kind)), Namespace: cfg.CloudWatch.Namespace, MetricName: cfg.CloudWatch.VPNMetricName,
-				Dimensions: dims, Period: cfg.CloudWatch.Period.Duration, BatchInterval: cfg.CloudWatch.Batch.Duration, Logger: log.With("sink", "cloudwatch", "kind", kind),
-			})
-			if err != nil {
-				return fmt.Errorf("start CloudWatch publisher for %s: %w", kind, err)
-			}
-			defer p.Close()
-			cwVPN = append(cwVPN, p)
-			opts.Observers = append(opts.Observers, cloudWatchObserver{p: p, kinds: []session.Kind{kind}})
-		}
-	}
-	tunnels, err := agentTunnels(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	if metrics != nil && tunnels != nil {
-		metrics.Registerer().MustRegister(newTunnelCollector(tunnels.tunnels))
-	}
-	a, err := agent.New(opts)
-	if err != nil {
-		return err
-	}
-	log.Info("agent starting", "state_dir", cfg.StateDir, "action", pp.actor.Name(),
-		"window", pol.Status(time.Now()).Window,
-		"boot_grace", cfg.Idle.BootGrace.Duration, "warn_before", cfg.Idle.WarnBefore.Duration)
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return a.Run(gctx) })
-	if tunnels != nil {
-		g.Go(func() error {
-			if err := tunnels.run(gctx); err != nil && gctx.Err() == nil {
-				log.Error("tunnels stopped; the agent goes on", "err", err)
-			}
-			return nil
-		})
-	}
-	for _, p := range cwVPN {
-		g.Go(func() error { return p.Run(gctx) })
-	}
-	if cwPub != nil {
-		g.Go(func() error { return cwPub.Run(gctx) })
-		if name := cfg.CloudWatch.ResetAlarm; name != "" {
-			if name == "auto" {
-				name = ""
-			}
-			g.Go(func() error {
-				reset, err := cwPub.ResetAlarmIfStuck(gctx, name)
-				switch {
-				case err != nil && !errors.Is(err, cloudwatch.ErrAlarmNotFound) && gctx.Err() == nil:
-					log.Warn("could not check the CloudWatch alarm", "err", err)
-				case reset:
-					log.Info("CloudWatch alarm was stuck in ALARM; reset to OK so it can fire again")
-				}
-				return nil
-			})
-		}
-	}
-	for _, run := range sinks.runs(metrics) {
-		g.Go(func() error { return run(gctx) })
-	}
-	if metrics != nil {
-		// Fatal: a port given up could be taken by anyone (under systemd,
-		// the restart says so loudly).
-		g.Go(func() error {
-			return metrics.ServeListener(gctx, metricsLn, promsink.ServeOptions{WebConfigFile: cfg.MetricsWebConfigFile, Logger: log.With("sink", "prometheus")})
-		})
-	}
-	g.Go(func() error {
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-		for {
-			select {
-			case <-gctx.Done():
-				return nil
-			case <-hup:
-			}
-			newCfg, err := reload()
-			if err == nil {
-				if fixed := restartOnly(cfg, newCfg); len(fixed) > 0 {
-					if slices.Contains(fixed, "state_dir") || slices.Contains(fixed, "proc") {
-						log.Error("reload refused: state_dir and proc can only change with a restart", "changed", fixed)
-						continue
-					}
-					log.Warn("reload: these settings take effect only after a restart", "changed", fixed)
-				}
-				var np parts
-				if np, err = buildParts(newCfg, rejectLock); err == nil {
-					a.Reconfigure(agent.Reconfig{Policy: np.policy, Actor: np.actor, Holds: np.holds})
-					sinks.reload(log)
-					continue
-				}
-			}
-			log.Error("reload failed; keeping the old configuration", "err", err)
-		}
-	})
-	for _, sig := range signals(ctx, cfg, src, logins, log) {
-		g.Go(func() error {
-			if err := sig(gctx, kick); err != nil && gctx.Err() == nil {
-				// A fast signal failing is not fatal: the periodic scan goes on.
-				log.Warn("fast signal stopped; relying on periodic scans", "err", err)
-			}
-			return nil
-		})
-	}
-	return g.Wait()
 }
 
 // hookTimeout bounds the warning hook.
