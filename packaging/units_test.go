@@ -109,7 +109,7 @@ func failing(report string) string {
 }
 
 // TestVerify runs 'systemd-analyze verify' on each unit, with ExecStart's
-// /usr/local/bin/connwatch (not installed here) replaced by a connwatch
+// /usr/bin/connwatch (not installed here) replaced by a connwatch
 // built for the test: verify checks that commands exist and are executable.
 func TestVerify(t *testing.T) {
 	analyze := testproc.RequireBinary(t, "packaging", "systemd-analyze")
@@ -124,10 +124,10 @@ func TestVerify(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Contains(b, []byte("ExecStart=/usr/local/bin/connwatch ")) {
-				t.Fatalf("%s: no ExecStart=/usr/local/bin/connwatch to rewrite", u.file)
+			if !bytes.Contains(b, []byte("ExecStart=/usr/bin/connwatch ")) {
+				t.Fatalf("%s: no ExecStart=/usr/bin/connwatch to rewrite", u.file)
 			}
-			b = bytes.ReplaceAll(b, []byte("=/usr/local/bin/connwatch "), []byte("="+bin+" "))
+			b = bytes.ReplaceAll(b, []byte("=/usr/bin/connwatch "), []byte("="+bin+" "))
 			path := filepath.Join(dir, u.instance)
 			if err := os.WriteFile(path, b, 0o644); err != nil {
 				t.Fatal(err)

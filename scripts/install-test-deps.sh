@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what connwatch's integration tests run against: a real OpenSSH
 # server and client, iproute2 and nftables for network namespaces,
-# systemd-analyze and dbus-daemon. Needs
+# systemd-analyze and dbus-daemon, and what the release test uses. Needs
 # root (apt-get); does nothing for packages already installed.
 set -euo pipefail
 
@@ -16,6 +16,10 @@ packages+=(openvpn wireguard-go wireguard-tools iputils-ping)
 # call systemctl only when /run/systemd/system exists). internal/action:
 # a private dbus-daemon plays logind and systemd for the poweroff action.
 packages+=(systemd dbus-daemon)
+# packaging's release test: git (versions), man-db (man -l on the pages)
+# and bash-completion (the completion script needs its helpers); it runs
+# dpkg, tar, gzip and sha256sum, which every Debian has.
+packages+=(git man-db bash-completion)
 
 missing=()
 for p in "${packages[@]}"; do
