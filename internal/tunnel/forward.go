@@ -82,7 +82,7 @@ func (t *Tunnel) serveRemote(ctx context.Context, wg *sync.WaitGroup, i int, cli
 			err = fmt.Errorf("remote listen on %s: %w", bind, err)
 			t.setForward(i, StateRemoteBindFailed, err)
 			if t.spec.ExitOnForwardFailure {
-				return err
+				return slow(err)
 			}
 			if !t.sleep(ctx, bo.Next()) {
 				return nil
