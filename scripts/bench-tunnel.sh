@@ -25,11 +25,12 @@
 #   --connect-timeout S   ConnectTimeout in ssh_config (default: unset)
 #   --binary PATH         connwatch binary to measure (default: built from
 #                         this tree)
+#   --logs DIR            keep the tools' and sshd's logs in DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 outages=120 size=256 tools=connwatch,autossh interval=5 countmax=2
-connect_timeout= throughput=1 binary=
+connect_timeout= throughput=1 binary= logs=
 while [ $# -gt 0 ]; do
   case $1 in
     --outage) outages=$2; shift 2 ;;
@@ -40,6 +41,7 @@ while [ $# -gt 0 ]; do
     --connect-timeout) connect_timeout=$2; shift 2 ;;
     --no-throughput) throughput=0; shift ;;
     --binary) binary=$2; shift 2 ;;
+    --logs) logs=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-tunnel: unknown option $1" >&2; exit 2 ;;
   esac
@@ -63,6 +65,7 @@ cleanup() {
   sleep 0.2
   ip netns del "$cns" 2>/dev/null
   ip netns del "$sns" 2>/dev/null
+  [ -z "$logs" ] || { mkdir -p "$logs"; cp "$dir"/*.log "$logs"/; }
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -111,7 +114,7 @@ PermitRootLogin prohibit-password
 AllowTcpForwarding yes
 ClientAliveInterval 5
 ClientAliveCountMax 2
-LogLevel ERROR
+LogLevel VERBOSE
 EOF
 ins /usr/sbin/sshd -D -f "$dir/sshd_config" -E "$dir/sshd.log" &
 ins "$tb" serve 127.0.0.1:17000 &
