@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/connwatch/connwatch/internal/clock"
 )
 
@@ -359,5 +361,14 @@ func TestLookupRemembers(t *testing.T) {
 	l.wg.Wait()
 	if got[0] != "192.0.2.9:22" {
 		t.Errorf("after a fresh answer: %v, want it", got)
+	}
+}
+
+func TestCipherPreference(t *testing.T) {
+	if got := cipherPreference(true); got[0] != ssh.CipherAES128GCM || got[2] != ssh.CipherChaCha20Poly1305 {
+		t.Errorf("with AES-GCM in hardware: %v", got)
+	}
+	if got := cipherPreference(false); got[0] != ssh.CipherChaCha20Poly1305 || len(got) != 6 {
+		t.Errorf("without: %v", got)
 	}
 }

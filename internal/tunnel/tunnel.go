@@ -565,6 +565,7 @@ func (t *Tunnel) handshake(h hop, conn net.Conn) (*ssh.Client, error) {
 	}
 	defer closeAgent()
 	cfg := &ssh.ClientConfig{
+		Config:            ssh.Config{Ciphers: ciphers},
 		User:              h.spec.User,
 		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signers...)},
 		HostKeyCallback:   h.keys.check,
