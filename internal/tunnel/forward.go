@@ -250,4 +250,3 @@ func pipe(ctx context.Context, a, b net.Conn) {
 	a.Close()
 	b.Close()
 }
-
