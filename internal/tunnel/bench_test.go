@@ -6,8 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -170,15 +168,7 @@ func BenchmarkForwardInProcess(b *testing.B) {
 // them alike.
 func BenchmarkForwardSSHD(b *testing.B) {
 	srv := sshdtest.Start(b, sshdtest.Options{})
-	pub, err := os.ReadFile(filepath.Join(srv.Dir, "host_ed25519.pub"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	kh := filepath.Join(b.TempDir(), "known_hosts")
-	host := "[" + srv.Addr + "]:" + strconv.Itoa(srv.Port)
-	if err := os.WriteFile(kh, []byte(host+" "+strings.TrimSpace(string(pub))+"\n"), 0o600); err != nil {
-		b.Fatal(err)
-	}
+	kh := sshdKnownHosts(b, srv)
 	b.Run("connwatch", func(b *testing.B) {
 		benchTunnel(b, Spec{
 			Host: "bench", HostName: srv.Addr, Port: srv.Port, User: srv.User,
