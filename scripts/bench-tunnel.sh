@@ -162,8 +162,10 @@ results=()
 bench() { # tool
   local tool=$1 pid rsspid row
   case $tool in
-    connwatch) inc "$binary" tunnel -F "$dir/ssh_config" --state-dir "$dir/state" bench 2>"$dir/$tool.log" & ;;
-    autossh) AUTOSSH_GATETIME=0 inc autossh -M 0 -N -F "$dir/ssh_config" bench 2>"$dir/$tool.log" & ;;
+    # Not through inc: a backgrounded function is a subshell, and $! must
+    # be the tool itself (ip netns exec execs it) to measure and stop it.
+    connwatch) ip netns exec "$cns" "$binary" tunnel -F "$dir/ssh_config" --state-dir "$dir/state" bench 2>"$dir/$tool.log" & ;;
+    autossh) AUTOSSH_GATETIME=0 ip netns exec "$cns" autossh -M 0 -N -F "$dir/ssh_config" bench 2>"$dir/$tool.log" & ;;
   esac
   pid=$!
   "$tb" rss "$pid" >"$dir/$tool.rss" &
@@ -198,6 +200,12 @@ bench() { # tool
   local peak; peak=$(awk '{printf "%.1f", $1/1024}' "$dir/$tool.rss")
   results=("${results[@]/RSSPLACEHOLDER/$(printf '%8s' "$peak")}")
   kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  # The next tool needs the forward's port: wait until it is free.
+  for _ in $(seq 100); do inc "$tb" ping 127.0.0.1:17001 0.2s >/dev/null 2>&1 || break; sleep 0.1; done
+  if inc "$tb" ping 127.0.0.1:17001 0.2s >/dev/null 2>&1; then
+    echo "bench-tunnel: $tool's forward still answers after it was stopped" >&2
+    exit 1
+  fi
   sleep 1
 }
 
