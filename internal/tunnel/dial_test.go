@@ -111,7 +111,7 @@ func TestDialRaceStaggers(t *testing.T) {
 		done <- result{c, err}
 	}()
 	const outage = 30 * time.Second
-	step(clk, outage)
+	stepBy(clk, outage, 25*time.Millisecond)
 	starts := b.since(time.Unix(0, 0))
 	if n := len(starts); n < int(outage/(2*iv)) || n > int(outage/iv)+1 {
 		t.Errorf("%d attempts in %s, want one every %s to %s", n, outage, iv, 2*iv)
@@ -190,7 +190,7 @@ func TestDialRaceClosesLosers(t *testing.T) {
 	defer mu.Unlock()
 	closed := 0
 	for _, s := range far {
-		_ = s.SetReadDeadline(time.Now().Add(time.Second))
+		_ = s.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 		if _, err := s.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			closed++
 		}
