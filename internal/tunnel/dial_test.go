@@ -276,50 +276,71 @@ func TestOutageRecoversWithinInterval(t *testing.T) {
 	}
 }
 
-// TestRefusedAuthStaysSlow connects to a server that refuses the key:
-// the retries back off up to BackoffMax and never come at the network's
-// pace, so a bad key does not hammer the server.
+// TestRefusedAuthStaysSlow connects to a server that refuses the key,
+// and to one whose host key does not match known_hosts: the retries back
+// off up to BackoffMax and never come at the network's pace, so a bad
+// key does not hammer the server.
 func TestRefusedAuthStaysSlow(t *testing.T) {
-	dir := t.TempDir()
-	key, _ := clientKey(t, dir)
-	_, other := clientKey(t, t.TempDir())
-	srv := newTestServer(t, other) // authorises another key
-	clk := clock.NewFake(time.Unix(0, 0))
-	var mu sync.Mutex
-	var starts []time.Time
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		mu.Lock()
-		starts = append(starts, clk.Now())
-		mu.Unlock()
-		var d net.Dialer
-		return d.DialContext(ctx, network, addr)
-	}
-	spec := Spec{
-		Host: "t", HostName: "127.0.0.1", Port: srv.port(), User: "u",
-		IdentityFiles: []string{key}, IdentitiesOnly: true,
-		UserKnownHostsFiles: []string{srv.knownHosts(t, dir)}, StrictHostKeyChecking: HostKeyStrict,
-		ServerAliveInterval: time.Second, ServerAliveCountMax: 3,
-	}
-	tun := New(spec, Options{Clock: clk, Dial: dial, Logger: slog.New(slog.DiscardHandler), AgentSocket: "/nonexistent",
-		BackoffMin: time.Second, BackoffMax: 8 * time.Second})
-	runTunnel(t, tun)
-	for n := 1; n <= 6; n++ {
-		var at time.Time
-		within(t, 5*time.Second, fmt.Sprintf("backoff %d", n), func() bool {
-			var ok bool
-			at, ok = clk.NextDeadline()
-			return ok && tun.Status().State == StateBackoff
+	for _, c := range []struct {
+		name, wantErr   string
+		hostKeyMismatch bool
+	}{
+		{"key refused", "unable to authenticate", false},
+		{"host key mismatch", ErrHostKey.Error(), true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			key, pub := clientKey(t, dir)
+			_, other := clientKey(t, t.TempDir())
+			authorised := other // another key
+			if c.hostKeyMismatch {
+				authorised = pub
+			}
+			srv := newTestServer(t, authorised)
+			kh := srv.knownHosts(t, dir)
+			if c.hostKeyMismatch { // known_hosts holds another server's key for it
+				impostor := newTestServer(t, pub)
+				impostor.addr = srv.addr
+				kh = impostor.knownHosts(t, t.TempDir())
+			}
+			clk := clock.NewFake(time.Unix(0, 0))
+			var mu sync.Mutex
+			var starts []time.Time
+			dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+				mu.Lock()
+				starts = append(starts, clk.Now())
+				mu.Unlock()
+				var d net.Dialer
+				return d.DialContext(ctx, network, addr)
+			}
+			spec := Spec{
+				Host: "t", HostName: "127.0.0.1", Port: srv.port(), User: "u",
+				IdentityFiles: []string{key}, IdentitiesOnly: true,
+				UserKnownHostsFiles: []string{kh}, StrictHostKeyChecking: HostKeyStrict,
+				ServerAliveInterval: time.Second, ServerAliveCountMax: 3,
+			}
+			tun := New(spec, Options{Clock: clk, Dial: dial, Logger: slog.New(slog.DiscardHandler), AgentSocket: "/nonexistent",
+				BackoffMin: time.Second, BackoffMax: 8 * time.Second})
+			runTunnel(t, tun)
+			for n := 1; n <= 6; n++ {
+				var at time.Time
+				within(t, 5*time.Second, fmt.Sprintf("backoff %d", n), func() bool {
+					var ok bool
+					at, ok = clk.NextDeadline()
+					return ok && tun.Status().State == StateBackoff
+				})
+				wait := at.Sub(clk.Now())
+				upper := min(time.Second<<(n-1), 8*time.Second)
+				if wait < upper/2 || wait > upper {
+					t.Errorf("wait %d = %s, want in [%s, %s]", n, wait, upper/2, upper)
+				}
+				clk.Set(at)
+				within(t, 5*time.Second, "next attempt", func() bool { mu.Lock(); defer mu.Unlock(); return len(starts) == n+1 })
+			}
+			if st := tun.Status(); !strings.Contains(st.LastError, c.wantErr) {
+				t.Errorf("last error %q, want %q", st.LastError, c.wantErr)
+			}
 		})
-		wait := at.Sub(clk.Now())
-		upper := min(time.Second<<(n-1), 8*time.Second)
-		if wait < upper/2 || wait > upper {
-			t.Errorf("wait %d after a refused key = %s, want in [%s, %s]", n, wait, upper/2, upper)
-		}
-		clk.Set(at)
-		within(t, 5*time.Second, "next attempt", func() bool { mu.Lock(); defer mu.Unlock(); return len(starts) == n+1 })
-	}
-	if st := tun.Status(); !strings.Contains(st.LastError, "unable to authenticate") {
-		t.Errorf("last error %q, want the refusal", st.LastError)
 	}
 }
 
