@@ -40,7 +40,8 @@ patterns) applies. From the result connwatch uses:
   StrictHostKeyChecking         yes (and ask, as nobody is there to answer),
                                 accept-new (unknown hosts are appended to the
                                 first UserKnownHostsFile), no
-  ConnectTimeout                bounds TCP connect and the SSH handshake
+  ConnectTimeout                bounds each TCP attempt, a round of them
+                                and the SSH handshake (20 s when unset)
   ServerAliveInterval,          a keepalive@openssh.com request every
   ServerAliveCountMax           interval, each reply awaited for one
                                 interval; after CountMax misses in a row the
@@ -51,16 +52,27 @@ patterns) applies. From the result connwatch uses:
                                 DynamicForward is SOCKS5 CONNECT, no auth)
   ExitOnForwardFailure          a local port that cannot be bound ends
                                 connwatch, a refused RemoteForward drops the
-                                connection; otherwise a failing forward only
-                                logs and is retried, and the others go on
+                                connection (on a reconnection only after a
+                                minute of retries: the server may still hold
+                                the port for the dead session); otherwise a
+                                failing forward only logs and is retried,
+                                and the others go on
   ProxyJump                     connect through these jump hosts, each
                                 resolved with ssh -G too (the first one's
                                 own ProxyJump is followed), host keys checked
                                 per hop; keepalives run on the last hop.
                                 ProxyCommand is not supported
 
-Reconnects never give up: jittered exponential backoff from 250 ms to 10 s,
-starting over after a connection stayed up for 30 s. Local listeners stay
+Reconnects never give up. While the server cannot be reached (a dead
+link, a refused or unreachable port, DNS) there is no growing backoff: a
+new TCP attempt starts every 250-500 ms while earlier ones still wait for
+an answer (each given 3 s, or ConnectTimeout if shorter), and the first
+to connect wins, so data flows again within about half a second of the
+link's return however long it was gone. The last DNS answer is dialled
+while a fresh lookup runs. Failures that retrying soon will not fix (the
+SSH handshake: authentication, host key; unusable keys or settings) back
+off instead, jittered from 250 ms to 10 s, starting over after a
+connection stayed up for 30 s. Local listeners stay
 open while the link is down; a connection arriving then waits up to 15 s
 for the link and is closed if it does not come back. SIGUSR1 (or
 'connwatch tunnel retry') makes every tunnel retry now, and so does a

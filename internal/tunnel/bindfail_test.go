@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -87,5 +88,40 @@ func TestLocalBindRetried(t *testing.T) {
 	t.Logf("bound %s after the port was freed", time.Since(freed))
 	if err := roundTrip(fwd.BindAddr(), "retried"); err != nil {
 		t.Fatalf("through the retried forward: %v", err)
+	}
+}
+
+// TestExitOnForwardFailureAfterReconnect reconnects while the server
+// still holds the RemoteForward's port for the old session: under
+// ExitOnForwardFailure the new connection stays (the LocalForward
+// carries data at once) and the bind is retried until the port is free.
+func TestExitOnForwardFailureAfterReconnect(t *testing.T) {
+	rport := freeLocalPort(t)
+	echo := echoServer(t)
+	eh, ep, _ := net.SplitHostPort(echo)
+	epn, _ := strconv.Atoi(ep)
+	f := runFixture(t, time.Second, func(sp *Spec, o *Options) {
+		sp.ExitOnForwardFailure = true
+		o.RemoteBindRetry = 200 * time.Millisecond
+	}, Forward{Kind: Remote, BindHost: "127.0.0.1", BindPort: rport, DestHost: eh, DestPort: epn})
+	within(t, 5*time.Second, "remote forward up", func() bool { return f.tun.Status().Forwards[1].State == StateUp })
+	f.srv.stale.Store(true)
+	f.srv.mute.Store(true)
+	f.tun.Retry() // the probe goes unanswered: a new connection
+	within(t, 5*time.Second, "reconnected", func() bool { st := f.tun.Status(); return st.Reconnects == 1 && st.State == StateUp })
+	f.srv.mute.Store(false)
+	within(t, 3*time.Second, "bind refused", func() bool { return f.tun.Status().Forwards[1].State == StateRemoteBindFailed })
+	if err := roundTrip(f.local, "local while the remote port is held"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // a few refused binds
+	if st := f.tun.Status(); st.State != StateUp || st.Reconnects != 1 {
+		t.Fatalf("status %+v, want the connection kept while the port is held", st)
+	}
+	f.srv.stale.Store(false)
+	f.srv.releaseStale()
+	within(t, 3*time.Second, "remote forward back", func() bool { return f.tun.Status().Forwards[1].State == StateUp })
+	if err := roundTrip(net.JoinHostPort("127.0.0.1", strconv.Itoa(rport)), "remote again"); err != nil {
+		t.Fatal(err)
 	}
 }

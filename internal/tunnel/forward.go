@@ -65,10 +65,19 @@ func (t *Tunnel) handleLocal(ctx context.Context, i int, c net.Conn, dest string
 	return nil
 }
 
+// RemoteRebindGrace is how long, on a connection made after the link
+// was lost, a refused RemoteForward is retried under
+// ExitOnForwardFailure before the connection is dropped: the server's
+// session from before the outage may hold the port until its own
+// keepalives (ClientAliveInterval) end it, and the other forwards need
+// not wait for that.
+const RemoteRebindGrace = time.Minute
+
 // serveRemote binds a RemoteForward on the server and carries what
 // arrives to its destination, until the connection ends. A refused bind
 // is retried with a short backoff (or, with ExitOnForwardFailure, ends
-// the connection so that it is retried with the tunnel's backoff).
+// the connection so that it is retried with the tunnel's backoff; after
+// RemoteRebindGrace on a reconnection).
 func (t *Tunnel) serveRemote(ctx context.Context, wg *sync.WaitGroup, i int, client *ssh.Client) error {
 	f := t.spec.Forwards[i]
 	bind := f.BindAddr()
@@ -76,13 +85,20 @@ func (t *Tunnel) serveRemote(ctx context.Context, wg *sync.WaitGroup, i int, cli
 		bind = net.JoinHostPort("0.0.0.0", strconv.Itoa(f.BindPort))
 	}
 	bo := Backoff{Min: 500 * time.Millisecond, Max: t.opt.RemoteBindRetry}
+	// After a lost link the server often still holds the port for the
+	// session it has not yet noticed is dead; ExitOnForwardFailure then
+	// gives it that long before the connection goes.
+	var grace time.Time
+	if t.Status().Reconnects > 0 {
+		grace = t.clk.Now().Add(RemoteRebindGrace)
+	}
 	for ctx.Err() == nil {
 		ln, err := client.Listen("tcp", bind)
 		if err != nil {
 			err = fmt.Errorf("remote listen on %s: %w", bind, err)
 			t.setForward(i, StateRemoteBindFailed, err)
-			if t.spec.ExitOnForwardFailure {
-				return err
+			if t.spec.ExitOnForwardFailure && !t.clk.Now().Before(grace) {
+				return slow(err)
 			}
 			if !t.sleep(ctx, bo.Next()) {
 				return nil

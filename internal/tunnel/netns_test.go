@@ -26,20 +26,24 @@ import (
 // TestTunnelSurvivesBlackhole runs a LocalForward through a real sshd in
 // a network namespace of its own, reached over a veth pair, and cuts the
 // link silently (an nftables drop rule inside the namespace: no RST, no
-// ICMP) while the tunnel is up. It measures how long keepalives take to
-// notice, and how long data takes to flow again once the rule is gone:
-// first on the backoff alone, then with Retry standing in for a
-// network-change signal.
+// ICMP) while the tunnel is up, with ssh_config's defaults otherwise (no
+// ConnectTimeout). It measures how long keepalives take to notice, and
+// how long data takes to flow again once the rule is gone: after a short
+// cut, after one long enough for a single connect() to sit in SYN
+// retransmissions (1 + 2 + 4 s), and with Retry standing in for a
+// network-change signal while an attempt is in flight. Data must flow
+// within recoverBound of the link's return each time: staggered
+// attempts see the link come back within half a second or so, the rest
+// is room for a loaded CI machine.
 func TestTunnelSurvivesBlackhole(t *testing.T) {
 	sshdtest.RequireRoot(t)
 	for _, b := range []string{"ip", "nft", "/usr/sbin/sshd", "ssh-keygen"} {
 		sshdtest.RequireBinary(t, b)
 	}
 	const (
-		interval    = time.Second
-		countMax    = 3
-		backoffMax  = 4 * time.Second
-		connTimeout = 2 * time.Second // SYNs are retransmitted after 1 s: one retry fits
+		interval     = time.Second
+		countMax     = 2
+		recoverBound = 3 * time.Second
 	)
 	ns := newNetns(t)
 	ns.startSSHD(t)
@@ -55,13 +59,11 @@ func TestTunnelSurvivesBlackhole(t *testing.T) {
 		UserKnownHostsFiles:   []string{ns.knownHosts},
 		StrictHostKeyChecking: HostKeyStrict,
 		ServerAliveInterval:   interval, ServerAliveCountMax: countMax,
-		ConnectTimeout: connTimeout,
-		Forwards:       []Forward{{Kind: Local, BindHost: "127.0.0.1", BindPort: lport, DestHost: eh, DestPort: epn}},
+		Forwards: []Forward{{Kind: Local, BindHost: "127.0.0.1", BindPort: lport, DestHost: eh, DestPort: epn}},
 	}
 	tun := New(spec, Options{
 		Logger:      slog.New(slog.NewTextHandler(t.Output(), nil)),
 		AgentSocket: "/nonexistent",
-		BackoffMax:  backoffMax,
 	})
 	runTunnel(t, tun)
 
@@ -73,15 +75,15 @@ func TestTunnelSurvivesBlackhole(t *testing.T) {
 
 	// cut blackholes the link, waits for the tunnel to notice, keeps it
 	// cut for hold more, restores it (when ready says so, polled) and
-	// returns the detection time, how long until the tunnel is up again
-	// and how long until a connection opened on restore got its echo.
-	cut := func(name string, hold time.Duration, ready func() bool, onRestore func()) (detect, toUp, toData time.Duration) {
+	// checks that a connection opened on restore gets its echo within
+	// recoverBound.
+	cut := func(name string, hold time.Duration, ready func() bool, onRestore func()) {
 		t.Helper()
 		ns.blackhole(t)
-		detect = within(t, 3*time.Duration(countMax)*interval, name+": dead link detected", func() bool { return !up() })
+		detect := within(t, 3*time.Duration(countMax)*interval, name+": dead link detected", func() bool { return !up() })
 		time.Sleep(hold)
 		if ready != nil {
-			within(t, 3*(backoffMax+connTimeout), name+": ready to restore", ready)
+			within(t, 10*time.Second, name+": ready to restore", ready)
 		}
 		st := tun.Status()
 		ns.restore(t)
@@ -89,56 +91,32 @@ func TestTunnelSurvivesBlackhole(t *testing.T) {
 		if onRestore != nil {
 			onRestore()
 		}
-		data := make(chan error, 1)
-		go func() { data <- roundTripWithin(local, name+" after restore", backoffMax+connTimeout+5*time.Second) }()
-		toUp = within(t, backoffMax+connTimeout+5*time.Second, name+": up again", up)
-		if err := <-data; err != nil {
-			t.Fatalf("%s: round trip after restore: %v\nstatus %+v", name, err, tun.Status())
+		if err := roundTripWithin(local, name+" after restore", recoverBound); err != nil {
+			t.Fatalf("%s: no echo within %s of the link's return: %v\nstatus %+v", name, recoverBound, err, tun.Status())
 		}
-		toData = time.Since(restored)
-		t.Logf("%s: detected after %s (%d × %s keepalives); restored in state %s (since %s); up again after %s, data after %s; last error %q",
+		toData := time.Since(restored)
+		t.Logf("%s: detected after %s (%d × %s keepalives); restored in state %s (since %s); data after %s; last error %q",
 			name, detect.Round(time.Millisecond), countMax, interval, st.State, time.Since(st.Since).Round(time.Millisecond),
-			toUp.Round(time.Millisecond), toData.Round(time.Millisecond), st.LastError)
-		return detect, toUp, toData
+			toData.Round(time.Millisecond), st.LastError)
+		if lim := time.Duration(countMax+2) * interval; detect >= lim {
+			t.Errorf("%s: dead link detected after %s, want < %s", name, detect, lim)
+		}
+		within(t, 5*time.Second, name+": up", up)
 	}
 
-	// Backoff alone: restored whenever, so a connection attempt may be
-	// waiting on a SYN that was dropped.
-	detect, _, toData := cut("backoff", 3*time.Second, nil, nil)
-	if lim := time.Duration(countMax+3) * interval; detect >= lim {
-		t.Errorf("backoff: dead link detected after %s, want < %s", detect, lim)
-	}
-	if lim := backoffMax + 2*time.Second; toData >= lim {
-		t.Errorf("backoff: data flowed %s after restore, want < %s (backoff cap + 2 s)", toData, lim)
-	}
-
-	// Retry on the network's return: restored while the tunnel waits in
-	// backoff (Retry cuts the wait short).
-	within(t, 5*time.Second, "up between the cuts", up)
-	inBackoff := func() bool { return tun.Status().State == StateBackoff }
-	detect, _, toData = cut("retry", 3*time.Second, inBackoff, tun.Retry)
-	if lim := time.Duration(countMax+3) * interval; detect >= lim {
-		t.Errorf("retry: dead link detected after %s, want < %s", detect, lim)
-	}
-	if lim := 1500 * time.Millisecond; toData >= lim {
-		t.Errorf("retry: data flowed %s after restore and Retry, want < %s", toData, lim)
-	}
-
+	cut("short", 2*time.Second, nil, nil)
+	cut("long", 8*time.Second, nil, nil)
 	// Retry on the network's return while a dial is in flight (its SYN
 	// dropped): the attempt is abandoned for a fresh one at once.
-	within(t, 5*time.Second, "up between the cuts", up)
 	dialing := func() bool {
 		st := tun.Status()
 		return st.State == StateConnecting && time.Since(st.Since) > 200*time.Millisecond
 	}
-	_, _, toData = cut("retry-dial", time.Second, dialing, tun.Retry)
-	if lim := 1500 * time.Millisecond; toData >= lim {
-		t.Errorf("retry-dial: data flowed %s after restore and Retry, want < %s", toData, lim)
-	}
+	cut("retry-dial", 0, dialing, tun.Retry)
 	st := tun.Status()
 	t.Logf("final status: state %s, reconnects %d, forward conns %d", st.State, st.Reconnects, st.Forwards[0].Conns)
-	if st.Reconnects < 2 {
-		t.Errorf("reconnects = %d, want >= 2", st.Reconnects)
+	if st.Reconnects != 3 {
+		t.Errorf("reconnects = %d, want 3", st.Reconnects)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -17,10 +18,10 @@ import (
 // after the last change before it retries.
 const DefaultDebounce = 200 * time.Millisecond
 
-// NetWatch makes tunnels retry at once when the network changes (a
-// default route or an address appears), instead of waiting out their
-// backoff: Retry is called once the changes have been quiet for
-// Debounce.
+// NetWatch makes tunnels retry at once when the network changes (a link
+// comes up, a default route or an address appears), instead of waiting
+// for their next attempt: Retry is called once the changes have been
+// quiet for Debounce.
 type NetWatch struct {
 	Retry    func()        // called after a change; required
 	Debounce time.Duration // default DefaultDebounce
@@ -40,7 +41,7 @@ func (w *NetWatch) defaults() {
 	}
 }
 
-// Run watches netlink route and address updates until ctx ends. Without
+// Run watches netlink link, route and address updates until ctx ends. Without
 // netlink (no permission, not Linux) it logs that once and returns nil:
 // SIGUSR1 still works.
 func (w *NetWatch) Run(ctx context.Context) error {
@@ -93,13 +94,15 @@ func (w *NetWatch) Watch(ctx context.Context, events <-chan string) error {
 	}
 }
 
-// netlinkChanges subscribes to route and address updates and sends a
-// description of each one that may bring a link back: a default route or
-// a non-loopback address added or changed.
+// netlinkChanges subscribes to link, route and address updates and
+// sends a description of each one that may bring a link back: a link
+// whose carrier came up, a default route or a non-loopback address added
+// or changed.
 func netlinkChanges(ctx context.Context) (<-chan string, error) {
 	done := make(chan struct{})
 	routes := make(chan netlink.RouteUpdate, 16)
 	addrs := make(chan netlink.AddrUpdate, 16)
+	links := make(chan netlink.LinkUpdate, 16)
 	if err := netlink.RouteSubscribe(routes, done); err != nil {
 		close(done)
 		return nil, fmt.Errorf("subscribe to route updates: %w", err)
@@ -109,6 +112,12 @@ func netlinkChanges(ctx context.Context) (<-chan string, error) {
 		go drain(routes)
 		return nil, fmt.Errorf("subscribe to address updates: %w", err)
 	}
+	if err := netlink.LinkSubscribe(links, done); err != nil {
+		close(done)
+		go drain(routes)
+		go drain(addrs)
+		return nil, fmt.Errorf("subscribe to link updates: %w", err)
+	}
 	out := make(chan string)
 	go func() {
 		defer close(out)
@@ -117,9 +126,11 @@ func netlinkChanges(ctx context.Context) (<-chan string, error) {
 			// The subscriptions' goroutines may be blocked sending.
 			go drain(routes)
 			go drain(addrs)
+			go drain(links)
 		}()
-		rc, ac := (<-chan netlink.RouteUpdate)(routes), (<-chan netlink.AddrUpdate)(addrs)
-		for rc != nil || ac != nil {
+		rc, ac, lc := (<-chan netlink.RouteUpdate)(routes), (<-chan netlink.AddrUpdate)(addrs), (<-chan netlink.LinkUpdate)(links)
+		running := map[int32]bool{} // carrier by link index, as last seen
+		for rc != nil || ac != nil || lc != nil {
 			var why string
 			select {
 			case <-ctx.Done():
@@ -136,6 +147,12 @@ func netlinkChanges(ctx context.Context) (<-chan string, error) {
 					continue
 				}
 				why = addrChange(u)
+			case u, ok := <-lc:
+				if !ok {
+					lc = nil
+					continue
+				}
+				why = linkChange(u, running)
 			}
 			if why == "" {
 				continue
@@ -177,4 +194,27 @@ func addrChange(u netlink.AddrUpdate) string {
 		return ""
 	}
 	return "address " + (&net.IPNet{IP: u.LinkAddress.IP, Mask: u.LinkAddress.Mask}).String()
+}
+
+// linkChange describes a link whose carrier came up (IFF_RUNNING and
+// IFF_LOWER_UP set where they were not, by running, which it updates),
+// else "". Links are new to it at first sight: the first update of a
+// link that is already running counts.
+func linkChange(u netlink.LinkUpdate, running map[int32]bool) string {
+	i := u.Index
+	if u.Header.Type == unix.RTM_DELLINK {
+		delete(running, i)
+		return ""
+	}
+	on := u.Flags&unix.IFF_RUNNING != 0 && u.Flags&unix.IFF_LOWER_UP != 0 && u.Flags&unix.IFF_LOOPBACK == 0
+	was := running[i]
+	running[i] = on
+	if !on || was {
+		return ""
+	}
+	name := strconv.Itoa(int(i))
+	if u.Link != nil && u.Link.Attrs() != nil && u.Link.Attrs().Name != "" {
+		name = u.Link.Attrs().Name
+	}
+	return "link " + name + " up"
 }

@@ -103,4 +103,29 @@ func TestNetlinkFilters(t *testing.T) {
 			t.Errorf("addr %d (%+v): %v, want %v", i, c.u, got, c.want)
 		}
 	}
+	const carrier = unix.IFF_UP | unix.IFF_RUNNING | unix.IFF_LOWER_UP
+	link := func(typ uint16, index int32, flags uint32) netlink.LinkUpdate {
+		u := netlink.LinkUpdate{Link: &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}}}
+		u.Header.Type, u.Index, u.Flags = typ, index, flags
+		return u
+	}
+	running := map[int32]bool{}
+	links := []struct {
+		u    netlink.LinkUpdate
+		want string
+	}{
+		{link(unix.RTM_NEWLINK, 2, unix.IFF_UP), ""},               // no carrier
+		{link(unix.RTM_NEWLINK, 2, carrier), "link eth0 up"},       // carrier came
+		{link(unix.RTM_NEWLINK, 2, carrier), ""},                   // still up: statistics, say
+		{link(unix.RTM_NEWLINK, 2, unix.IFF_UP), ""},               // carrier lost
+		{link(unix.RTM_NEWLINK, 2, carrier), "link eth0 up"},       // and back
+		{link(unix.RTM_NEWLINK, 1, carrier|unix.IFF_LOOPBACK), ""}, // loopback
+		{link(unix.RTM_DELLINK, 2, 0), ""},                         // gone
+		{link(unix.RTM_NEWLINK, 2, carrier), "link eth0 up"},       // a new link
+	}
+	for i, c := range links {
+		if got := linkChange(c.u, running); got != c.want {
+			t.Errorf("link %d: %q, want %q", i, got, c.want)
+		}
+	}
 }

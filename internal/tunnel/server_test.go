@@ -26,21 +26,26 @@ import (
 // a test can stop and start again on the same port, or make deaf to
 // keepalives while keeping TCP open.
 type testServer struct {
-	t      *testing.T
+	t      testing.TB
 	addr   string
 	config *ssh.ServerConfig
 	hostPK ssh.PublicKey
 	mute   atomic.Bool // ignore keepalive requests (no reply at all)
+	// stale keeps the remote forward listeners of a connection that
+	// ended, as sshd does until it notices a dead client, until
+	// releaseStale.
+	stale atomic.Bool
 
 	mu    sync.Mutex
 	ln    net.Listener
 	conns map[net.Conn]bool
+	held  []net.Listener // kept by stale
 	wg    sync.WaitGroup
 }
 
 // clientKey writes an unencrypted ed25519 key to dir and returns its
 // path and public key.
-func clientKey(t *testing.T, dir string) (string, ssh.PublicKey) {
+func clientKey(t testing.TB, dir string) (string, ssh.PublicKey) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +66,7 @@ func clientKey(t *testing.T, dir string) (string, ssh.PublicKey) {
 }
 
 // newSigner returns a fresh ed25519 signer.
-func newSigner(t *testing.T) ssh.Signer {
+func newSigner(t testing.TB) ssh.Signer {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -73,13 +78,13 @@ func newSigner(t *testing.T) ssh.Signer {
 	return s
 }
 
-func newTestServer(t *testing.T, authorized ssh.PublicKey) *testServer {
+func newTestServer(t testing.TB, authorized ssh.PublicKey) *testServer {
 	return newTestServerWithHostKey(t, authorized, newSigner(t))
 }
 
 // newTestServerWithHostKey is newTestServer presenting hk (which may be
 // a certificate signer) as its only host key.
-func newTestServerWithHostKey(t *testing.T, authorized ssh.PublicKey, hk ssh.Signer) *testServer {
+func newTestServerWithHostKey(t testing.TB, authorized ssh.PublicKey, hk ssh.Signer) *testServer {
 	cfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
 			if string(k.Marshal()) == string(authorized.Marshal()) {
@@ -102,7 +107,7 @@ func (s *testServer) port() int {
 }
 
 // knownHosts writes a known_hosts file holding the server's key.
-func (s *testServer) knownHosts(t *testing.T, dir string) string {
+func (s *testServer) knownHosts(t testing.TB, dir string) string {
 	path := filepath.Join(dir, "known_hosts")
 	line := knownhosts.Line([]string{knownhosts.Normalize(s.addr)}, s.hostPK)
 	if err := os.WriteFile(path, []byte(line+"\n"), 0o600); err != nil {
@@ -136,8 +141,19 @@ func (s *testServer) start(addr string) {
 // restart starts listening again on the same port.
 func (s *testServer) restart() { s.start(s.addr) }
 
+// releaseStale closes the listeners kept by stale.
+func (s *testServer) releaseStale() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ln := range s.held {
+		ln.Close()
+	}
+	s.held = nil
+}
+
 // stop closes the listener and every connection.
 func (s *testServer) stop() {
+	s.releaseStale()
 	s.mu.Lock()
 	if s.ln != nil {
 		s.ln.Close()
@@ -163,7 +179,16 @@ func (s *testServer) serve(c net.Conn) {
 	}
 	defer sc.Close()
 	var listeners sync.Map
-	defer listeners.Range(func(k, _ any) bool { k.(net.Listener).Close(); return true })
+	defer listeners.Range(func(k, _ any) bool {
+		if s.stale.Load() {
+			s.mu.Lock()
+			s.held = append(s.held, k.(net.Listener))
+			s.mu.Unlock()
+			return true
+		}
+		k.(net.Listener).Close()
+		return true
+	})
 	s.wg.Go(func() {
 		for r := range reqs {
 			switch r.Type {
@@ -257,7 +282,7 @@ func relay(ch ssh.Channel, c net.Conn) {
 }
 
 // echoServer echoes on 127.0.0.1 until the test ends.
-func echoServer(t *testing.T) string {
+func echoServer(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -267,7 +292,7 @@ func echoServer(t *testing.T) string {
 }
 
 // freeLocalPort returns a 127.0.0.1 port that was free a moment ago.
-func freeLocalPort(t *testing.T) int {
+func freeLocalPort(t testing.TB) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -278,7 +303,7 @@ func freeLocalPort(t *testing.T) int {
 
 // runTunnel runs tun until the test ends, then checks that Run returned
 // cleanly (within 5 s of the cancel).
-func runTunnel(t *testing.T, tun *Tunnel) {
+func runTunnel(t testing.TB, tun *Tunnel) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -298,7 +323,7 @@ func runTunnel(t *testing.T, tun *Tunnel) {
 
 // serveEach accepts on ln until the test ends, handling each connection
 // on its own goroutine.
-func serveEach(t *testing.T, ln net.Listener, handle func(net.Conn)) {
+func serveEach(t testing.TB, ln net.Listener, handle func(net.Conn)) {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	wg.Go(func() {

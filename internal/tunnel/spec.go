@@ -3,8 +3,10 @@
 // into a Spec, connects with golang.org/x/crypto/ssh, serves every
 // LocalForward, RemoteForward and DynamicForward of that Host, checks the
 // link with keepalive@openssh.com requests that carry a reply deadline,
-// and reconnects with jittered exponential backoff for as long as Run
-// runs. One forward failing never takes the others down.
+// and reconnects for as long as Run runs: with staggered connection
+// attempts at sub-second intervals while the network is down (dial.go),
+// with jittered exponential backoff after failures that retrying soon
+// will not fix. One forward failing never takes the others down.
 package tunnel
 
 import (

@@ -18,16 +18,7 @@ import (
 // known_hosts file holding the server's key.
 func TestLocalForwardThroughRealSSHD(t *testing.T) {
 	srv := sshdtest.Start(t, sshdtest.Options{})
-	pub, err := os.ReadFile(filepath.Join(srv.Dir, "host_ed25519.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	kh := filepath.Join(dir, "known_hosts")
-	host := "[" + srv.Addr + "]:" + strconv.Itoa(srv.Port)
-	if err := os.WriteFile(kh, []byte(host+" "+strings.TrimSpace(string(pub))+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kh := sshdKnownHosts(t, srv)
 	echo := echoServer(t)
 	eh, ep, _ := net.SplitHostPort(echo)
 	epn, _ := strconv.Atoi(ep)
@@ -51,4 +42,18 @@ func TestLocalForwardThroughRealSSHD(t *testing.T) {
 	}
 	within(t, 3*time.Second, "keepalive answered by sshd", func() bool { return tun.Status().KeepaliveRTT > 0 })
 	t.Logf("keepalive RTT with sshd: %s", tun.Status().KeepaliveRTT)
+}
+
+// sshdKnownHosts writes a known_hosts file holding srv's host key.
+func sshdKnownHosts(tb testing.TB, srv *sshdtest.Server) string {
+	pub, err := os.ReadFile(filepath.Join(srv.Dir, "host_ed25519.pub"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	kh := filepath.Join(tb.TempDir(), "known_hosts")
+	host := "[" + srv.Addr + "]:" + strconv.Itoa(srv.Port)
+	if err := os.WriteFile(kh, []byte(host+" "+strings.TrimSpace(string(pub))+"\n"), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return kh
 }

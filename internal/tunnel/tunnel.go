@@ -69,8 +69,22 @@ type Options struct {
 	Logger *slog.Logger // default slog.Default
 	// AgentSocket is the ssh-agent socket; "" reads SSH_AUTH_SOCK.
 	AgentSocket string
-	// BackoffMin and BackoffMax bound the reconnect backoff (250 ms, 10 s).
+	// BackoffMin and BackoffMax bound the reconnect backoff after a
+	// failure that retrying soon will not fix: the SSH handshake failed
+	// (authentication, host key), settings or keys could not be used, or
+	// a RemoteForward was refused under ExitOnForwardFailure (250 ms,
+	// 10 s). Network failures do not back off: see DialInterval.
 	BackoffMin, BackoffMax time.Duration
+	// DialInterval paces connection attempts while the server cannot be
+	// reached (250 ms): a new TCP attempt starts every DialInterval to
+	// 2×DialInterval (jittered) while earlier ones still wait for an
+	// answer, the first to connect wins, and after a lost connection or a
+	// failed round the next starts within the same interval.
+	DialInterval time.Duration
+	// Lookup resolves the server's name (default net.DefaultResolver's
+	// LookupIP); the last answer is remembered and dialled while a fresh
+	// lookup runs.
+	Lookup func(ctx context.Context, host string) ([]net.IP, error)
 	// HealthyAfter is how long a connection must stay up for the backoff
 	// to start over from BackoffMin (30 s).
 	HealthyAfter time.Duration
@@ -94,9 +108,10 @@ type Options struct {
 	// dynamic forward while the link is down waits for it before being
 	// closed (15 s).
 	WaitWhileDown time.Duration
-	// Dial connects to the server (the first jump host with ProxyJump);
-	// default a net.Dialer with the Spec's ConnectTimeout. It must give up
-	// when ctx ends: Retry cancels an attempt in progress that way.
+	// Dial connects to the server (the first jump host with ProxyJump),
+	// given an IP address and port; default a net.Dialer. It must give up
+	// when ctx ends: attempts that lost the race, ran out of time or were
+	// abandoned on Retry are cancelled that way.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// ResolveJump returns the settings of a ProxyJump host (ssh -G); it
 	// is needed only when the Spec has ProxyJump. Jump hosts are resolved
@@ -136,9 +151,13 @@ type Tunnel struct {
 	log   *slog.Logger
 	keys  *hostKeys
 	retry chan struct{}
+	dial  *dialer
+	names *lookup
 
 	hopsMu sync.Mutex
 	hops   []hop // resolved on first use
+
+	life context.Context // Run's; bounds background lookups
 
 	mu       sync.Mutex
 	st       Status
@@ -170,9 +189,18 @@ func New(spec Spec, opt Options) *Tunnel {
 	def(&opt.RemoteBindRetry, 5*time.Second)
 	def(&opt.LocalBindRetry, 5*time.Second)
 	def(&opt.WaitWhileDown, 15*time.Second)
+	def(&opt.DialInterval, DefaultDialInterval)
 	if opt.Dial == nil {
-		d := &net.Dialer{Timeout: spec.ConnectTimeout}
-		opt.Dial = d.DialContext
+		opt.Dial = (&net.Dialer{}).DialContext
+	}
+	if opt.Lookup == nil {
+		opt.Lookup = func(ctx context.Context, host string) ([]net.IP, error) {
+			return net.DefaultResolver.LookupIP(ctx, "ip", host)
+		}
+	}
+	d := &dialer{clk: opt.Clock, dial: opt.Dial, interval: opt.DialInterval, attempt: dialAttemptTimeout, budget: defaultDialBudget}
+	if ct := spec.ConnectTimeout; ct > 0 {
+		d.attempt, d.budget = min(ct, d.attempt), ct
 	}
 	t := &Tunnel{
 		spec:  spec,
@@ -181,6 +209,8 @@ func New(spec Spec, opt Options) *Tunnel {
 		log:   opt.Logger.With(keyHost, spec.Host),
 		keys:  newHostKeys(spec),
 		retry: make(chan struct{}, 1),
+		dial:  d,
+		names: &lookup{resolve: opt.Lookup, last: map[string][]net.IP{}, inFlight: map[string]bool{}},
 		ready: make(chan struct{}),
 	}
 	t.st = Status{Host: spec.Host, State: StateConnecting, Since: t.clk.Now()}
@@ -298,14 +328,17 @@ func (t *Tunnel) forwardEvent(i int, err error) {
 }
 
 // Run connects and keeps every forward alive until ctx ends, reconnecting
-// with backoff for as long as it runs. It returns nil when ctx is
-// cancelled; an error only when a local forward cannot bind and
-// ExitOnForwardFailure is set.
+// for as long as it runs: at once (within a DialInterval or two) after a
+// network failure, with backoff after one that retrying soon will not
+// fix. It returns nil when ctx is cancelled; an error only when a local
+// forward cannot bind and ExitOnForwardFailure is set.
 func (t *Tunnel) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait() // after cancel: deferred calls run last first
+	defer t.names.wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	t.life = ctx
 	for i, f := range t.spec.Forwards {
 		if f.Kind == Remote {
 			continue
@@ -347,7 +380,14 @@ func (t *Tunnel) Run(ctx context.Context) error {
 				continue
 			}
 		}
-		d := bo.Next()
+		if errors.Is(err, errRoundOver) { // the next round, in step
+			t.setState(StateConnecting, err)
+			continue
+		}
+		d := t.dial.gap() // the network's failure: try again at once
+		if isSlow(err) {
+			d = bo.Next()
+		}
 		t.setState(StateBackoff, err, keyRetryIn, d)
 		if !t.wait(ctx, d) {
 			return nil
@@ -466,18 +506,28 @@ func (t *Tunnel) chain(ctx context.Context) ([]hop, error) {
 func (t *Tunnel) connect(ctx context.Context) (*ssh.Client, net.Conn, error) {
 	hops, err := t.chain(ctx)
 	if err != nil {
+		return nil, nil, slow(err)
+	}
+	first := hops[0].spec
+	life := t.life
+	if life == nil {
+		life = ctx
+	}
+	addrs, err := t.names.addrs(ctx, life, first.HostName, first.Port)
+	if err != nil {
 		return nil, nil, err
 	}
-	addr := hops[0].spec.Addr()
-	conn, err := t.opt.Dial(ctx, "tcp", addr)
+	conn, err := t.dial.race(ctx, addrs)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to %s: %w", addr, err)
+		return nil, nil, err
 	}
+	// A real deadline: the handshakes are bounded by the kernel's clock.
+	// Through jump hosts every hop rides on this connection.
+	hs := defaultHandshakeTimeout
 	if t.spec.ConnectTimeout > 0 {
-		// A real deadline: the handshakes are bounded by the kernel's
-		// clock. Through jump hosts every hop rides on this connection.
-		_ = conn.SetDeadline(time.Now().Add(t.spec.ConnectTimeout * time.Duration(len(hops))))
+		hs = t.spec.ConnectTimeout
 	}
+	_ = conn.SetDeadline(time.Now().Add(hs * time.Duration(len(hops))))
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	var client *ssh.Client
 	hc := conn
@@ -488,14 +538,14 @@ func (t *Tunnel) connect(ctx context.Context) (*ssh.Client, net.Conn, error) {
 			if err != nil {
 				stop()
 				conn.Close()
-				return nil, nil, fmt.Errorf("connect to %s through %s: %w", next, hops[i-1].spec.Addr(), err)
+				return nil, nil, slow(fmt.Errorf("connect to %s through %s: %w", next, hops[i-1].spec.Addr(), err))
 			}
 		}
 		client, err = t.handshake(h, hc)
 		if err != nil {
 			stop()
 			conn.Close()
-			return nil, nil, err
+			return nil, nil, slow(err)
 		}
 	}
 	if !stop() { // cancelled meanwhile: conn is closed or being closed
@@ -515,6 +565,7 @@ func (t *Tunnel) handshake(h hop, conn net.Conn) (*ssh.Client, error) {
 	}
 	defer closeAgent()
 	cfg := &ssh.ClientConfig{
+		Config:            ssh.Config{Ciphers: ciphers},
 		User:              h.spec.User,
 		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signers...)},
 		HostKeyCallback:   h.keys.check,

@@ -241,9 +241,10 @@ func TestAcceptNewAndStrict(t *testing.T) {
 	}
 }
 
-// TestBackoffOnFakeClock drives Run's reconnect loop with a fake clock: no
-// sleeping, attempts happen exactly when the backoff says, and Retry
-// skips the wait.
+// TestBackoffOnFakeClock drives Run's reconnect loop with a fake clock
+// against a server that fails every handshake (a failure that retrying
+// soon will not fix): no sleeping, attempts happen exactly when the
+// backoff says, and Retry skips the wait.
 func TestBackoffOnFakeClock(t *testing.T) {
 	clk := clock.NewFake(time.Unix(0, 0))
 	var mu sync.Mutex
@@ -252,7 +253,9 @@ func TestBackoffOnFakeClock(t *testing.T) {
 		mu.Lock()
 		attempts = append(attempts, clk.Now())
 		mu.Unlock()
-		return nil, errors.New("refused")
+		c, s := net.Pipe()
+		s.Close() // the handshake fails at once
+		return c, nil
 	}
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(attempts) }
 	tun := New(Spec{Host: "t", HostName: "127.0.0.1", Port: 1, ServerAliveInterval: time.Second, ServerAliveCountMax: 3},
