@@ -31,6 +31,7 @@ import (
 	promsink "github.com/connwatch/connwatch/internal/sink/prometheus"
 	"github.com/connwatch/connwatch/internal/source/sshd"
 	"github.com/connwatch/connwatch/internal/tracker"
+	"github.com/connwatch/connwatch/internal/tunnel"
 )
 
 // runAgent starts the agent's parts in order, each adding to the main
@@ -290,7 +291,7 @@ func (r *agentRun) startTunnels(ctx context.Context) error {
 		return err
 	}
 	if r.metrics != nil {
-		r.metrics.Registerer().MustRegister(newTunnelCollector(tunnels.tunnels))
+		r.metrics.Registerer().MustRegister(tunnel.NewCollector(tunnels.tunnels))
 	}
 	r.beside = append(r.beside, func(ctx context.Context) error {
 		if err := tunnels.run(ctx); err != nil && ctx.Err() == nil {

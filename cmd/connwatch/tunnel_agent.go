@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/connwatch/connwatch/internal/config"
@@ -100,47 +99,4 @@ func specResolver(runner sshconfig.Runner, configFile string) tunnel.Resolver {
 		}
 		return spec, nil
 	}
-}
-
-// tunnelCollector exports the tunnels' state to Prometheus.
-type tunnelCollector struct {
-	tunnels                        []*tunnel.Tunnel
-	up, reconnects, rtt, forwardUp *prometheus.Desc
-}
-
-func newTunnelCollector(tunnels []*tunnel.Tunnel) *tunnelCollector {
-	return &tunnelCollector{
-		tunnels:    tunnels,
-		up:         prometheus.NewDesc("connwatch_tunnel_up", "1 while the tunnel's SSH connection is up.", []string{"host"}, nil),
-		reconnects: prometheus.NewDesc("connwatch_tunnel_reconnects_total", "Times the tunnel's connection came back after being lost.", []string{"host"}, nil),
-		rtt:        prometheus.NewDesc("connwatch_tunnel_keepalive_rtt_seconds", "Round trip of the last answered keepalive.", []string{"host"}, nil),
-		forwardUp:  prometheus.NewDesc("connwatch_tunnel_forward_up", "1 while the forward is listening or carrying connections.", []string{"host", "forward"}, nil),
-	}
-}
-
-func (c *tunnelCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.up
-	ch <- c.reconnects
-	ch <- c.rtt
-	ch <- c.forwardUp
-}
-
-func (c *tunnelCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, t := range c.tunnels {
-		st := t.Status()
-		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, boolValue(st.State == tunnel.StateUp), st.Host)
-		ch <- prometheus.MustNewConstMetric(c.reconnects, prometheus.CounterValue, float64(st.Reconnects), st.Host)
-		ch <- prometheus.MustNewConstMetric(c.rtt, prometheus.GaugeValue, st.KeepaliveRTT.Seconds(), st.Host)
-		for _, f := range st.Forwards {
-			ok := f.State == tunnel.StateUp || f.State == tunnel.StateListening
-			ch <- prometheus.MustNewConstMetric(c.forwardUp, prometheus.GaugeValue, boolValue(ok), st.Host, f.Forward.String())
-		}
-	}
-}
-
-func boolValue(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
 }

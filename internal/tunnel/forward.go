@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/connwatch/connwatch/internal/backoff"
 )
 
 // acceptPause is the pause after an Accept error that is not a closed
@@ -84,7 +86,7 @@ func (t *Tunnel) serveRemote(ctx context.Context, wg *sync.WaitGroup, i int, cli
 	if f.BindHost == "*" {
 		bind = net.JoinHostPort("0.0.0.0", strconv.Itoa(f.BindPort))
 	}
-	bo := Backoff{Min: 500 * time.Millisecond, Max: t.opt.RemoteBindRetry}
+	bo := backoff.Backoff{Policy: backoff.Policy{Min: 500 * time.Millisecond, Max: t.opt.RemoteBindRetry}}
 	// After a lost link the server often still holds the port for the
 	// session it has not yet noticed is dead; ExitOnForwardFailure then
 	// gives it that long before the connection goes.

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/connwatch/connwatch/internal/backoff"
 	"github.com/connwatch/connwatch/internal/clock"
 )
 
@@ -354,7 +355,7 @@ func (t *Tunnel) Run(ctx context.Context) error {
 		}
 		t.listening(ctx, &wg, i, ln)
 	}
-	bo := Backoff{Min: t.opt.BackoffMin, Max: t.opt.BackoffMax}
+	bo := backoff.Backoff{Policy: backoff.Policy{Min: t.opt.BackoffMin, Max: t.opt.BackoffMax}}
 	for {
 		t.setState(StateConnecting, nil)
 		client, conn, retried, err := t.attempt(ctx)
@@ -406,7 +407,7 @@ func (t *Tunnel) listening(ctx context.Context, wg *sync.WaitGroup, i int, ln ne
 // backoff up to LocalBindRetry, until it succeeds or ctx ends.
 func (t *Tunnel) retryBind(ctx context.Context, wg *sync.WaitGroup, i int) {
 	f := t.spec.Forwards[i]
-	bo := Backoff{Min: min(500*time.Millisecond, t.opt.LocalBindRetry), Max: t.opt.LocalBindRetry}
+	bo := backoff.Backoff{Policy: backoff.Policy{Min: min(500*time.Millisecond, t.opt.LocalBindRetry), Max: t.opt.LocalBindRetry}}
 	for t.sleep(ctx, bo.Next()) {
 		ln, err := net.Listen("tcp", f.BindAddr())
 		if err != nil {
