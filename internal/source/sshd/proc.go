@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -77,8 +79,10 @@ type procTable struct {
 // forked from sshd, so only an sshd started through exec by another
 // program (inetd, systemd socket activation: "sshd -i") could be missed,
 // and it execs right after its fork. Hence a remembered process is read
-// again while it is younger than youngAge, and every process is read
-// again at least every fullEvery.
+// again on every walk until a read finds it older than youngAge (so also
+// when walks are further apart than that), and every process is read
+// again at every pass the caller asks to read all (Source: every
+// fullEvery, or eventRereadEvery while process events come).
 //
 // sshd processes themselves are remembered too, to read only their
 // title (which changes) and not their stat (which does not, but for the
@@ -96,6 +100,17 @@ type procWalker struct {
 	// seen maps the PIDs of this walk to their /proc directory inodes.
 	seen    map[int]uint64
 	lastAll time.Time
+	// path builds the NUL-terminated relative paths of openat, so that
+	// reading a process allocates nothing.
+	path []byte
+	// kids holds a children file; queue and under are rescan's work list
+	// and the PIDs it found below a verified process.
+	kids  []byte
+	queue []int
+	under map[int]bool
+	// noChildren is set when the kernel has no children files
+	// (CONFIG_PROC_CHILDREN): rescan cannot find new processes.
+	noChildren bool
 }
 
 // candProc is a remembered sshd process.
@@ -105,10 +120,12 @@ type candProc struct {
 	p         proc
 }
 
-// knownProc is a remembered process that is of no interest.
+// knownProc is a remembered process that is of no interest. settled:
+// it was older than youngAge when it was read, so it is not read again
+// until the next pass that reads every process.
 type knownProc struct {
-	ino   uint64
-	start uint64
+	ino     uint64
+	settled bool
 }
 
 const (
@@ -118,14 +135,16 @@ const (
 )
 
 func newProcWalker(insp inspector) *procWalker {
-	return &procWalker{insp: insp, dirs: map[string]bool{}, buf: make([]byte, readBufSize), dents: make([]byte, 64<<10), known: map[int]knownProc{}, cands: map[int]candProc{}, seen: map[int]uint64{}}
+	return &procWalker{insp: insp, dirs: map[string]bool{}, buf: make([]byte, readBufSize), dents: make([]byte, 64<<10),
+		known: map[int]knownProc{}, cands: map[int]candProc{}, seen: map[int]uint64{}, path: make([]byte, 0, 64), under: map[int]bool{}}
 }
 
 // walk lists the processes under root that matter to sshd detection. now
-// and boot decide which remembered processes are old enough to skip.
-// uptime is the time since boot (for the live /proc, CLOCK_BOOTTIME, which
-// wall-clock steps do not move).
-func (w *procWalker) walk(root string, now time.Time, uptime time.Duration) (procTable, error) {
+// and uptime decide which remembered processes are old enough to skip;
+// every fullEvery every process is read again. uptime is the time since
+// boot (for the live /proc, CLOCK_BOOTTIME, which wall-clock steps do
+// not move).
+func (w *procWalker) walk(root string, now time.Time, uptime, fullEvery time.Duration) (procTable, error) {
 	var tab procTable
 	dirfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -172,7 +191,7 @@ func (w *procWalker) walk(root string, now time.Time, uptime time.Duration) (pro
 				continue
 			}
 			w.seen[pid] = ino
-			if k, ok := w.known[pid]; ok && !full && k.ino == ino && k.start < oldTicks {
+			if k, ok := w.known[pid]; ok && !full && k.ino == ino && k.settled {
 				continue
 			}
 			pname := append(name[:0], raw...)
@@ -199,7 +218,7 @@ func (w *procWalker) walk(root string, now time.Time, uptime time.Duration) (pro
 				continue
 			}
 			if !keep {
-				w.known[pid] = knownProc{ino: ino, start: p.start}
+				w.known[pid] = knownProc{ino: ino, settled: p.start < oldTicks}
 				delete(w.cands, pid)
 				continue
 			}
@@ -222,8 +241,7 @@ func (w *procWalker) walk(root string, now time.Time, uptime time.Duration) (pro
 		if w.seen[p.ppid] == c.parentIno {
 			continue
 		}
-		pname := strconv.AppendInt(name[:0], int64(p.pid), 10)
-		np, keep, err := w.readProc(dirfd, p.pid, pname)
+		np, keep, err := w.readProc(dirfd, p.pid, strconv.AppendInt(name[:0], int64(p.pid), 10))
 		if err != nil || !keep {
 			np.pid, np.zombie = p.pid, true // gone: count it as nothing
 		}
@@ -248,6 +266,124 @@ func (w *procWalker) walk(root string, now time.Time, uptime time.Duration) (pro
 	}
 	w.verify(dirfd, &tab)
 	return tab, nil
+}
+
+// errNoChildren: the kernel has no /proc/PID/task/TID/children files
+// (CONFIG_PROC_CHILDREN), so rescan cannot find new processes.
+var errNoChildren = errors.New("no children files in procfs")
+
+// rescan lists the same processes as walk, looking only at the sshd
+// process trees instead of every process of the machine: the remembered
+// sshd processes (of the last walk or rescan) and, read from their
+// /proc/PID/task/PID/children, the children of the verified ones, and of
+// the sshd processes found below them, down the trees. A new connection
+// is a child of its listener and its processes are children of its
+// monitor, so a rescan finds them; what it cannot find is a process that
+// no verified sshd process forked: a listener started since the last
+// walk, an inetd or socket-activated "sshd -i", an impostor. The caller
+// walks for those, on a slower schedule.
+func (w *procWalker) rescan(root string) (procTable, error) {
+	var tab procTable
+	if w.noChildren {
+		return tab, errNoChildren
+	}
+	dirfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return tab, fmt.Errorf("open proc root %s: %w", root, err)
+	}
+	defer unix.Close(dirfd)
+	w.queue = w.queue[:0]
+	for pid := range w.cands {
+		w.queue = append(w.queue, pid)
+	}
+	slices.Sort(w.queue)
+	clear(w.seen)
+	clear(w.under)
+	var name [24]byte
+	for i := 0; i < len(w.queue); i++ {
+		pid := w.queue[i]
+		if _, done := w.seen[pid]; done {
+			continue
+		}
+		w.seen[pid] = 0
+		pname := strconv.AppendInt(name[:0], int64(pid), 10)
+		c, known := w.cands[pid]
+		p, keep, perr := w.readProc(dirfd, pid, pname)
+		if perr != nil || !keep {
+			// Exited, or exec'd something else: forgotten (a walk reads
+			// it again, and remembers it, if it is still there).
+			if perr != nil && isPermission(perr) {
+				tab.unreadable++
+			}
+			delete(w.cands, pid)
+			continue
+		}
+		if known {
+			keepVerdict(&p, c.p)
+			if p.start != c.p.start {
+				c.ino = 0 // a reused PID: not the directory the walk saw
+			}
+		}
+		c.p = p
+		w.cands[pid] = c
+		tab.procs = append(tab.procs, p)
+		if p.unreadableTitle {
+			tab.unreadable++
+		}
+		if p.zombie || p.comm == "sftp-server" || !(p.v.ok || w.under[pid]) {
+			continue
+		}
+		kids, err := w.children(dirfd, pname)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) && w.exists(dirfd, pname) {
+				w.noChildren = true
+				return tab, errNoChildren
+			}
+			continue // exited meanwhile
+		}
+		for len(kids) > 0 {
+			var f []byte
+			if sp := bytes.IndexByte(kids, ' '); sp >= 0 {
+				f, kids = kids[:sp], kids[sp+1:]
+			} else {
+				f, kids = kids, nil
+			}
+			if kid, ok := atoiPID(bytes.TrimSpace(f)); ok {
+				w.under[kid] = true
+				w.queue = append(w.queue, kid)
+			}
+		}
+	}
+	w.verify(dirfd, &tab)
+	return tab, nil
+}
+
+// children reads /proc/PID/task/PID/children: the PIDs of the children of
+// the process's main thread (sshd processes have no other), separated by
+// spaces. The text lives in w.kids until the next call.
+func (w *procWalker) children(dirfd int, pname []byte) ([]byte, error) {
+	if w.kids == nil {
+		w.kids = make([]byte, 1<<10)
+	}
+	w.path = append(append(append(append(w.path[:0], pname...), "/task/"...), pname...), "/children"...)
+	rel := string(w.path) // a handful of processes a scan: allocating is fine
+	for {
+		n, err := w.readInto(dirfd, nil, rel, w.kids)
+		if err != nil {
+			return nil, err
+		}
+		if n < len(w.kids) {
+			return w.kids[:n], nil
+		}
+		// A listener with thousands of connections: read it all again.
+		w.kids = make([]byte, 2*len(w.kids))
+	}
+}
+
+// exists reports whether process pname's /proc directory is there.
+func (w *procWalker) exists(dirfd int, pname []byte) bool {
+	var st unix.Stat_t
+	return unix.Fstatat(dirfd, string(pname), &st, 0) == nil
 }
 
 // keepVerdict carries old's verdict over to p, a new read of the same
@@ -313,9 +449,9 @@ func (w *procWalker) check(dirfd int, p *proc, level checkLevel) {
 	if p.level >= level && !p.v.gone {
 		return
 	}
-	pname := strconv.Itoa(p.pid)
 	if level == rootChecked {
-		n, err := w.readAt(dirfd, pname+"/status")
+		var name [24]byte
+		n, err := w.readAt(dirfd, strconv.AppendInt(name[:0], int64(p.pid), 10), "/status")
 		switch {
 		case err == nil:
 			p.v = rootVerdict(w.insp, p.pid, w.buf[:n], w.dirs)
@@ -338,7 +474,7 @@ func (w *procWalker) check(dirfd int, p *proc, level checkLevel) {
 // the process must be read whole: its title is gone (exited, zombie) or
 // not an sshd title any more (it exec'd something else).
 func (w *procWalker) retitle(dirfd int, p proc, pname []byte) (proc, bool) {
-	n, err := w.readAt(dirfd, string(append(pname, "/cmdline"...)))
+	n, err := w.readAt(dirfd, pname, "/cmdline")
 	if err != nil || n == 0 {
 		return p, false
 	}
@@ -359,7 +495,7 @@ func (w *procWalker) retitle(dirfd int, p proc, pname []byte) (proc, bool) {
 
 // readProc reads one process. keep is false for processes of no interest.
 func (w *procWalker) readProc(dirfd, pid int, pname []byte) (p proc, keep bool, err error) {
-	n, err := w.readAt(dirfd, string(append(pname, "/stat"...)))
+	n, err := w.readAt(dirfd, pname, "/stat")
 	if err != nil {
 		return p, false, err
 	}
@@ -378,7 +514,7 @@ func (w *procWalker) readProc(dirfd, pid int, pname []byte) (p proc, keep bool, 
 	}
 	p.zombie = state == 'Z' || state == 'X'
 	if !p.zombie && p.comm != "sftp-server" {
-		if n, err := w.readAt(dirfd, string(append(pname, "/cmdline"...))); err == nil {
+		if n, err := w.readAt(dirfd, pname, "/cmdline"); err == nil {
 			raw := cmdlineString(w.buf[:n])
 			p.title, p.titled = ParseTitle(raw)
 			if p.titled && p.title.Role == RoleListener {
@@ -405,16 +541,40 @@ func atoiPID(b []byte) (int, bool) {
 	return v, true
 }
 
-// readAt reads a small file relative to dirfd into w.buf.
-func (w *procWalker) readAt(dirfd int, path string) (int, error) {
-	fd, err := unix.Openat(dirfd, path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+// openAt opens the file name ("/stat") of process pname ("1234")
+// relative to dirfd. Unlike unix.Openat it allocates nothing: it is
+// called for every process of the machine on a full pass.
+func (w *procWalker) openAt(dirfd int, pname []byte, name string) (int, error) {
+	w.path = append(append(append(w.path[:0], pname...), name...), 0)
+	for {
+		fd, _, errno := unix.Syscall6(unix.SYS_OPENAT, uintptr(dirfd), uintptr(unsafe.Pointer(&w.path[0])),
+			uintptr(unix.O_RDONLY|unix.O_CLOEXEC), 0, 0, 0)
+		switch errno {
+		case 0:
+			return int(fd), nil
+		case unix.EINTR:
+			continue
+		}
+		return -1, errno
+	}
+}
+
+// readAt reads the small file name of process pname into w.buf.
+func (w *procWalker) readAt(dirfd int, pname []byte, name string) (int, error) {
+	return w.readInto(dirfd, pname, name, w.buf)
+}
+
+// readInto reads the file name of process pname into buf, as much as
+// fits.
+func (w *procWalker) readInto(dirfd int, pname []byte, name string, buf []byte) (int, error) {
+	fd, err := w.openAt(dirfd, pname, name)
 	if err != nil {
 		return 0, err
 	}
 	defer unix.Close(fd)
 	total := 0
-	for total < len(w.buf) {
-		n, err := unix.Read(fd, w.buf[total:])
+	for total < len(buf) {
+		n, err := unix.Read(fd, buf[total:])
 		if err == unix.EINTR {
 			continue
 		}
@@ -424,7 +584,7 @@ func (w *procWalker) readAt(dirfd int, path string) (int, error) {
 		total += n
 		// A short read is the end of a /proc file: skip the extra read
 		// that would return 0 (syscalls dominate a scan's cost).
-		if n == 0 || total < len(w.buf) {
+		if n == 0 || total < len(buf) {
 			break
 		}
 	}
