@@ -121,3 +121,14 @@ func BenchmarkScanLive(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkScanLiveCold scans this machine's real /proc as `connwatch
+// status` does: a new source, every process read.
+func BenchmarkScanLiveCold(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := New(Options{}).Scan(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
