@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -90,19 +92,22 @@ type procTable struct {
 // its title is gone or no longer an sshd title (exit, exec), and when its
 // parent's /proc directory is not the one it had.
 type procWalker struct {
+	reader
 	// insp answers what processes run (verify.go).
 	insp  inspector
 	dirs  map[string]bool
-	buf   []byte
 	dents []byte
 	known map[int]knownProc
 	cands map[int]candProc
 	// seen maps the PIDs of this walk to their /proc directory inodes.
 	seen    map[int]uint64
 	lastAll time.Time
-	// path builds the NUL-terminated relative paths of openat, so that
-	// reading a process allocates nothing.
-	path []byte
+	// todo and done are a walk's processes to read whole and what the
+	// reads found; helpers are the readers of the goroutines that share
+	// a long list (a first walk reads every process).
+	todo    []dent
+	done    []readResult
+	helpers []reader
 	// kids holds a children file; queue and under are rescan's work list
 	// and the PIDs it found below a verified process.
 	kids  []byte
@@ -111,6 +116,36 @@ type procWalker struct {
 	// noChildren is set when the kernel has no children files
 	// (CONFIG_PROC_CHILDREN): rescan cannot find new processes.
 	noChildren bool
+}
+
+// reader reads files of /proc with one reused buffer; one goroutine
+// uses it at a time.
+type reader struct {
+	buf []byte
+	// path builds the NUL-terminated relative paths of openat, so that
+	// reading a process allocates nothing.
+	path []byte
+	// kept holds the processes of interest that readRange found.
+	kept []proc
+}
+
+func newReader() reader { return reader{buf: make([]byte, readBufSize), path: make([]byte, 0, 64)} }
+
+// dent is a process directory of a walk.
+type dent struct {
+	pid int
+	ino uint64
+}
+
+// readResult is what readProc found out about a process of w.todo: for
+// one of interest (keep), the process is kept[k] of the reader that read
+// it (0: the walker's own, i: helpers[i-1]); else its start time.
+type readResult struct {
+	start uint64
+	err   error
+	keep  bool
+	r     uint8
+	k     int32
 }
 
 // candProc is a remembered sshd process.
@@ -135,8 +170,8 @@ const (
 )
 
 func newProcWalker(insp inspector) *procWalker {
-	return &procWalker{insp: insp, dirs: map[string]bool{}, buf: make([]byte, readBufSize), dents: make([]byte, 64<<10),
-		known: map[int]knownProc{}, cands: map[int]candProc{}, seen: map[int]uint64{}, path: make([]byte, 0, 64), under: map[int]bool{}}
+	return &procWalker{reader: newReader(), insp: insp, dirs: map[string]bool{}, dents: make([]byte, 64<<10),
+		known: map[int]knownProc{}, cands: map[int]candProc{}, seen: map[int]uint64{}, under: map[int]bool{}}
 }
 
 // walk lists the processes under root that matter to sshd detection. now
@@ -164,6 +199,7 @@ func (w *procWalker) walk(root string, now time.Time, uptime, fullEvery time.Dur
 	}
 	var name [24]byte
 	var fast []int // indexes in tab.procs read by title only
+	w.todo = w.todo[:0]
 	for {
 		n, err := unix.Getdents(dirfd, w.dents)
 		if err == unix.EINTR {
@@ -208,29 +244,40 @@ func (w *procWalker) walk(root string, now time.Time, uptime, fullEvery time.Dur
 					continue
 				}
 			}
-			p, keep, perr := w.readProc(dirfd, pid, pname)
-			if perr != nil {
-				if isPermission(perr) {
-					tab.unreadable++
-				}
-				delete(w.known, pid)
-				delete(w.cands, pid)
-				continue
-			}
-			if !keep {
-				w.known[pid] = knownProc{ino: ino, settled: p.start < oldTicks}
-				delete(w.cands, pid)
-				continue
-			}
-			delete(w.known, pid)
-			if c, ok := w.cands[pid]; ok && c.ino == ino {
-				keepVerdict(&p, c.p)
-			}
-			w.cands[pid] = candProc{ino: ino, p: p}
-			tab.procs = append(tab.procs, p)
-			if p.unreadableTitle {
+			w.todo = append(w.todo, dent{pid, ino})
+		}
+	}
+	// The processes to read whole: every process on a first walk, so
+	// goroutines share a long list.
+	w.readAll(dirfd)
+	for i, d := range w.todo {
+		pid, ino, r := d.pid, d.ino, w.done[i]
+		if r.err != nil {
+			if isPermission(r.err) {
 				tab.unreadable++
 			}
+			delete(w.known, pid)
+			delete(w.cands, pid)
+			continue
+		}
+		if !r.keep {
+			w.known[pid] = knownProc{ino: ino, settled: r.start < oldTicks}
+			delete(w.cands, pid)
+			continue
+		}
+		rd := &w.reader
+		if r.r > 0 {
+			rd = &w.helpers[r.r-1]
+		}
+		p := rd.kept[r.k]
+		delete(w.known, pid)
+		if c, ok := w.cands[pid]; ok && c.ino == ino {
+			keepVerdict(&p, c.p)
+		}
+		w.cands[pid] = candProc{ino: ino, p: p}
+		tab.procs = append(tab.procs, p)
+		if p.unreadableTitle {
+			tab.unreadable++
 		}
 	}
 	// A process whose parent's /proc directory changed may have been
@@ -264,8 +311,58 @@ func (w *procWalker) walk(root string, now time.Time, uptime, fullEvery time.Dur
 			delete(w.known, pid)
 		}
 	}
+	// In PID order, as /proc lists them.
+	slices.SortFunc(tab.procs, func(a, b proc) int { return a.pid - b.pid })
 	w.verify(dirfd, &tab)
 	return tab, nil
+}
+
+// parallelFrom is the length of a walk's list of processes to read from
+// which goroutines share it.
+const parallelFrom = 1024
+
+// readAll reads the processes of w.todo into w.done: on this goroutine
+// for a short list, else on up to 4 (GOMAXPROCS), each with a reader of
+// its own (a first walk of 10,000 processes is 30,000 system calls).
+func (w *procWalker) readAll(dirfd int) {
+	w.done = slices.Grow(w.done[:0], len(w.todo))[:len(w.todo)]
+	w.kept = w.kept[:0]
+	workers := min(runtime.GOMAXPROCS(0), 4)
+	if len(w.todo) < parallelFrom || workers < 2 {
+		w.readRange(&w.reader, 0, dirfd, 0, len(w.todo))
+		return
+	}
+	for len(w.helpers) < workers-1 {
+		w.helpers = append(w.helpers, newReader())
+	}
+	per := (len(w.todo) + workers - 1) / workers
+	var wg sync.WaitGroup
+	for i := range workers - 1 {
+		from, to := (i+1)*per, min((i+2)*per, len(w.todo))
+		if from >= to {
+			break
+		}
+		h := &w.helpers[i]
+		h.kept = h.kept[:0]
+		wg.Go(func() { w.readRange(h, uint8(i+1), dirfd, from, to) })
+	}
+	w.readRange(&w.reader, 0, dirfd, 0, min(per, len(w.todo)))
+	wg.Wait()
+}
+
+// readRange reads w.todo[from:to] with reader r, number ri.
+func (w *procWalker) readRange(r *reader, ri uint8, dirfd, from, to int) {
+	var name [24]byte
+	for i := from; i < to; i++ {
+		d := w.todo[i]
+		p, keep, err := r.readProc(dirfd, d.pid, strconv.AppendInt(name[:0], int64(d.pid), 10))
+		res := readResult{start: p.start, err: err, keep: keep && err == nil, r: ri}
+		if res.keep {
+			res.k = int32(len(r.kept))
+			r.kept = append(r.kept, p)
+		}
+		w.done[i] = res
+	}
 }
 
 // errNoChildren: the kernel has no /proc/PID/task/TID/children files
@@ -494,7 +591,7 @@ func (w *procWalker) retitle(dirfd int, p proc, pname []byte) (proc, bool) {
 }
 
 // readProc reads one process. keep is false for processes of no interest.
-func (w *procWalker) readProc(dirfd, pid int, pname []byte) (p proc, keep bool, err error) {
+func (w *reader) readProc(dirfd, pid int, pname []byte) (p proc, keep bool, err error) {
 	n, err := w.readAt(dirfd, pname, "/stat")
 	if err != nil {
 		return p, false, err
@@ -544,7 +641,7 @@ func atoiPID(b []byte) (int, bool) {
 // openAt opens the file name ("/stat") of process pname ("1234")
 // relative to dirfd. Unlike unix.Openat it allocates nothing: it is
 // called for every process of the machine on a full pass.
-func (w *procWalker) openAt(dirfd int, pname []byte, name string) (int, error) {
+func (w *reader) openAt(dirfd int, pname []byte, name string) (int, error) {
 	w.path = append(append(append(w.path[:0], pname...), name...), 0)
 	for {
 		fd, _, errno := unix.Syscall6(unix.SYS_OPENAT, uintptr(dirfd), uintptr(unsafe.Pointer(&w.path[0])),
@@ -560,13 +657,13 @@ func (w *procWalker) openAt(dirfd int, pname []byte, name string) (int, error) {
 }
 
 // readAt reads the small file name of process pname into w.buf.
-func (w *procWalker) readAt(dirfd int, pname []byte, name string) (int, error) {
+func (w *reader) readAt(dirfd int, pname []byte, name string) (int, error) {
 	return w.readInto(dirfd, pname, name, w.buf)
 }
 
 // readInto reads the file name of process pname into buf, as much as
 // fits.
-func (w *procWalker) readInto(dirfd int, pname []byte, name string, buf []byte) (int, error) {
+func (w *reader) readInto(dirfd int, pname []byte, name string, buf []byte) (int, error) {
 	fd, err := w.openAt(dirfd, pname, name)
 	if err != nil {
 		return 0, err

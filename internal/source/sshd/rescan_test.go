@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -258,5 +259,27 @@ func TestWalkReadsOnlyStatOfOthers(t *testing.T) {
 		if want := filepath.Base(p) == "stat"; read != want {
 			t.Errorf("%s read: %v, want %v", p, read, want)
 		}
+	}
+}
+
+// TestWalkParallelSameAsSequential: a first walk of a long list, read by
+// several goroutines, finds what one goroutine finds.
+func TestWalkParallelSameAsSequential(t *testing.T) {
+	root := writeTree(t, benchTree(3*parallelFrom))
+	scan := func() session.Snapshot {
+		t.Helper()
+		snap, err := New(Options{ProcRoot: root, Clock: clock.NewFake(fixtureNow)}).Scan(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return snap
+	}
+	parallel := scan()
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	if diff := cmp.Diff(scan(), parallel); diff != "" {
+		t.Errorf("parallel walk differs (-sequential +parallel):\n%s", diff)
+	}
+	if len(parallel.Sessions) < 50 || len(parallel.PendingAuth) < 50 {
+		t.Errorf("%d sessions, %d pending: the fixture is not what it was", len(parallel.Sessions), len(parallel.PendingAuth))
 	}
 }
