@@ -189,8 +189,9 @@ func (w *procWalker) walk(root string, now time.Time, uptime, fullEvery time.Dur
 	full := now.Sub(w.lastAll) >= fullEvery || now.Before(w.lastAll)
 	if full {
 		w.lastAll = now
-		clear(w.dirs)
 	}
+	// Directory checks are believed for one walk and the rescans after it.
+	clear(w.dirs)
 	clear(w.seen)
 	// Ticks after boot before which a process is old enough to trust.
 	oldTicks := uint64(0)
@@ -421,13 +422,21 @@ func (w *procWalker) rescan(root string) (procTable, error) {
 				c.ino = 0 // a reused PID: not the directory the walk saw
 			}
 		}
+		// Down the tree only through verified sshd processes: a process
+		// a user named sshd under their session is no sshd's, and its
+		// children are nobody's business.
+		descend := !p.zombie && p.comm != "sftp-server" && (p.v.ok || w.under[pid])
 		c.p = p
 		w.cands[pid] = c
+		if descend {
+			w.check(dirfd, &p, p.needs()) // updates w.cands
+			descend = p.v.ok
+		}
 		tab.procs = append(tab.procs, p)
 		if p.unreadableTitle {
 			tab.unreadable++
 		}
-		if p.zombie || p.comm == "sftp-server" || !(p.v.ok || w.under[pid]) {
+		if !descend {
 			continue
 		}
 		kids, err := w.children(dirfd, pname)

@@ -283,3 +283,47 @@ func TestWalkParallelSameAsSequential(t *testing.T) {
 		t.Errorf("%d sessions, %d pending: the fixture is not what it was", len(parallel.Sessions), len(parallel.PendingAuth))
 	}
 }
+
+// TestRescanSkipsUsersSSHDCopies: a rescan goes down the trees only
+// through verified sshd processes. A user's copy of sshd run in their
+// session (a child of the user child) and its children are not read
+// beyond what a walk reads: the copy's own files, as any process titled
+// sshd, and not its children, which a user can make by the thousand.
+func TestRescanSkipsUsersSSHDCopies(t *testing.T) {
+	tree := procfixture.Tree{BootTime: bootTime, HostFiles: map[string]procfixture.File{
+		"/home/u/sshd": {Mode: 0o100755, UID: 1000}, "/home/u": {Mode: 0o40755, UID: 1000},
+	}, Procs: []procfixture.Proc{
+		{PID: 1, Comm: "init", Title: "/sbin/init"},
+		{PID: 100, PPID: 1, Comm: "sshd", Title: "sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups", StartTicks: 100},
+		{PID: 200, PPID: 100, Comm: "sshd", Title: "sshd: u [priv]", StartTicks: 200},
+		{PID: 201, PPID: 200, Comm: "sshd", Title: "sshd: u@pts/0", StartTicks: 201, UID: 1000},
+		{PID: 202, PPID: 201, Comm: "sshd", Title: "sshd: u@pts/0", StartTicks: 202, UID: 1000, Exe: "/home/u/sshd"},
+		{PID: 203, PPID: 202, Comm: "worker", Title: "worker", StartTicks: 203, UID: 1000, Exe: "/usr/bin/sleep"},
+	}}
+	root := writeTree(t, tree)
+	clk := clock.NewFake(fixtureNow)
+	src := New(Options{ProcRoot: root, Clock: clk})
+	src.SetEvents(true)
+	if snap, walked := scanCounted(t, src); !walked || len(snap.Sessions) != 1 {
+		t.Fatalf("first scan: walked %v, sessions %+v", walked, snap.Sessions)
+	}
+	old := time.Unix(1_000_000, 0)
+	stat := filepath.Join(root, "203", "stat")
+	if err := os.Chtimes(stat, old, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		clk.Advance(time.Second)
+		snap, walked := scanCounted(t, src)
+		if walked || len(snap.Sessions) != 1 {
+			t.Fatalf("rescan: walked %v, sessions %+v", walked, snap.Sessions)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(stat, &st); err != nil {
+		t.Fatal(err)
+	}
+	if !time.Unix(st.Atim.Unix()).Equal(old) {
+		t.Error("a rescan read the stat of a child of a user's copy of sshd")
+	}
+}
