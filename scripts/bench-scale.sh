@@ -21,8 +21,13 @@ runs=${RUNS:-20}
 tmp=$(mktemp -d)
 spawner= agent=
 cleanup() {
-  # The sleeps are one session and process group of their own.
-  [ -n "$spawner" ] && kill -- "-$spawner" 2>/dev/null
+  # The sleepers are one session and process group of their own; wait
+  # until they are gone (exiting 10,000 processes takes a while), so that
+  # a run right after this one starts on a quiet machine.
+  if [ -n "$spawner" ]; then
+    kill -- "-$spawner" 2>/dev/null
+    for _ in $(seq 600); do kill -0 -- "-$spawner" 2>/dev/null || break; sleep 0.2; done
+  fi
   [ -n "$agent" ] && kill "$agent" 2>/dev/null && wait "$agent" 2>/dev/null
   rm -rf "$tmp"
 }
@@ -40,13 +45,13 @@ nprocs() { local c=0 d; for d in /proc/[0-9]*; do c=$((c + 1)); done; echo "$c";
 # them (a fork is far cheaper than a shell's fork and exec; still, about
 # 7 ms each on a small VM), each sleeps an hour at most.
 spawn() {
-  local before
-  before=$(nprocs)
   setsid perl -e '$n = shift; for (1 .. $n) { my $p = fork; die "fork: $!" unless defined $p; if (!$p) { sleep 3600; exit 0 } } 1 while wait != -1' "$n" </dev/null >/dev/null 2>&1 &
   spawner=$!
-  local want=$((before + n)) i
+  # Until perl has its n children (the kernel lists them for its thread).
+  local i kids
   for i in $(seq 3000); do
-    [ "$(nprocs)" -ge "$want" ] && break
+    kids=$(wc -w <"/proc/$spawner/task/$spawner/children" 2>/dev/null || echo 0)
+    [ "$kids" -ge "$n" ] && break
     sleep 0.2
   done
   sleep 1
