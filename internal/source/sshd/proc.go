@@ -314,6 +314,11 @@ func (w *procWalker) walk(root string, now time.Time, uptime, fullEvery time.Dur
 	}
 	// In PID order, as /proc lists them.
 	slices.SortFunc(tab.procs, func(a, b proc) int { return a.pid - b.pid })
+	if cap(w.todo) > parallelFrom {
+		// A first walk's lists are not kept between scans: the next
+		// walks read a few processes.
+		w.todo, w.done, w.helpers = nil, nil, nil
+	}
 	w.verify(dirfd, &tab)
 	return tab, nil
 }
