@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Records the sshd part of this machine's /proc as a procfs-shaped tree
 # that `connwatch status --proc DIR` and tests can read: stat, cmdline,
-# the Name/State/Uid/Gid lines of status and the exe link of every sshd
+# the Name/State/Uid/Gid lines of status, task/PID/children (the
+# children's PIDs, of which only sshd's are recorded) and the exe link of every sshd
 # and sftp-server process, their socket fd links, net/tcp, net/tcp6 and
 # the boot time; and host-files, the stat of the executables the exe
 # links name and of their directories ("MODE UID PATH", MODE in octal
@@ -22,6 +23,8 @@ for d in /proc/[0-9]*; do
   cat "$d/stat" >"$out/$pid/stat" 2>/dev/null || true
   cat "$d/cmdline" >"$out/$pid/cmdline" 2>/dev/null || true
   grep -E '^(Name|State|Uid|Gid):' "$d/status" >"$out/$pid/status" 2>/dev/null || true
+  mkdir -p "$out/$pid/task/$pid"
+  cat "$d/task/$pid/children" >"$out/$pid/task/$pid/children" 2>/dev/null || true
   if exe=$(readlink "$d/exe" 2>/dev/null); then
     ln -sfn "$exe" "$out/$pid/exe"
     if ! grep -qxF -- "$exe" "$files.seen" 2>/dev/null; then

@@ -21,7 +21,10 @@ var _ eventListener = (*procevents.Listener)(nil)
 // forks, execs or exits, or a child of one exits (a connection arrives,
 // authenticates, opens a channel or ends), and when events were lost. The
 // kernel is told to deliver only those processes' events, so the rest of
-// the machine — a user forking in a loop included — costs nothing.
+// the machine — a user forking in a loop included — costs nothing. While
+// events come, the source's scans read only the sshd process trees and
+// walk all of /proc rarely (sshd.EventWalkEvery); when they stop, every
+// scan walks again.
 func procEventSignal(src *sshd.Source) (fastSignal, error) {
 	l, err := procevents.Listen()
 	if err != nil {
@@ -51,6 +54,8 @@ func followProcEvents(ctx context.Context, l eventListener, src *sshd.Source, ki
 	}
 	// From the start: until a scan finds sshd, nothing is watched.
 	refilter()
+	src.SetEvents(true)
+	defer src.SetEvents(false)
 	return pump(ctx, 256, l.Run, func(e procevents.Event) bool {
 		switch e.Kind {
 		case procevents.Fork:
@@ -66,6 +71,7 @@ func followProcEvents(ctx context.Context, l eventListener, src *sshd.Source, ki
 				kick()
 			}
 		case procevents.Overrun:
+			src.WalkNext() // anything may have happened
 			kick()
 		}
 		return true

@@ -105,6 +105,9 @@ func sshdLogSignal(ctx context.Context, cfg config.Agent, src *sshd.Source, logi
 					return true
 				}
 				l = tracker.Login{Time: e.Time, User: e.User, Addr: e.Addr, Port: e.Port}
+				// Its sshd may be in no tree the source rescans (an
+				// inetd or socket-activated "sshd -i"): walk /proc.
+				src.WalkNext()
 			case e.Kind.Ends():
 				l = tracker.Login{Time: e.Time, User: e.User, Addr: e.Addr, Port: e.Port, End: true}
 			default:

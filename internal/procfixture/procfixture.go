@@ -1,7 +1,8 @@
 // Package procfixture writes procfs-shaped directory trees for tests and
 // benchmarks: /PID/stat, /PID/cmdline, /PID/status, /PID/exe (a symlink
 // whose text is what the kernel's link would read), /PID/fd/N ->
-// socket:[INODE], net/tcp, net/tcp6 and stat (boot time), so code that
+// socket:[INODE], /PID/task/PID/children (the children's PIDs), net/tcp,
+// net/tcp6 and stat (boot time), so code that
 // reads /proc can be pointed at a recorded or generated machine state
 // with --proc DIR. The host files that exe links name cannot be part of
 // the tree (owners do not survive git): the file host-files stands in for
@@ -109,6 +110,13 @@ func (t Tree) Write(dir string) error {
 			return err
 		}
 	}
+	// Each process is listed in its parent's children file, also when
+	// the parent was written before (more processes written into a tree).
+	for _, p := range procs {
+		if err := addChild(dir, p.PPID, p.PID); err != nil {
+			return err
+		}
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "net"), 0o755); err != nil {
 		return err
 	}
@@ -198,6 +206,15 @@ func writeProc(dir string, p Proc) error {
 	if err := os.MkdirAll(filepath.Join(pd, "fd"), 0o755); err != nil {
 		return err
 	}
+	// Every process has a children file, empty without children.
+	if err := os.MkdirAll(filepath.Join(pd, "task", fmt.Sprint(p.PID)), 0o755); err != nil {
+		return err
+	}
+	if _, err := os.Stat(childrenFile(dir, p.PID)); errors.Is(err, fs.ErrNotExist) {
+		if err := os.WriteFile(childrenFile(dir, p.PID), nil, 0o644); err != nil {
+			return err
+		}
+	}
 	state := p.State
 	if state == 0 {
 		state = 'S'
@@ -244,6 +261,37 @@ func writeProc(dir string, p Proc) error {
 		}
 	}
 	return nil
+}
+
+// childrenFile is the kernel's list of a (single-threaded) process's
+// children: /PID/task/PID/children.
+func childrenFile(dir string, pid int) string {
+	return filepath.Join(dir, fmt.Sprint(pid), "task", fmt.Sprint(pid), "children")
+}
+
+// addChild adds child to the children file of parent, when the tree has
+// the parent's directory. The file reads as the kernel's: "PID PID ".
+func addChild(dir string, parent, child int) error {
+	if _, err := os.Stat(filepath.Join(dir, fmt.Sprint(parent))); err != nil {
+		return nil // no such parent in the tree (init's parent 0, or not written)
+	}
+	path := childrenFile(dir, parent)
+	b, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	kids := []int{child}
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid != child {
+			kids = append(kids, pid)
+		}
+	}
+	sort.Ints(kids)
+	var out strings.Builder
+	for _, pid := range kids {
+		fmt.Fprintf(&out, "%d ", pid)
+	}
+	return os.WriteFile(path, []byte(out.String()), 0o644)
 }
 
 func tcpTable(rows []TCP, v6 bool) []byte {

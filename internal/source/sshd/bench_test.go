@@ -64,6 +64,35 @@ func BenchmarkScan(b *testing.B) {
 	}
 }
 
+// BenchmarkScanEvents measures a scan while process events come (what the
+// agent does every tick and in the bursts events start, between the
+// backstop walks): only the sshd trees are read, here 200 connections'.
+func BenchmarkScanEvents(b *testing.B) {
+	for _, n := range []int{1_000, 10_000} {
+		b.Run(fmt.Sprintf("procs=%d", n), func(b *testing.B) {
+			root := writeTree(b, benchTree(n))
+			clk := clock.NewFake(fixtureNow)
+			src := New(Options{ProcRoot: root, Clock: clk})
+			src.SetEvents(true)
+			if _, err := src.Scan(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			walks := src.walks
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := src.Scan(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			if src.walks != walks {
+				b.Fatalf("%d walks during the benchmark", src.walks-walks)
+			}
+		})
+	}
+}
+
 // BenchmarkScanCold measures a first scan (what `connwatch status` does):
 // every process is read.
 func BenchmarkScanCold(b *testing.B) {
@@ -88,6 +117,17 @@ func BenchmarkScanLive(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := src.Scan(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkScanLiveCold scans this machine's real /proc as `connwatch
+// status` does: a new source, every process read.
+func BenchmarkScanLiveCold(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := New(Options{}).Scan(context.Background()); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -7,8 +7,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"runtime"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -77,8 +81,10 @@ type procTable struct {
 // forked from sshd, so only an sshd started through exec by another
 // program (inetd, systemd socket activation: "sshd -i") could be missed,
 // and it execs right after its fork. Hence a remembered process is read
-// again while it is younger than youngAge, and every process is read
-// again at least every fullEvery.
+// again on every walk until a read finds it older than youngAge (so also
+// when walks are further apart than that), and every process is read
+// again at every pass the caller asks to read all (Source: every
+// fullEvery, or eventRereadEvery while process events come).
 //
 // sshd processes themselves are remembered too, to read only their
 // title (which changes) and not their stat (which does not, but for the
@@ -86,16 +92,60 @@ type procTable struct {
 // its title is gone or no longer an sshd title (exit, exec), and when its
 // parent's /proc directory is not the one it had.
 type procWalker struct {
+	reader
 	// insp answers what processes run (verify.go).
 	insp  inspector
 	dirs  map[string]bool
-	buf   []byte
 	dents []byte
 	known map[int]knownProc
 	cands map[int]candProc
 	// seen maps the PIDs of this walk to their /proc directory inodes.
 	seen    map[int]uint64
 	lastAll time.Time
+	// todo and done are a walk's processes to read whole and what the
+	// reads found; helpers are the readers of the goroutines that share
+	// a long list (a first walk reads every process).
+	todo    []dent
+	done    []readResult
+	helpers []reader
+	// kids holds a children file; queue and under are rescan's work list
+	// and the PIDs it found below a verified process.
+	kids  []byte
+	queue []int
+	under map[int]bool
+	// noChildren is set when the kernel has no children files
+	// (CONFIG_PROC_CHILDREN): rescan cannot find new processes.
+	noChildren bool
+}
+
+// reader reads files of /proc with one reused buffer; one goroutine
+// uses it at a time.
+type reader struct {
+	buf []byte
+	// path builds the NUL-terminated relative paths of openat, so that
+	// reading a process allocates nothing.
+	path []byte
+	// kept holds the processes of interest that readRange found.
+	kept []proc
+}
+
+func newReader() reader { return reader{buf: make([]byte, readBufSize), path: make([]byte, 0, 64)} }
+
+// dent is a process directory of a walk.
+type dent struct {
+	pid int
+	ino uint64
+}
+
+// readResult is what readProc found out about a process of w.todo: for
+// one of interest (keep), the process is kept[k] of the reader that read
+// it (0: the walker's own, i: helpers[i-1]); else its start time.
+type readResult struct {
+	start uint64
+	err   error
+	keep  bool
+	r     uint8
+	k     int32
 }
 
 // candProc is a remembered sshd process.
@@ -105,10 +155,12 @@ type candProc struct {
 	p         proc
 }
 
-// knownProc is a remembered process that is of no interest.
+// knownProc is a remembered process that is of no interest. settled:
+// it was older than youngAge when it was read, so it is not read again
+// until the next pass that reads every process.
 type knownProc struct {
-	ino   uint64
-	start uint64
+	ino     uint64
+	settled bool
 }
 
 const (
@@ -118,14 +170,16 @@ const (
 )
 
 func newProcWalker(insp inspector) *procWalker {
-	return &procWalker{insp: insp, dirs: map[string]bool{}, buf: make([]byte, readBufSize), dents: make([]byte, 64<<10), known: map[int]knownProc{}, cands: map[int]candProc{}, seen: map[int]uint64{}}
+	return &procWalker{reader: newReader(), insp: insp, dirs: map[string]bool{}, dents: make([]byte, 64<<10),
+		known: map[int]knownProc{}, cands: map[int]candProc{}, seen: map[int]uint64{}, under: map[int]bool{}}
 }
 
 // walk lists the processes under root that matter to sshd detection. now
-// and boot decide which remembered processes are old enough to skip.
-// uptime is the time since boot (for the live /proc, CLOCK_BOOTTIME, which
-// wall-clock steps do not move).
-func (w *procWalker) walk(root string, now time.Time, uptime time.Duration) (procTable, error) {
+// and uptime decide which remembered processes are old enough to skip;
+// every fullEvery every process is read again. uptime is the time since
+// boot (for the live /proc, CLOCK_BOOTTIME, which wall-clock steps do
+// not move).
+func (w *procWalker) walk(root string, now time.Time, uptime, fullEvery time.Duration) (procTable, error) {
 	var tab procTable
 	dirfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -135,8 +189,9 @@ func (w *procWalker) walk(root string, now time.Time, uptime time.Duration) (pro
 	full := now.Sub(w.lastAll) >= fullEvery || now.Before(w.lastAll)
 	if full {
 		w.lastAll = now
-		clear(w.dirs)
 	}
+	// Directory checks are believed for one walk and the rescans after it.
+	clear(w.dirs)
 	clear(w.seen)
 	// Ticks after boot before which a process is old enough to trust.
 	oldTicks := uint64(0)
@@ -145,6 +200,7 @@ func (w *procWalker) walk(root string, now time.Time, uptime time.Duration) (pro
 	}
 	var name [24]byte
 	var fast []int // indexes in tab.procs read by title only
+	w.todo = w.todo[:0]
 	for {
 		n, err := unix.Getdents(dirfd, w.dents)
 		if err == unix.EINTR {
@@ -172,7 +228,7 @@ func (w *procWalker) walk(root string, now time.Time, uptime time.Duration) (pro
 				continue
 			}
 			w.seen[pid] = ino
-			if k, ok := w.known[pid]; ok && !full && k.ino == ino && k.start < oldTicks {
+			if k, ok := w.known[pid]; ok && !full && k.ino == ino && k.settled {
 				continue
 			}
 			pname := append(name[:0], raw...)
@@ -189,29 +245,40 @@ func (w *procWalker) walk(root string, now time.Time, uptime time.Duration) (pro
 					continue
 				}
 			}
-			p, keep, perr := w.readProc(dirfd, pid, pname)
-			if perr != nil {
-				if isPermission(perr) {
-					tab.unreadable++
-				}
-				delete(w.known, pid)
-				delete(w.cands, pid)
-				continue
-			}
-			if !keep {
-				w.known[pid] = knownProc{ino: ino, start: p.start}
-				delete(w.cands, pid)
-				continue
-			}
-			delete(w.known, pid)
-			if c, ok := w.cands[pid]; ok && c.ino == ino {
-				keepVerdict(&p, c.p)
-			}
-			w.cands[pid] = candProc{ino: ino, p: p}
-			tab.procs = append(tab.procs, p)
-			if p.unreadableTitle {
+			w.todo = append(w.todo, dent{pid, ino})
+		}
+	}
+	// The processes to read whole: every process on a first walk, so
+	// goroutines share a long list.
+	w.readAll(dirfd)
+	for i, d := range w.todo {
+		pid, ino, r := d.pid, d.ino, w.done[i]
+		if r.err != nil {
+			if isPermission(r.err) {
 				tab.unreadable++
 			}
+			delete(w.known, pid)
+			delete(w.cands, pid)
+			continue
+		}
+		if !r.keep {
+			w.known[pid] = knownProc{ino: ino, settled: r.start < oldTicks}
+			delete(w.cands, pid)
+			continue
+		}
+		rd := &w.reader
+		if r.r > 0 {
+			rd = &w.helpers[r.r-1]
+		}
+		p := rd.kept[r.k]
+		delete(w.known, pid)
+		if c, ok := w.cands[pid]; ok && c.ino == ino {
+			keepVerdict(&p, c.p)
+		}
+		w.cands[pid] = candProc{ino: ino, p: p}
+		tab.procs = append(tab.procs, p)
+		if p.unreadableTitle {
+			tab.unreadable++
 		}
 	}
 	// A process whose parent's /proc directory changed may have been
@@ -222,8 +289,7 @@ func (w *procWalker) walk(root string, now time.Time, uptime time.Duration) (pro
 		if w.seen[p.ppid] == c.parentIno {
 			continue
 		}
-		pname := strconv.AppendInt(name[:0], int64(p.pid), 10)
-		np, keep, err := w.readProc(dirfd, p.pid, pname)
+		np, keep, err := w.readProc(dirfd, p.pid, strconv.AppendInt(name[:0], int64(p.pid), 10))
 		if err != nil || !keep {
 			np.pid, np.zombie = p.pid, true // gone: count it as nothing
 		}
@@ -246,8 +312,189 @@ func (w *procWalker) walk(root string, now time.Time, uptime time.Duration) (pro
 			delete(w.known, pid)
 		}
 	}
+	// In PID order, as /proc lists them.
+	slices.SortFunc(tab.procs, func(a, b proc) int { return a.pid - b.pid })
+	if cap(w.todo) > parallelFrom {
+		// A first walk's lists are not kept between scans: the next
+		// walks read a few processes.
+		w.todo, w.done, w.helpers = nil, nil, nil
+	}
 	w.verify(dirfd, &tab)
 	return tab, nil
+}
+
+// parallelFrom is the length of a walk's list of processes to read from
+// which goroutines share it.
+const parallelFrom = 1024
+
+// readAll reads the processes of w.todo into w.done: on this goroutine
+// for a short list, else on up to 4 (GOMAXPROCS), each with a reader of
+// its own (a first walk of 10,000 processes is 30,000 system calls).
+func (w *procWalker) readAll(dirfd int) {
+	w.done = slices.Grow(w.done[:0], len(w.todo))[:len(w.todo)]
+	w.kept = w.kept[:0]
+	workers := min(runtime.GOMAXPROCS(0), 4)
+	if len(w.todo) < parallelFrom || workers < 2 {
+		w.readRange(&w.reader, 0, dirfd, 0, len(w.todo))
+		return
+	}
+	for len(w.helpers) < workers-1 {
+		w.helpers = append(w.helpers, newReader())
+	}
+	per := (len(w.todo) + workers - 1) / workers
+	var wg sync.WaitGroup
+	for i := range workers - 1 {
+		from, to := (i+1)*per, min((i+2)*per, len(w.todo))
+		if from >= to {
+			break
+		}
+		h := &w.helpers[i]
+		h.kept = h.kept[:0]
+		wg.Go(func() { w.readRange(h, uint8(i+1), dirfd, from, to) })
+	}
+	w.readRange(&w.reader, 0, dirfd, 0, min(per, len(w.todo)))
+	wg.Wait()
+}
+
+// readRange reads w.todo[from:to] with reader r, number ri.
+func (w *procWalker) readRange(r *reader, ri uint8, dirfd, from, to int) {
+	var name [24]byte
+	for i := from; i < to; i++ {
+		d := w.todo[i]
+		p, keep, err := r.readProc(dirfd, d.pid, strconv.AppendInt(name[:0], int64(d.pid), 10))
+		res := readResult{start: p.start, err: err, keep: keep && err == nil, r: ri}
+		if res.keep {
+			res.k = int32(len(r.kept))
+			r.kept = append(r.kept, p)
+		}
+		w.done[i] = res
+	}
+}
+
+// errNoChildren: the kernel has no /proc/PID/task/TID/children files
+// (CONFIG_PROC_CHILDREN), so rescan cannot find new processes.
+var errNoChildren = errors.New("no children files in procfs")
+
+// rescan lists the same processes as walk, looking only at the sshd
+// process trees instead of every process of the machine: the remembered
+// sshd processes (of the last walk or rescan) and, read from their
+// /proc/PID/task/PID/children, the children of the verified ones, and of
+// the sshd processes found below them, down the trees. A new connection
+// is a child of its listener and its processes are children of its
+// monitor, so a rescan finds them; what it cannot find is a process that
+// no verified sshd process forked: a listener started since the last
+// walk, an inetd or socket-activated "sshd -i", an impostor. The caller
+// walks for those, on a slower schedule.
+func (w *procWalker) rescan(root string) (procTable, error) {
+	var tab procTable
+	if w.noChildren {
+		return tab, errNoChildren
+	}
+	dirfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return tab, fmt.Errorf("open proc root %s: %w", root, err)
+	}
+	defer unix.Close(dirfd)
+	w.queue = w.queue[:0]
+	for pid := range w.cands {
+		w.queue = append(w.queue, pid)
+	}
+	slices.Sort(w.queue)
+	clear(w.seen)
+	clear(w.under)
+	var name [24]byte
+	for i := 0; i < len(w.queue); i++ {
+		pid := w.queue[i]
+		if _, done := w.seen[pid]; done {
+			continue
+		}
+		w.seen[pid] = 0
+		pname := strconv.AppendInt(name[:0], int64(pid), 10)
+		c, known := w.cands[pid]
+		p, keep, perr := w.readProc(dirfd, pid, pname)
+		if perr != nil || !keep {
+			// Exited, or exec'd something else: forgotten (a walk reads
+			// it again, and remembers it, if it is still there).
+			if perr != nil && isPermission(perr) {
+				tab.unreadable++
+			}
+			delete(w.cands, pid)
+			continue
+		}
+		if known {
+			keepVerdict(&p, c.p)
+			if p.start != c.p.start {
+				c.ino = 0 // a reused PID: not the directory the walk saw
+			}
+		}
+		// Down the tree only through verified sshd processes: a process
+		// a user named sshd under their session is no sshd's, and its
+		// children are nobody's business.
+		descend := !p.zombie && p.comm != "sftp-server" && (p.v.ok || w.under[pid])
+		c.p = p
+		w.cands[pid] = c
+		if descend {
+			w.check(dirfd, &p, p.needs()) // updates w.cands
+			descend = p.v.ok
+		}
+		tab.procs = append(tab.procs, p)
+		if p.unreadableTitle {
+			tab.unreadable++
+		}
+		if !descend {
+			continue
+		}
+		kids, err := w.children(dirfd, pname)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) && w.exists(dirfd, pname) {
+				w.noChildren = true
+				return tab, errNoChildren
+			}
+			continue // exited meanwhile
+		}
+		for len(kids) > 0 {
+			var f []byte
+			if sp := bytes.IndexByte(kids, ' '); sp >= 0 {
+				f, kids = kids[:sp], kids[sp+1:]
+			} else {
+				f, kids = kids, nil
+			}
+			if kid, ok := atoiPID(bytes.TrimSpace(f)); ok {
+				w.under[kid] = true
+				w.queue = append(w.queue, kid)
+			}
+		}
+	}
+	w.verify(dirfd, &tab)
+	return tab, nil
+}
+
+// children reads /proc/PID/task/PID/children: the PIDs of the children of
+// the process's main thread (sshd processes have no other), separated by
+// spaces. The text lives in w.kids until the next call.
+func (w *procWalker) children(dirfd int, pname []byte) ([]byte, error) {
+	if w.kids == nil {
+		w.kids = make([]byte, 1<<10)
+	}
+	w.path = append(append(append(append(w.path[:0], pname...), "/task/"...), pname...), "/children"...)
+	rel := string(w.path) // a handful of processes a scan: allocating is fine
+	for {
+		n, err := w.readInto(dirfd, nil, rel, w.kids)
+		if err != nil {
+			return nil, err
+		}
+		if n < len(w.kids) {
+			return w.kids[:n], nil
+		}
+		// A listener with thousands of connections: read it all again.
+		w.kids = make([]byte, 2*len(w.kids))
+	}
+}
+
+// exists reports whether process pname's /proc directory is there.
+func (w *procWalker) exists(dirfd int, pname []byte) bool {
+	var st unix.Stat_t
+	return unix.Fstatat(dirfd, string(pname), &st, 0) == nil
 }
 
 // keepVerdict carries old's verdict over to p, a new read of the same
@@ -313,9 +560,9 @@ func (w *procWalker) check(dirfd int, p *proc, level checkLevel) {
 	if p.level >= level && !p.v.gone {
 		return
 	}
-	pname := strconv.Itoa(p.pid)
 	if level == rootChecked {
-		n, err := w.readAt(dirfd, pname+"/status")
+		var name [24]byte
+		n, err := w.readAt(dirfd, strconv.AppendInt(name[:0], int64(p.pid), 10), "/status")
 		switch {
 		case err == nil:
 			p.v = rootVerdict(w.insp, p.pid, w.buf[:n], w.dirs)
@@ -338,7 +585,7 @@ func (w *procWalker) check(dirfd int, p *proc, level checkLevel) {
 // the process must be read whole: its title is gone (exited, zombie) or
 // not an sshd title any more (it exec'd something else).
 func (w *procWalker) retitle(dirfd int, p proc, pname []byte) (proc, bool) {
-	n, err := w.readAt(dirfd, string(append(pname, "/cmdline"...)))
+	n, err := w.readAt(dirfd, pname, "/cmdline")
 	if err != nil || n == 0 {
 		return p, false
 	}
@@ -358,8 +605,8 @@ func (w *procWalker) retitle(dirfd int, p proc, pname []byte) (proc, bool) {
 }
 
 // readProc reads one process. keep is false for processes of no interest.
-func (w *procWalker) readProc(dirfd, pid int, pname []byte) (p proc, keep bool, err error) {
-	n, err := w.readAt(dirfd, string(append(pname, "/stat"...)))
+func (w *reader) readProc(dirfd, pid int, pname []byte) (p proc, keep bool, err error) {
+	n, err := w.readAt(dirfd, pname, "/stat")
 	if err != nil {
 		return p, false, err
 	}
@@ -378,7 +625,7 @@ func (w *procWalker) readProc(dirfd, pid int, pname []byte) (p proc, keep bool, 
 	}
 	p.zombie = state == 'Z' || state == 'X'
 	if !p.zombie && p.comm != "sftp-server" {
-		if n, err := w.readAt(dirfd, string(append(pname, "/cmdline"...))); err == nil {
+		if n, err := w.readAt(dirfd, pname, "/cmdline"); err == nil {
 			raw := cmdlineString(w.buf[:n])
 			p.title, p.titled = ParseTitle(raw)
 			if p.titled && p.title.Role == RoleListener {
@@ -405,16 +652,40 @@ func atoiPID(b []byte) (int, bool) {
 	return v, true
 }
 
-// readAt reads a small file relative to dirfd into w.buf.
-func (w *procWalker) readAt(dirfd int, path string) (int, error) {
-	fd, err := unix.Openat(dirfd, path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+// openAt opens the file name ("/stat") of process pname ("1234")
+// relative to dirfd. Unlike unix.Openat it allocates nothing: it is
+// called for every process of the machine on a full pass.
+func (w *reader) openAt(dirfd int, pname []byte, name string) (int, error) {
+	w.path = append(append(append(w.path[:0], pname...), name...), 0)
+	for {
+		fd, _, errno := unix.Syscall6(unix.SYS_OPENAT, uintptr(dirfd), uintptr(unsafe.Pointer(&w.path[0])),
+			uintptr(unix.O_RDONLY|unix.O_CLOEXEC), 0, 0, 0)
+		switch errno {
+		case 0:
+			return int(fd), nil
+		case unix.EINTR:
+			continue
+		}
+		return -1, errno
+	}
+}
+
+// readAt reads the small file name of process pname into w.buf.
+func (w *reader) readAt(dirfd int, pname []byte, name string) (int, error) {
+	return w.readInto(dirfd, pname, name, w.buf)
+}
+
+// readInto reads the file name of process pname into buf, as much as
+// fits.
+func (w *reader) readInto(dirfd int, pname []byte, name string, buf []byte) (int, error) {
+	fd, err := w.openAt(dirfd, pname, name)
 	if err != nil {
 		return 0, err
 	}
 	defer unix.Close(fd)
 	total := 0
-	for total < len(w.buf) {
-		n, err := unix.Read(fd, w.buf[total:])
+	for total < len(buf) {
+		n, err := unix.Read(fd, buf[total:])
 		if err == unix.EINTR {
 			continue
 		}
@@ -424,7 +695,7 @@ func (w *procWalker) readAt(dirfd int, path string) (int, error) {
 		total += n
 		// A short read is the end of a /proc file: skip the extra read
 		// that would return 0 (syscalls dominate a scan's cost).
-		if n == 0 || total < len(w.buf) {
+		if n == 0 || total < len(buf) {
 			break
 		}
 	}

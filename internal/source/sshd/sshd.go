@@ -69,6 +69,14 @@ type Source struct {
 	mu       sync.Mutex
 	walker   *procWalker
 	bootTime time.Time
+	// lastWalk is when the last scan walked the whole of /proc.
+	lastWalk time.Time
+	// events is set while process events come (SetEvents); walkNext asks
+	// the next scan to walk (WalkNext).
+	events   atomic.Bool
+	walkNext atomic.Bool
+	// walks and rescans count the scans of each kind, for tests.
+	walks, rescans int
 	// sockets remembers each connection's socket: it never changes.
 	sockets map[connKey]mappedSocket
 	// watch holds the verified sshd processes (watch.go).
@@ -164,7 +172,7 @@ func (s *Source) Scan(ctx context.Context) (session.Snapshot, error) {
 			uptime = time.Duration(ts.Nano())
 		}
 	}
-	tab, err := s.walker.walk(s.procRoot, snap.Time, uptime)
+	tab, err := s.look(snap.Time, uptime)
 	if err != nil {
 		return snap, fmt.Errorf("%w: %w", ErrProcUnavailable, err)
 	}
@@ -304,6 +312,54 @@ func (s *Source) Scan(ctx context.Context) (session.Snapshot, error) {
 	}
 	snap.Sort()
 	return snap, nil
+}
+
+// While process events come, a scan reads only the sshd process trees
+// (procWalker.rescan), and the whole of /proc is walked every
+// EventWalkEvery, as a backstop for what no verified sshd process forks
+// (a listener started since, an inetd or socket-activated "sshd -i"),
+// with every process read again every EventRereadEvery (an old process
+// that exec'd sshd). Without events every scan walks, and every process
+// is read again every fullEvery.
+const (
+	EventWalkEvery   = 30 * time.Second
+	EventRereadEvery = 5 * time.Minute
+)
+
+// SetEvents tells the source whether process events reach the agent, so
+// that a fork, exec or exit of a verified sshd process starts scans (see
+// Watches): while they do, scans between walks read only the sshd
+// process trees. The next scan walks either way.
+func (s *Source) SetEvents(on bool) {
+	s.events.Store(on)
+	s.walkNext.Store(true)
+}
+
+// WalkNext makes the next scan walk the whole of /proc: process events
+// were lost, or a log reported a login whose sshd may be in no tree the
+// source knows (an inetd or socket-activated "sshd -i").
+func (s *Source) WalkNext() { s.walkNext.Store(true) }
+
+// look walks /proc or rescans the sshd trees (see EventWalkEvery).
+func (s *Source) look(now time.Time, uptime time.Duration) (procTable, error) {
+	next := s.walkNext.Swap(false)
+	if s.events.Load() && !next && !s.lastWalk.IsZero() && now.Sub(s.lastWalk) < EventWalkEvery && !now.Before(s.lastWalk) {
+		tab, err := s.walker.rescan(s.procRoot)
+		if !errors.Is(err, errNoChildren) {
+			s.rescans++
+			return tab, err
+		}
+	}
+	every := fullEvery
+	if s.events.Load() {
+		every = EventRereadEvery
+	}
+	tab, err := s.walker.walk(s.procRoot, now, uptime, every)
+	if err == nil {
+		s.lastWalk = now
+		s.walks++
+	}
+	return tab, err
 }
 
 // maxListed bounds the processes a warning names, so that a user who
