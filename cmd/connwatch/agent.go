@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"slices"
 	"strings"
 	"time"
 
@@ -29,7 +28,6 @@ import (
 	"github.com/connwatch/connwatch/internal/session"
 	"github.com/connwatch/connwatch/internal/sink/cloudwatch"
 	promsink "github.com/connwatch/connwatch/internal/sink/prometheus"
-	"github.com/connwatch/connwatch/internal/source/sshd"
 )
 
 // agentFlags binds every config setting to a flag; flags that were set
@@ -387,37 +385,6 @@ func wall(ctx context.Context, msg string) error {
 		return fmt.Errorf("send wall message: %w: %s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
-}
-
-// portFilter keeps only connections to the given local ports (all when
-// there are none).
-type portFilter struct {
-	*sshd.Source
-	ports []int
-}
-
-func (f portFilter) Scan(ctx context.Context) (session.Snapshot, error) {
-	snap, err := f.Source.Scan(ctx)
-	if err != nil || len(f.ports) == 0 {
-		return snap, err
-	}
-	sess := snap.Sessions[:0]
-	for _, s := range snap.Sessions {
-		// A session whose port could not be read might be on a watched
-		// port: it counts.
-		if s.LocalPort == 0 || slices.Contains(f.ports, s.LocalPort) {
-			sess = append(sess, s)
-		}
-	}
-	snap.Sessions = sess
-	pending := snap.PendingAuth[:0]
-	for _, p := range snap.PendingAuth {
-		if slices.Contains(f.ports, p.LocalPort) {
-			pending = append(pending, p)
-		}
-	}
-	snap.PendingAuth = pending
-	return snap, nil
 }
 
 // metricsObserver feeds every agent iteration to the Prometheus metrics.

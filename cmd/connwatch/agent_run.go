@@ -178,7 +178,7 @@ func (r *agentRun) startPolicy(context.Context) error {
 // whose logins go to the tracker) and the VPN pollers.
 func (r *agentRun) startSessions(ctx context.Context) error {
 	cfg := r.cfg
-	r.src = sshd.New(sshd.Options{ProcRoot: cfg.Proc})
+	r.src = sshd.New(sshd.Options{ProcRoot: cfg.Proc, Ports: cfg.SSHPorts})
 	logins := make(chan tracker.Login, 64)
 	kicks := make(chan struct{}, 1)
 	kick := func() {
@@ -195,7 +195,7 @@ func (r *agentRun) startSessions(ctx context.Context) error {
 	for _, p := range pollers {
 		r.log.Info("watching VPN clients", "source", p.Poller.Name(), "kind", p.Poller.Kind(), "every", p.Interval)
 	}
-	r.opts.Source, r.opts.Pollers = portFilter{r.src, cfg.SSHPorts}, pollers
+	r.opts.Source, r.opts.Pollers = r.src, pollers
 	r.opts.Kicks, r.opts.Logins = kicks, logins
 	r.opts.ScanInterval = cfg.ScanInterval.Duration
 	for _, sig := range signals(ctx, cfg, r.src, logins, r.log) {

@@ -50,6 +50,9 @@ type Options struct {
 	Activity TCPActivity
 	// Clock tells the time of the snapshot. Default: the system clock.
 	Clock clock.Clock
+	// Ports keeps only connections to these local ports (all when
+	// empty), for an agent that watches one sshd of several.
+	Ports []int
 	// EUID decides whether hidepid hides anything from us. Default: the
 	// process's effective uid.
 	EUID *int
@@ -61,6 +64,7 @@ type Source struct {
 	devRoot  string
 	activity TCPActivity
 	clock    clock.Clock
+	ports    []int
 	euid     int
 
 	// live is true for the machine's own /proc.
@@ -98,7 +102,7 @@ type mappedSocket struct {
 
 // New returns a Source.
 func New(o Options) *Source {
-	s := &Source{procRoot: o.ProcRoot, devRoot: o.DevRoot, activity: o.Activity, clock: o.Clock}
+	s := &Source{procRoot: o.ProcRoot, devRoot: o.DevRoot, activity: o.Activity, clock: o.Clock, ports: slices.Clone(o.Ports)}
 	if s.procRoot == "" {
 		s.procRoot = "/proc"
 	}
@@ -153,7 +157,39 @@ var ErrProcUnavailable = errors.New("process table unavailable")
 
 // Scan takes one snapshot. It returns an error only when it could not
 // look at all; partial blindness is reported as warnings in the snapshot.
+// With Options.Ports, only connections to those local ports are in it.
 func (s *Source) Scan(ctx context.Context) (session.Snapshot, error) {
+	snap, err := s.scan(ctx)
+	if err == nil {
+		filterPorts(&snap, s.ports)
+	}
+	return snap, err
+}
+
+// filterPorts keeps the sessions and pending connections to ports (all
+// when there are none). A session whose port could not be read might be
+// on a watched port: it counts.
+func filterPorts(snap *session.Snapshot, ports []int) {
+	if len(ports) == 0 {
+		return
+	}
+	sess := snap.Sessions[:0]
+	for _, s := range snap.Sessions {
+		if s.LocalPort == 0 || slices.Contains(ports, s.LocalPort) {
+			sess = append(sess, s)
+		}
+	}
+	snap.Sessions = sess
+	pending := snap.PendingAuth[:0]
+	for _, p := range snap.PendingAuth {
+		if slices.Contains(ports, p.LocalPort) {
+			pending = append(pending, p)
+		}
+	}
+	snap.PendingAuth = pending
+}
+
+func (s *Source) scan(ctx context.Context) (session.Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	snap := session.Snapshot{Complete: true, Sessions: []session.Session{}, PendingAuth: []session.PendingAuth{}, Warnings: []session.Warning{}}

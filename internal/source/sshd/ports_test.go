@@ -1,13 +1,11 @@
-package main
+package sshd
 
 import (
 	"context"
 	"path/filepath"
 	"testing"
 
-	"github.com/connwatch/connwatch/internal/config"
 	"github.com/connwatch/connwatch/internal/procfixture"
-	"github.com/connwatch/connwatch/internal/source/sshd"
 )
 
 // TestPortFilterKeepsUnknownPorts: a session whose socket could not be
@@ -31,7 +29,7 @@ func TestPortFilterKeepsUnknownPorts(t *testing.T) {
 	if err := tree.Write(dir); err != nil {
 		t.Fatal(err)
 	}
-	f := portFilter{sshd.New(sshd.Options{ProcRoot: filepath.Clean(dir)}), []int{22}}
+	f := New(Options{ProcRoot: filepath.Clean(dir), Ports: []int{22}})
 	snap, err := f.Scan(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -42,20 +40,5 @@ func TestPortFilterKeepsUnknownPorts(t *testing.T) {
 	}
 	if !users["alice"] || users["bob"] || !users["carol"] || len(users) != 2 {
 		t.Errorf("kept %v, want alice (port 22) and carol (port unknown)", users)
-	}
-}
-
-func TestRestartOnly(t *testing.T) {
-	old := config.Default()
-	new := old
-	new.Idle.IdleAfter.Duration *= 2
-	new.Action.Type = "poweroff"
-	if got := restartOnly(old, new); len(got) != 0 {
-		t.Errorf("policy and action changes are reloadable, got %v", got)
-	}
-	new.StateDir = "/elsewhere"
-	new.Notify.Webhook = "https://example.invalid/hook"
-	if got := restartOnly(old, new); len(got) != 2 || got[0] != "state_dir" || got[1] != "notify" {
-		t.Errorf("got %v", got)
 	}
 }
