@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // maxExposure is the highest 'systemd-analyze security' exposure level a

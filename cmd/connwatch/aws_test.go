@@ -10,7 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/connwatch/connwatch/internal/awstest"
+	"github.com/connwatch/connwatch/internal/testkit/awstest"
 )
 
 // runAWS runs "connwatch aws ARGS..." as run does, with the aws command

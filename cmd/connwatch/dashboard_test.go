@@ -19,9 +19,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/promtest"
-	"github.com/connwatch/connwatch/internal/sshdtest"
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/promtest"
+	"github.com/connwatch/connwatch/internal/testkit/sshdtest"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // The Grafana dashboard and Prometheus rules shipped in contrib/.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/connwatch/connwatch/internal/doctor"
 	"github.com/connwatch/connwatch/internal/sshconfig"
-	"github.com/connwatch/connwatch/internal/sshdtest"
+	"github.com/connwatch/connwatch/internal/testkit/sshdtest"
 )
 
 // runDoctor runs "connwatch doctor ARGS" as run does, with the doctor

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/connwatch/connwatch/internal/event"
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // TestWarnHookKilledWithItsChildren: --warn-command 'sleep 100; true'

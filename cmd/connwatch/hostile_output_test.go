@@ -12,8 +12,8 @@ import (
 
 	"github.com/connwatch/connwatch/internal/config"
 	"github.com/connwatch/connwatch/internal/hold"
-	"github.com/connwatch/connwatch/internal/procfixture"
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/procfixture"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // A user name, title or reason that would act on the terminal (ESC c

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/connwatch/connwatch/internal/agent"
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // fakeProc makes a /proc with nothing but what the agent needs to start.

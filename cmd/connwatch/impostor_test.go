@@ -17,8 +17,8 @@ import (
 	"github.com/connwatch/connwatch/internal/procevents"
 	"github.com/connwatch/connwatch/internal/source/authlog"
 	"github.com/connwatch/connwatch/internal/source/sshd"
-	"github.com/connwatch/connwatch/internal/sshdtest"
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/sshdtest"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 	"github.com/connwatch/connwatch/internal/tracker"
 )
 

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/promtest"
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/promtest"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // fakeExporter is what a local user runs to answer scrapes in the

@@ -10,8 +10,8 @@ import (
 
 	"github.com/connwatch/connwatch/internal/clock"
 	"github.com/connwatch/connwatch/internal/procevents"
-	"github.com/connwatch/connwatch/internal/procfixture"
 	"github.com/connwatch/connwatch/internal/source/sshd"
+	"github.com/connwatch/connwatch/internal/testkit/procfixture"
 )
 
 // fakeListener feeds events and records filters. Run closes started (when

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/awstest"
+	"github.com/connwatch/connwatch/internal/testkit/awstest"
 )
 
 // The test binary doubles as connwatch when CONNWATCH_TEST_MAIN is set, so

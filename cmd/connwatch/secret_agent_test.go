@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // TestAgentKeepsCommandSecretsOut: a bearer token in --action-command

@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/promtest"
-	"github.com/connwatch/connwatch/internal/sshdtest"
+	"github.com/connwatch/connwatch/internal/testkit/promtest"
+	"github.com/connwatch/connwatch/internal/testkit/sshdtest"
 )
 
 // tailEvents follows an events file and records when each line arrived.

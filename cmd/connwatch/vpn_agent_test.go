@@ -15,14 +15,14 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/connwatch/connwatch/internal/agent"
-	"github.com/connwatch/connwatch/internal/awstest"
 	"github.com/connwatch/connwatch/internal/config"
 	"github.com/connwatch/connwatch/internal/event"
-	"github.com/connwatch/connwatch/internal/netnstest"
-	"github.com/connwatch/connwatch/internal/openvpntest"
 	"github.com/connwatch/connwatch/internal/session"
 	promsink "github.com/connwatch/connwatch/internal/sink/prometheus"
-	"github.com/connwatch/connwatch/internal/wgtest"
+	"github.com/connwatch/connwatch/internal/testkit/awstest"
+	"github.com/connwatch/connwatch/internal/testkit/netnstest"
+	"github.com/connwatch/connwatch/internal/testkit/openvpntest"
+	"github.com/connwatch/connwatch/internal/testkit/wgtest"
 )
 
 // emptyProc makes a procfs-shaped tree of a machine with no processes,

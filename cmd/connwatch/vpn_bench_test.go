@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/connwatch/connwatch/internal/event"
-	"github.com/connwatch/connwatch/internal/netnstest"
-	"github.com/connwatch/connwatch/internal/openvpntest"
 	"github.com/connwatch/connwatch/internal/session"
-	"github.com/connwatch/connwatch/internal/wgtest"
+	"github.com/connwatch/connwatch/internal/testkit/netnstest"
+	"github.com/connwatch/connwatch/internal/testkit/openvpntest"
+	"github.com/connwatch/connwatch/internal/testkit/wgtest"
 )
 
 // TestAgentVPNBench measures the agent end to end with its default poll

@@ -14,7 +14,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/connwatch/connwatch/internal/action"
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // startBus runs a private dbus-daemon that lets anyone own any name and

@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/connwatch/connwatch/internal/action"
-	"github.com/connwatch/connwatch/internal/awstest"
+	"github.com/connwatch/connwatch/internal/testkit/awstest"
 )
 
 // newEC2 starts the loopback AWS and points the SDK's standard settings at

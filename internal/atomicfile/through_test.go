@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 func write(t *testing.T, path, text string, perm fs.FileMode) {

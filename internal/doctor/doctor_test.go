@@ -12,7 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/connwatch/connwatch/internal/sshconfig"
-	"github.com/connwatch/connwatch/internal/sshdtest"
+	"github.com/connwatch/connwatch/internal/testkit/sshdtest"
 )
 
 func recorded(t *testing.T, name string) sshconfig.Settings {

@@ -11,8 +11,8 @@ import (
 
 	"github.com/connwatch/connwatch/internal/atomicfile"
 	"github.com/connwatch/connwatch/internal/sshconfig"
-	"github.com/connwatch/connwatch/internal/sshdtest"
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/sshdtest"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 func isLink(t *testing.T, path string) bool {

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/connwatch/connwatch/internal/safefile"
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // holdsDir makes a lock directory as the agent does (root, mode 1777) in

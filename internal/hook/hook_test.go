@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/connwatch/connwatch/internal/hook"
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // pgidOf reads the shell's pid, which the hooks below print first: the

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/connwatch/connwatch/internal/safefile"
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // sharedDir is a world-writable sticky directory like the holds

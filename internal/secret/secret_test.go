@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/connwatch/connwatch/internal/secret"
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 const token = "https://hooks.slack.com/services/T000/B000/XXXXsecretXXXX"

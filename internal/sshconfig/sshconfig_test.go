@@ -13,7 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/connwatch/connwatch/internal/sshdtest"
+	"github.com/connwatch/connwatch/internal/testkit/sshdtest"
 )
 
 // Recorded output: see testdata/capture.sh.

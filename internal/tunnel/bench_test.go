@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/sshdtest"
+	"github.com/connwatch/connwatch/internal/testkit/sshdtest"
 )
 
 // benchChunk is what one benchmark iteration moves through a forward.

@@ -19,8 +19,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/connwatch/connwatch/internal/netnstest"
-	"github.com/connwatch/connwatch/internal/sshdtest"
+	"github.com/connwatch/connwatch/internal/testkit/netnstest"
+	"github.com/connwatch/connwatch/internal/testkit/sshdtest"
 )
 
 // TestTunnelSurvivesBlackhole runs a LocalForward through a real sshd in

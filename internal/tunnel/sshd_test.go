@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/sshdtest"
+	"github.com/connwatch/connwatch/internal/testkit/sshdtest"
 )
 
 // TestLocalForwardThroughRealSSHD carries data through a LocalForward of

@@ -12,11 +12,11 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/connwatch/connwatch/internal/awstest"
 	"github.com/connwatch/connwatch/internal/clock"
 	"github.com/connwatch/connwatch/internal/outbox"
 	"github.com/connwatch/connwatch/internal/outbox/outboxtest"
 	"github.com/connwatch/connwatch/internal/sink/notify"
+	"github.com/connwatch/connwatch/internal/testkit/awstest"
 )
 
 const snsNamespace = "http://sns.amazonaws.com/doc/2010-03-31/"

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/promtest"
 	"github.com/connwatch/connwatch/internal/session"
+	"github.com/connwatch/connwatch/internal/testkit/promtest"
 )
 
 // Bounds of the waits in TestPrometheusScrapes: together well under a

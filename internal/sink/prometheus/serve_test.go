@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/promtest"
 	"github.com/connwatch/connwatch/internal/session"
+	"github.com/connwatch/connwatch/internal/testkit/promtest"
 )
 
 // require skips the test with the reason, or fails it when CI=true, so

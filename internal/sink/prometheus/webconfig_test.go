@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/promtest"
+	"github.com/connwatch/connwatch/internal/testkit/promtest"
 )
 
 // serveWebConfig serves m with web config w on a loopback port until the

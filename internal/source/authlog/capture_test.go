@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/sshdtest"
+	"github.com/connwatch/connwatch/internal/testkit/sshdtest"
 )
 
 // TestCaptureE records the log lines a real sshd writes with -E into

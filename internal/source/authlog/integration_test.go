@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/connwatch/connwatch/internal/source/authlog"
-	"github.com/connwatch/connwatch/internal/sshdtest"
+	"github.com/connwatch/connwatch/internal/testkit/sshdtest"
 )
 
 // collector gathers a tailer's events and tells when a wanted one came.

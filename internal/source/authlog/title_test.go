@@ -12,7 +12,7 @@ func TestLogFileFromListener(t *testing.T) {
 		want  string
 		ok    bool
 	}{
-		// The listener of internal/sshdtest, as ps shows it (OpenSSH 9.2).
+		// The listener of internal/testkit/sshdtest, as ps shows it (OpenSSH 9.2).
 		{"sshd: /usr/sbin/sshd -D -f /tmp/TestCaptureE1/001/sshd_config -E /tmp/TestCaptureE1/001/sshd.log [listener] 0 of 100-100 startups", "/tmp/TestCaptureE1/001/sshd.log", true},
 		{"sshd: /usr/sbin/sshd -D -f /etc/x -E /var/log/sshd.log [listener] 0 of 10-100 startups", "/var/log/sshd.log", true},
 		{"sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups", "", false},

@@ -6,7 +6,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
-	"github.com/connwatch/connwatch/internal/awstest"
+	"github.com/connwatch/connwatch/internal/testkit/awstest"
 )
 
 // TestEC2Region: the region is the one given, else the SDK's, else the

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/awstest"
 	"github.com/connwatch/connwatch/internal/session"
+	"github.com/connwatch/connwatch/internal/testkit/awstest"
 )
 
 // pollInterval is the agent's default for aws_client_vpn.poll_interval.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/openvpntest"
+	"github.com/connwatch/connwatch/internal/testkit/openvpntest"
 )
 
 // TestCapture records status files and management transcripts of a real

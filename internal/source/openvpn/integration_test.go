@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/openvpntest"
 	"github.com/connwatch/connwatch/internal/session"
 	"github.com/connwatch/connwatch/internal/source/openvpn"
+	"github.com/connwatch/connwatch/internal/testkit/openvpntest"
 )
 
 // watcher polls a source and remembers, per common name, what it saw.

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/connwatch/connwatch/internal/clock"
-	"github.com/connwatch/connwatch/internal/procfixture"
+	"github.com/connwatch/connwatch/internal/testkit/procfixture"
 )
 
 // benchTree is a busy machine: n processes, of which one in 50 belongs

@@ -9,8 +9,8 @@ import (
 
 	"github.com/connwatch/connwatch/internal/session"
 	"github.com/connwatch/connwatch/internal/source/sshd"
-	"github.com/connwatch/connwatch/internal/sshdtest"
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/sshdtest"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // onPort keeps what a snapshot says about one sshd listening on port, so

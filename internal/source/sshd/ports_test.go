@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/connwatch/connwatch/internal/procfixture"
+	"github.com/connwatch/connwatch/internal/testkit/procfixture"
 )
 
 // TestPortFilterKeepsUnknownPorts: a session whose socket could not be

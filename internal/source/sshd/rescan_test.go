@@ -13,8 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/connwatch/connwatch/internal/clock"
-	"github.com/connwatch/connwatch/internal/procfixture"
 	"github.com/connwatch/connwatch/internal/session"
+	"github.com/connwatch/connwatch/internal/testkit/procfixture"
 )
 
 // scanCounted scans once and says whether the scan walked /proc.

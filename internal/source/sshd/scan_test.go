@@ -14,8 +14,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/connwatch/connwatch/internal/clock"
-	"github.com/connwatch/connwatch/internal/procfixture"
 	"github.com/connwatch/connwatch/internal/session"
+	"github.com/connwatch/connwatch/internal/testkit/procfixture"
 )
 
 // generation describes the process titles of one OpenSSH generation

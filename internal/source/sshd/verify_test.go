@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/connwatch/connwatch/internal/clock"
-	"github.com/connwatch/connwatch/internal/procfixture"
 	"github.com/connwatch/connwatch/internal/session"
+	"github.com/connwatch/connwatch/internal/testkit/procfixture"
 )
 
 // mapInspector answers from maps: exe by pid, directories by path.

@@ -13,10 +13,10 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl"
 
-	"github.com/connwatch/connwatch/internal/netnstest"
 	"github.com/connwatch/connwatch/internal/session"
 	"github.com/connwatch/connwatch/internal/source/wireguard"
-	"github.com/connwatch/connwatch/internal/wgtest"
+	"github.com/connwatch/connwatch/internal/testkit/netnstest"
+	"github.com/connwatch/connwatch/internal/testkit/wgtest"
 )
 
 func pollOK(t *testing.T, s *wireguard.Source) session.Snapshot {

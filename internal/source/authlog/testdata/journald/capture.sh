@@ -9,7 +9,7 @@
 # Everything it mounts (tmpfs over /run/systemd, /run/log, /var/log/journal
 # and /dev, with the needed device nodes bound back) lives in the private
 # mount namespace of unshare and disappears with it. The login user cwtest
-# must exist (internal/sshdtest creates it). Run it with
+# must exist (internal/testkit/sshdtest creates it). Run it with
 # AUTHLOG_JOURNAL_TEST=/path/to/authlog.test as well to run the Journal
 # integration test against the live journal afterwards.
 set -eu

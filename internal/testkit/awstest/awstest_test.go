@@ -20,8 +20,8 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/connwatch/connwatch/internal/awstest"
 	"github.com/connwatch/connwatch/internal/clock"
+	"github.com/connwatch/connwatch/internal/testkit/awstest"
 )
 
 // loadConfig loads the SDK configuration the way production code does,

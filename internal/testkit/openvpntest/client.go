@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/netnstest"
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/netnstest"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // ClientOptions configure Connect.

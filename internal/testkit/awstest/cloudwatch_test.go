@@ -14,8 +14,8 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/connwatch/connwatch/internal/awstest"
 	"github.com/connwatch/connwatch/internal/clock"
+	"github.com/connwatch/connwatch/internal/testkit/awstest"
 )
 
 var cwStart = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)

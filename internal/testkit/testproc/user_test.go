@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 func TestHostileUser(t *testing.T) {

@@ -407,7 +407,7 @@ func checkGoroutines(t *testing.T) {
 			all := strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n")
 			leaked = leaked[:0]
 			for _, g := range all[1:] { // all[0] is this goroutine
-				if strings.Contains(g, "internal/sshdtest.") || strings.Contains(g, "os/exec.") {
+				if strings.Contains(g, "internal/testkit/sshdtest.") || strings.Contains(g, "os/exec.") {
 					leaked = append(leaked, g)
 				}
 			}

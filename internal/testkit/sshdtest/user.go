@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // ensureUser makes sure the login user exists, creating it with useradd

@@ -19,8 +19,8 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/connwatch/connwatch/internal/netnstest"
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/netnstest"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // The server's port and tunnel address.

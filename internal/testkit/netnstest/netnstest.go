@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // Require skips the test with a clear reason when ok is false, or fails

@@ -45,7 +45,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 const (

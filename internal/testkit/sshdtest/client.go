@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connwatch/connwatch/internal/testproc"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // ErrNoConnection is returned by LocalPort while the client holds no TCP

@@ -13,8 +13,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
-	"github.com/connwatch/connwatch/internal/awstest"
 	"github.com/connwatch/connwatch/internal/clock"
+	"github.com/connwatch/connwatch/internal/testkit/awstest"
 )
 
 // newClientVPN starts a server on a fake clock and an EC2 client for it,
