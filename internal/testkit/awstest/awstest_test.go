@@ -310,3 +310,35 @@ func do(t *testing.T, req *http.Request) *http.Response {
 	t.Cleanup(func() { _ = resp.Body.Close() })
 	return resp
 }
+
+func TestIMDSInstanceTags(t *testing.T) {
+	s := awstest.New(t)
+	s.Env(t)
+	client := imds.NewFromConfig(loadConfig(t))
+	get := func(path string) (string, error) {
+		out, err := client.GetMetadata(t.Context(), &imds.GetMetadataInput{Path: path})
+		if err != nil {
+			return "", err
+		}
+		defer out.Content.Close()
+		b, err := io.ReadAll(out.Content)
+		return string(b), err
+	}
+	s.SetInstanceTag("Name", "devbox", false)
+	s.SetInstanceTag("connwatch:hold-until", "2026-12-05T22:00:00Z", false)
+	// Off, as on an instance launched without InstanceMetadataTags: 404.
+	if v, err := get("tags/instance"); err == nil {
+		t.Fatalf("tags with metadata tags off = %q, want an error (404)", v)
+	}
+	s.SetInstanceMetadataTags(true)
+	if v, err := get("tags/instance"); err != nil || v != "Name\nconnwatch:hold-until" {
+		t.Fatalf("tags/instance = %q, %v", v, err)
+	}
+	if v, err := get("tags/instance/connwatch:hold-until"); err != nil || v != "2026-12-05T22:00:00Z" {
+		t.Fatalf("hold tag = %q, %v", v, err)
+	}
+	s.SetInstanceTag("connwatch:hold-until", "", true)
+	if v, err := get("tags/instance/connwatch:hold-until"); err == nil {
+		t.Fatalf("deleted tag = %q, want 404", v)
+	}
+}

@@ -34,6 +34,9 @@ type ec2State struct {
 	hibernated bool
 	failure    *ec2Failure // every EC2 call
 	hibFailure *ec2Failure // StopInstances with Hibernate=true
+
+	tags         map[string]string // the instance's tags
+	metadataTags bool              // tags are served by IMDS
 }
 
 type ec2Failure struct{ code, msg string }

@@ -5,7 +5,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -80,6 +82,18 @@ func (s *Server) metadata(path string) (string, bool) {
 		return az, true
 	case "/latest/meta-data/instance-type":
 		return "t3.micro", true
+	case "/latest/meta-data/tags/instance":
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if !s.ec2.metadataTags {
+			return "", false
+		}
+		keys := make([]string, 0, len(s.ec2.tags))
+		for k := range s.ec2.tags {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		return strings.Join(keys, "\n"), true
 	case "/latest/dynamic/instance-identity/document":
 		doc := map[string]any{
 			"accountId":               s.AccountID,
@@ -104,7 +118,38 @@ func (s *Server) metadata(path string) (string, bool) {
 		}
 		return string(b), true
 	}
+	if key, ok := strings.CutPrefix(path, "/latest/meta-data/tags/instance/"); ok {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		v, ok := s.ec2.tags[key]
+		return v, ok && s.ec2.metadataTags
+	}
 	return "", false
+}
+
+// SetInstanceMetadataTags turns on or off the instance's tags in IMDS
+// (/latest/meta-data/tags/instance), as
+// `aws ec2 modify-instance-metadata-options --instance-metadata-tags
+// enabled|disabled` does; off, the default, those paths answer 404.
+func (s *Server) SetInstanceMetadataTags(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ec2.metadataTags = on
+}
+
+// SetInstanceTag sets (or, with an empty value and del, deletes) a tag of
+// the instance IMDS describes (s.InstanceID).
+func (s *Server) SetInstanceTag(key, value string, del bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if del {
+		delete(s.ec2.tags, key)
+		return
+	}
+	if s.ec2.tags == nil {
+		s.ec2.tags = make(map[string]string)
+	}
+	s.ec2.tags[key] = value
 }
 
 func newIMDSToken() string {
