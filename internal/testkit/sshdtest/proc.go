@@ -171,15 +171,15 @@ func reapAdopted() {
 }
 
 // sessionLeftovers returns the live processes whose environment says they
-// were started by an SSH session to 127.0.0.1:port (SSH_CONNECTION ends
-// in " 127.0.0.1 PORT"): commands that outlived their connection, which
+// were started by an SSH session to addr:port (SSH_CONNECTION ends
+// in " ADDR PORT"): commands that outlived their connection, which
 // sshd does not kill for sessions without a pty.
-func sessionLeftovers(port int) []procStat {
+func sessionLeftovers(addr string, port int) []procStat {
 	stats, err := allStats()
 	if err != nil {
 		return nil
 	}
-	suffix := " 127.0.0.1 " + strconv.Itoa(port)
+	suffix := " " + addr + " " + strconv.Itoa(port)
 	var out []procStat
 	for pid, st := range stats {
 		if st.state == "Z" {

@@ -28,7 +28,8 @@
 // started them exits (Pdeathsig), so a test binary that dies without
 // cleanup does not leave them running.
 //
-// Only 127.0.0.1 is ever contacted. Every wait is bounded.
+// Only 127.0.0.1, or the address of a network namespace the test made
+// (Options.Netns), is ever contacted. Every wait is bounded.
 package sshdtest
 
 import (
@@ -99,6 +100,15 @@ type Options struct {
 	ExtraConfig []string
 	// LogLevel is the sshd LogLevel, default DefaultLogLevel.
 	LogLevel string
+	// Netns is the name of a network namespace (see netnstest) to run
+	// sshd in, through `ip netns exec`; empty, the test's own namespace.
+	Netns string
+	// ListenAddress is the address sshd listens on, default 127.0.0.1
+	// (in Netns, give the namespace's address, netnstest.NS.Addr).
+	ListenAddress string
+	// Port is the port sshd listens on; 0 picks a free port on
+	// 127.0.0.1 (22 in a Netns of its own, where no other sshd runs).
+	Port int
 }
 
 // Server is a running sshd.
@@ -112,6 +122,7 @@ type Server struct {
 	PID       int    // listener pid
 
 	t        testing.TB
+	netns    string
 	config   string
 	askpass  string
 	cmd      *exec.Cmd
@@ -153,8 +164,15 @@ func Start(t testing.TB, o Options) *Server {
 	if err := openUpTo(dir, os.TempDir()); err != nil {
 		t.Fatalf("open up %s: %v", dir, err)
 	}
+	if o.ListenAddress == "" {
+		o.ListenAddress = "127.0.0.1"
+	}
+	if o.Port == 0 && o.Netns != "" {
+		o.Port = 22
+	}
 	s := &Server{
-		Addr:      "127.0.0.1",
+		Addr:      o.ListenAddress,
+		netns:     o.Netns,
 		Dir:       dir,
 		User:      o.User,
 		ClientKey: filepath.Join(dir, "client_ed25519"),
@@ -185,12 +203,18 @@ func Start(t testing.TB, o Options) *Server {
 		t.Fatal(err)
 	}
 
-	p := configParams{dir: dir, hostKey: hostKey, logLevel: o.LogLevel, extra: o.ExtraConfig}
-	const attempts = 5
+	p := configParams{dir: dir, addr: o.ListenAddress, hostKey: hostKey, logLevel: o.LogLevel, extra: o.ExtraConfig}
+	attempts := 5
+	if o.Port != 0 {
+		attempts = 1 // a port asked for is not traded for another
+	}
 	for attempt := 1; ; attempt++ {
-		p.port, err = freePort()
-		if err != nil {
-			t.Fatalf("find a free port: %v", err)
+		p.port = o.Port
+		if p.port == 0 {
+			p.port, err = freePort()
+			if err != nil {
+				t.Fatalf("find a free port: %v", err)
+			}
 		}
 		if err := writeFile(s.config, []byte(buildConfig(p)), 0o644); err != nil {
 			t.Fatal(err)
@@ -233,6 +257,10 @@ func (s *Server) launch(sshd string, port int) error {
 	}
 	defer out.Close()
 	cmd := exec.Command(sshd, "-D", "-f", s.config, "-E", s.LogFile)
+	if s.netns != "" {
+		// ip netns exec execs sshd itself: cmd's pid is the listener's.
+		cmd = exec.Command("ip", "netns", "exec", s.netns, sshd, "-D", "-f", s.config, "-E", s.LogFile)
+	}
 	cmd.Stdout, cmd.Stderr = out, out // files: no copying goroutines
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -289,7 +317,7 @@ func (s *Server) Stop() {
 			procs = freezeTree(s.PID)
 		}
 		procs = append(procs, s.forget()...)
-		procs = append(procs, sessionLeftovers(s.Port)...)
+		procs = append(procs, sessionLeftovers(s.Addr, s.Port)...)
 		for _, p := range procs {
 			if _, ok := same(p); ok {
 				_ = syscall.Kill(p.pid, syscall.SIGKILL)
@@ -458,6 +486,7 @@ func tail(s string, n int) string {
 // configParams are the inputs of buildConfig.
 type configParams struct {
 	port     int
+	addr     string
 	dir      string
 	hostKey  string
 	logLevel string
@@ -471,7 +500,7 @@ func buildConfig(p configParams) string {
 	var b strings.Builder
 	line := func(s string) { b.WriteString(s + "\n") }
 	line("# written by sshdtest")
-	line("ListenAddress 127.0.0.1")
+	line("ListenAddress " + p.addr)
 	line("Port " + strconv.Itoa(p.port))
 	line("HostKey " + p.hostKey)
 	line("PidFile " + filepath.Join(p.dir, "sshd.pid"))

@@ -216,7 +216,7 @@ func TestExtraConfig(t *testing.T) {
 }
 
 func TestBuildConfig(t *testing.T) {
-	p := configParams{port: 2222, dir: "/d", hostKey: "/d/hk", logLevel: "VERBOSE"}
+	p := configParams{port: 2222, addr: "127.0.0.1", dir: "/d", hostKey: "/d/hk", logLevel: "VERBOSE"}
 	want := `# written by sshdtest
 ListenAddress 127.0.0.1
 Port 2222

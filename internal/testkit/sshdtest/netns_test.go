@@ -1,0 +1,32 @@
+package sshdtest
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/connwatch/connwatch/internal/testkit/netnstest"
+)
+
+// TestNetns runs sshd in a network namespace of the test's own, on the
+// namespace's address and port 22, and logs in to it from the root
+// namespace across the veth link.
+func TestNetns(t *testing.T) {
+	ns := netnstest.New(t)
+	s := Start(t, Options{Netns: ns.Name, ListenAddress: ns.Addr})
+	if s.Port != 22 || s.Addr != ns.Addr {
+		t.Fatalf("server on %s:%d, want %s:22", s.Addr, s.Port, ns.Addr)
+	}
+	if !slices.Contains(ns.PIDs(), s.PID) {
+		t.Fatalf("sshd %d is not in netns %s (pids %v)", s.PID, ns.Name, ns.PIDs())
+	}
+	run := s.SSH(t, nil, "echo", "hello from the namespace")
+	if err := run.Wait(15 * time.Second); err != nil {
+		t.Fatalf("ssh: %v; stderr %q; log:\n%s", err, run.Stderr(), s.Log())
+	}
+	if got := strings.TrimSpace(run.Stdout()); got != "hello from the namespace" {
+		t.Fatalf("stdout %q", got)
+	}
+	s.WaitLog(t, "Accepted publickey for "+s.User+" from "+ns.HostAddr, 5*time.Second)
+}
