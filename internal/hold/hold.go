@@ -273,7 +273,7 @@ func (s Store) Holds(now time.Time) ([]policy.Hold, error) {
 		if name == "" {
 			name = l.ID
 		}
-		out = append(out, policy.Hold{Kind: "inhibit", Name: name, Reason: l.Reason})
+		out = append(out, policy.Hold{Kind: policy.HoldInhibit, Name: name, Reason: l.Reason})
 	}
 	return out, nil
 }
@@ -333,7 +333,7 @@ func Processes(procRoot string, patterns []*regexp.Regexp) ([]policy.Hold, error
 	var out []policy.Hold
 	for i, m := range matched {
 		if m != "" {
-			out = append(out, policy.Hold{Kind: "process", Name: patterns[i].String(), Reason: truncate(m, 200)})
+			out = append(out, policy.Hold{Kind: policy.HoldProcess, Name: patterns[i].String(), Reason: truncate(m, 200)})
 		}
 	}
 	return out, nil
@@ -364,7 +364,7 @@ func Load(procRoot string, threshold float64) ([]policy.Hold, error) {
 	if !(l1 >= threshold) {
 		return nil, nil
 	}
-	return []policy.Hold{{Kind: "load", Name: "load average", Reason: fmt.Sprintf("1-minute load %.2f >= %.2f", l1, threshold)}}, nil
+	return []policy.Hold{{Kind: policy.HoldLoad, Name: "load average", Reason: fmt.Sprintf("1-minute load %.2f >= %.2f", l1, threshold)}}, nil
 }
 
 // truncate cuts s to at most n bytes, on a rune boundary.
