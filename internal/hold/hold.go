@@ -1,7 +1,9 @@
 // Package hold keeps a machine awake for reasons other than sessions:
 // inhibit locks taken by `connwatch inhibit` (files under the state
 // directory, valid while their process lives and their TTL lasts),
-// running processes that match configured patterns, and the load average.
+// running processes that match configured patterns, the load average,
+// and the start hold: an EC2 instance tag naming the time until which a
+// freshly started machine stays up, capped after boot (StartHold).
 //
 // The lock directory is writable by every user (mode 1777), so the root
 // agent reads it as hostile input: a lock file must be a regular file
