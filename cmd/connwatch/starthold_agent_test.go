@@ -4,36 +4,27 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/connwatch/connwatch/internal/clock"
 	"github.com/connwatch/connwatch/internal/hold"
 	"github.com/connwatch/connwatch/internal/policy"
 	"github.com/connwatch/connwatch/internal/report"
 	"github.com/connwatch/connwatch/internal/testkit/awstest"
 )
 
-// uptime is how long this machine has been up (CLOCK_BOOTTIME, from
-// which the agent measures start_hold_max).
+// uptime is how long this machine has been up, by the clock from which
+// the agent measures start_hold_max.
 func uptime(t *testing.T) time.Duration {
 	t.Helper()
-	b, err := os.ReadFile("/proc/uptime")
-	if err != nil {
-		t.Skipf("no /proc/uptime: %v", err)
+	up := clock.Real{}.Elapsed()
+	if up <= 0 {
+		t.Skip("CLOCK_BOOTTIME cannot be read")
 	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		t.Fatalf("/proc/uptime: %q", b)
-	}
-	s, err := strconv.ParseFloat(f[0], 64)
-	if err != nil {
-		t.Fatalf("/proc/uptime: %v", err)
-	}
-	return time.Duration(s * float64(time.Second))
+	return up
 }
 
 // startHoldAgent runs `connwatch agent --action ec2-stop` in this process

@@ -12,6 +12,7 @@ import (
 
 	"github.com/connwatch/connwatch/internal/clock"
 	"github.com/connwatch/connwatch/internal/policy"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // fakeTags is a TagReader answering what the test sets.
@@ -54,22 +55,7 @@ func (f *fakeTags) count() int {
 }
 
 // logBuffer collects log lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuffer struct{ testproc.Buffer }
 
 func (l *logBuffer) count(level string) int { return strings.Count(l.String(), "level="+level) }
 
