@@ -79,6 +79,8 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("treat-missing-data", func(d *config.Agent) { d.Idle.TreatMissingData = i.TreatMissingData })
 	fs.DurationVar(&i.BootGrace.Duration, "boot-grace", i.BootGrace.Duration, "never stop within this long after boot")
 	bind("boot-grace", func(d *config.Agent) { d.Idle.BootGrace = i.BootGrace })
+	fs.DurationVar(&i.StartHoldMax.Duration, "start-hold-max", i.StartHoldMax.Duration, "with an EC2 action, keep a freshly started instance up until the time in its tag "+hold.StartHoldTag+" ('connwatch connect --hold'; read from instance metadata, whose tags must be enabled), but never longer than this after boot; 0: off")
+	bind("start-hold-max", func(d *config.Agent) { d.Idle.StartHoldMax = i.StartHoldMax })
 	fs.DurationVar(&i.WarnBefore.Duration, "warn-before", i.WarnBefore.Duration, "warn (event, wall message) this long before stopping; 0: no warning")
 	bind("warn-before", func(d *config.Agent) { d.Idle.WarnBefore = i.WarnBefore })
 	fs.BoolVar(&i.Wall, "wall", i.Wall, "send the warning to logged-in terminals with wall")
@@ -256,11 +258,13 @@ datapoints"), evaluated with CloudWatch's alarm rules, the --action runs,
 once per idle period. Before that, a warning goes out --warn-before
 ahead (event, wall message). Anyone connecting cancels the countdown.
 
-Never stopped: within --boot-grace of boot; while an inhibit lock is held
-('connwatch inhibit'), a --keep-awake-process runs or the load is at
-least --keep-awake-load; while the agent cannot see who is connected (it
-says why in a "blind" event). The countdown survives restarts: state is
-kept in --state-dir.
+Never stopped: within --boot-grace of boot; with an EC2 action, until
+the time in the instance tag connwatch:hold-until ('connwatch connect
+--hold'), at most --start-hold-max after boot; while an inhibit lock is
+held ('connwatch inhibit'), a --keep-awake-process runs or the load is
+at least --keep-awake-load; while the agent cannot see who is connected
+(it says why in a "blind" event). The countdown survives restarts: state
+is kept in --state-dir.
 
 The default action is dry-run: it only says what it would do.`,
 		Example: `  connwatch agent                                   # dry-run, defaults
@@ -316,7 +320,9 @@ type parts struct {
 	holds  []agent.HoldSource
 }
 
-func buildParts(cfg config.Agent, reject func(name string, err error)) (parts, error) {
+// buildParts makes the parts of cfg; startHold, kept across reloads,
+// is one of the holds, set to cfg's cap (0: off unless an EC2 action).
+func buildParts(cfg config.Agent, reject func(name string, err error), startHold *hold.StartHold) (parts, error) {
 	act, err := action.New(cfg.Action.Type, action.Options{Command: cfg.Action.Command, Timeout: cfg.Action.Timeout.Duration})
 	if err != nil {
 		return parts{}, usageError{err}
@@ -344,8 +350,18 @@ func buildParts(cfg config.Agent, reject func(name string, err error)) (parts, e
 			locks.Holds,
 			hold.Every(5*time.Second, func(time.Time) ([]policy.Hold, error) { return hold.Processes(cfg.Proc, patterns) }),
 			func(time.Time) ([]policy.Hold, error) { return hold.Load(cfg.Proc, cfg.Idle.KeepAwakeLoad) },
+			startHold.Holds,
 		},
 	}, nil
+}
+
+// startHoldMax is the start hold's cap under cfg: 0 (off, nothing read)
+// unless the action is an EC2 one.
+func startHoldMax(cfg config.Agent) time.Duration {
+	if !cfg.StartHold() {
+		return 0
+	}
+	return cfg.Idle.StartHoldMax.Duration
 }
 
 // hookTimeout bounds the warning hook.

@@ -77,6 +77,7 @@ type agentRun struct {
 	bootID     string
 	saved      *policy.State
 	rejectLock func(name string, err error)
+	startHold  *hold.StartHold
 	metrics    *promsink.Metrics
 	metricsLn  net.Listener
 	src        *sshd.Source
@@ -150,9 +151,21 @@ func (r *agentRun) startMetrics(ctx context.Context) error {
 func (r *agentRun) startPolicy(context.Context) error {
 	cfg := r.cfg
 	r.rejectLock = hold.WarnOnce(r.log)
-	pp, err := buildParts(cfg, r.rejectLock)
+	// The start hold reads the instance's tags beside the main loop,
+	// which only asks it what it last read.
+	r.startHold = hold.NewStartHold(hold.StartHoldOptions{
+		Reader: &hold.IMDSTag{Key: hold.StartHoldTag}, Clock: clock.Real{}, Boot: r.boot,
+		Logger: r.log.With("hold", policy.HoldStart),
+	})
+	r.beside = append(r.beside, r.startHold.Run)
+	pp, err := buildParts(cfg, r.rejectLock, r.startHold)
 	if err != nil {
 		return err
+	}
+	r.startHold.SetMax(startHoldMax(cfg))
+	if cfg.StartHold() {
+		r.log.Info("start hold: reading the instance tag from instance metadata", "tag", hold.StartHoldTag,
+			"every", hold.DefaultStartHoldEvery, "start_hold_max", cfg.Idle.StartHoldMax.Duration)
 	}
 	pol, err := policy.New(pp.policy, r.boot, r.bootID, r.saved)
 	if err != nil {
@@ -337,11 +350,12 @@ func (r *agentRun) reloadOnce() error {
 		}
 		r.log.Warn("reload: these settings take effect only after a restart", "changed", fixed)
 	}
-	np, err := buildParts(newCfg, r.rejectLock)
+	np, err := buildParts(newCfg, r.rejectLock, r.startHold)
 	if err != nil {
 		return err
 	}
 	r.agent.Reconfigure(agent.Reconfig{Policy: np.policy, Actor: np.actor, Holds: np.holds})
+	r.startHold.SetMax(startHoldMax(newCfg))
 	r.sinks.reload(r.log)
 	return nil
 }
@@ -368,7 +382,7 @@ func (r *agentRun) run(ctx context.Context) error {
 	r.agent = a
 	r.log.Info("agent starting", "state_dir", cfg.StateDir, "action", r.opts.Actor.Name(),
 		"window", r.opts.Policy.Status(time.Now()).Window,
-		"boot_grace", cfg.Idle.BootGrace.Duration, "warn_before", cfg.Idle.WarnBefore.Duration)
+		"boot_grace", cfg.Idle.BootGrace.Duration, "start_hold_max", startHoldMax(cfg), "warn_before", cfg.Idle.WarnBefore.Duration)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Run(gctx) })
 	for _, run := range r.beside {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -56,6 +57,7 @@ func TestAgentFlagsValidated(t *testing.T) {
 		{[]string{"--keep-awake-load", "+Inf"}, "idle.keep_awake_load = +Inf"},
 		{[]string{"--keep-awake-load", "-inf"}, "idle.keep_awake_load = -Inf"},
 		{[]string{"--boot-grace", "-1s"}, "idle.boot_grace = -1s: must not be negative"},
+		{[]string{"--start-hold-max", "-1m"}, "idle.start_hold_max = -1m0s: must not be negative"},
 		{[]string{"--cloudwatch-batch", "-1m"}, "cloudwatch.batch = -1m0s: must not be negative"},
 		{[]string{"--datapoints-to-alarm", "9223372036854775807"}, "idle.datapoints_to_alarm = 9223372036854775807"},
 		{[]string{"--scan-interval", "2000000h"}, "scan_interval = 2000000h0m0s"},
@@ -69,5 +71,41 @@ func TestAgentFlagsValidated(t *testing.T) {
 	}
 	if err := resolve("--period", "1s", "--idle-after", "24h", "--keep-awake-load", "1.5"); err != nil {
 		t.Errorf("one day of 1s periods: %v", err)
+	}
+}
+
+// --start-hold-max overrides idle.start_hold_max, and the start hold is
+// on only with an EC2 action.
+func TestStartHoldMaxFlag(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "connwatch.toml")
+	if err := os.WriteFile(path, []byte("state_dir = \""+dir+"\"\n[idle]\nstart_hold_max = \"30m\"\n[action]\ntype = \"ec2-stop\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	resolve := func(args ...string) config.Agent {
+		t.Helper()
+		f := &agentFlags{}
+		fs := pflag.NewFlagSet("agent", pflag.ContinueOnError)
+		f.register(fs)
+		if err := fs.Parse(append([]string{"--config", path}, args...)); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := f.resolve(fs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	if got := startHoldMax(resolve()); got != 30*time.Minute {
+		t.Errorf("from the file: %v, want 30m", got)
+	}
+	if got := startHoldMax(resolve("--start-hold-max", "10m")); got != 10*time.Minute {
+		t.Errorf("--start-hold-max 10m: %v", got)
+	}
+	if got := startHoldMax(resolve("--start-hold-max", "0")); got != 0 {
+		t.Errorf("--start-hold-max 0: %v, want off", got)
+	}
+	if got := startHoldMax(resolve("--action", "poweroff")); got != 0 {
+		t.Errorf("--action poweroff: %v, want off (not an EC2 action)", got)
 	}
 }

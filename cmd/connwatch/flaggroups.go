@@ -25,7 +25,7 @@ var agentFlagGroups = []flagGroup{
 		"aws-client-vpn-endpoint", "aws-client-vpn-region", "aws-client-vpn-poll-interval",
 	}},
 	{"Idle policy", []string{
-		"period", "idle-after", "datapoints-to-alarm", "treat-missing-data", "boot-grace",
+		"period", "idle-after", "datapoints-to-alarm", "treat-missing-data", "boot-grace", "start-hold-max",
 		"warn-before", "wall", "warn-command",
 		"ignore-idle-after", "ignore-user", "ignore-cidr",
 		"keep-awake-kinds", "keep-awake-process", "keep-awake-load",

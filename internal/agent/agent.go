@@ -606,7 +606,7 @@ func (a *Agent) holds(now time.Time) []policy.Hold {
 		if err != nil {
 			// A hold source that fails might be hiding a hold: stay up.
 			a.log.Warn("hold source failed; treating as held", "err", err)
-			holds = []policy.Hold{{Kind: "error", Name: "hold source failed", Reason: err.Error()}}
+			holds = []policy.Hold{{Kind: policy.HoldError, Name: "hold source failed", Reason: err.Error()}}
 		}
 		out = append(out, holds...)
 	}

@@ -256,7 +256,13 @@ type Idle struct {
 	DatapointsToAlarm int      `toml:"datapoints_to_alarm"`
 	TreatMissingData  string   `toml:"treat_missing_data"`
 	BootGrace         Duration `toml:"boot_grace"`
-	WarnBefore        Duration `toml:"warn_before"`
+	// StartHoldMax caps the start hold: the instance tag
+	// connwatch:hold-until (written by `connwatch connect --hold`) keeps
+	// the machine up until the time it names, but never longer than this
+	// after boot. 0 turns the start hold off. Read only with an EC2
+	// action (see StartHold).
+	StartHoldMax Duration `toml:"start_hold_max"`
+	WarnBefore   Duration `toml:"warn_before"`
 	// Wall sends the warning to logged-in terminals.
 	Wall bool `toml:"wall"`
 	// WarnCommand runs (/bin/sh -c) when the warning goes out, with
@@ -287,6 +293,17 @@ type Action struct {
 
 // Actions are the valid action types.
 var Actions = []string{"dry-run", "poweroff", "ec2-stop", "ec2-hibernate", "command"}
+
+// EC2Action reports whether the action stops the instance through the
+// EC2 API (ec2-stop, ec2-hibernate).
+func (a Action) EC2Action() bool { return a.Type == "ec2-stop" || a.Type == "ec2-hibernate" }
+
+// StartHold reports whether the agent reads the start hold from the
+// instance's tags: only with an EC2 action, which needs the instance
+// metadata service anyway, and a non-zero idle.start_hold_max. Other
+// actions may run anywhere, and the agent does not probe for a metadata
+// service it has no other use for.
+func (c Agent) StartHold() bool { return c.Action.EC2Action() && c.Idle.StartHoldMax.Duration > 0 }
 
 // SystemStateDir is the agent's state directory when it runs as root.
 const SystemStateDir = "/var/lib/connwatch"
@@ -323,11 +340,12 @@ func Default() Agent {
 		LogFormat:    "text",
 		LogLevel:     "info",
 		Idle: Idle{
-			Period:     Duration{time.Minute},
-			IdleAfter:  Duration{15 * time.Minute},
-			BootGrace:  Duration{5 * time.Minute},
-			WarnBefore: Duration{5 * time.Minute},
-			Wall:       true,
+			Period:       Duration{time.Minute},
+			IdleAfter:    Duration{15 * time.Minute},
+			BootGrace:    Duration{5 * time.Minute},
+			StartHoldMax: Duration{time.Hour},
+			WarnBefore:   Duration{5 * time.Minute},
+			Wall:         true,
 		},
 		Action:       Action{Type: "dry-run", Timeout: Duration{2 * time.Minute}},
 		Notify:       Notify{Events: "session_start,session_end,stop_warning,stop,stop_failed"},

@@ -65,6 +65,8 @@ func TestLoadErrors(t *testing.T) {
 		{"negload.toml", "[idle]\nkeep_awake_load = -0.5\n", []string{"idle.keep_awake_load = -0.5", "negative"}},
 		{"negperiod.toml", "[idle]\nperiod = \"-1m\"\nidle_after = \"-15m\"\n", []string{"idle.period = -1m0s", "idle.idle_after = -15m0s", "must not be negative"}},
 		{"neggrace.toml", "[idle]\nboot_grace = \"-1s\"\n", []string{"idle.boot_grace = -1s", "must not be negative"}},
+		{"neghold.toml", "[idle]\nstart_hold_max = \"-10m\"\n", []string{"neghold.toml", "idle.start_hold_max = -10m0s", "must not be negative"}},
+		{"badhold.toml", "[idle]\nstart_hold_max = \"an hour\"\n", []string{"badhold.toml", "an hour", "like 90s"}},
 		{"negbatch.toml", "[cloudwatch]\nbatch = \"-5m\"\n", []string{"cloudwatch.batch = -5m0s", "must not be negative"}},
 		{"negprobe.toml", "[tunnels]\nprobe_interval = \"-30s\"\n", []string{"tunnels.probe_interval = -30s", "must not be negative"}},
 		{"negtimeout.toml", "[action]\ntimeout = \"-1s\"\n", []string{"action.timeout = -1s", "must not be negative"}},
@@ -168,6 +170,35 @@ func TestOverrides(t *testing.T) {
 	}
 	if cfg.Idle.Period.Duration != time.Second || cfg.EvaluationPeriods() != 10 || cfg.Idle.WarnBefore.Duration != 5*time.Minute {
 		t.Errorf("cfg %+v", cfg.Idle)
+	}
+}
+
+// The start hold is read only with an EC2 action and a non-zero cap.
+func TestStartHold(t *testing.T) {
+	cfg := Default()
+	if cfg.Idle.StartHoldMax.Duration != time.Hour || cfg.StartHold() {
+		t.Errorf("default: start_hold_max %v, read %v; want 1h, not read with dry-run", cfg.Idle.StartHoldMax, cfg.StartHold())
+	}
+	for _, tt := range []struct {
+		action string
+		max    time.Duration
+		want   bool
+	}{
+		{"ec2-stop", time.Hour, true},
+		{"ec2-hibernate", 10 * time.Minute, true},
+		{"ec2-stop", 0, false},
+		{"poweroff", time.Hour, false},
+		{"command", time.Hour, false},
+		{"dry-run", time.Hour, false},
+	} {
+		cfg.Action.Type, cfg.Idle.StartHoldMax.Duration = tt.action, tt.max
+		if got := cfg.StartHold(); got != tt.want {
+			t.Errorf("%s, start_hold_max %v: StartHold() = %v", tt.action, tt.max, got)
+		}
+	}
+	cfg = Default()
+	if err := Decode("x", "[idle]\nstart_hold_max = \"0s\"\n", &cfg); err != nil || cfg.Idle.StartHoldMax.Duration != 0 || cfg.Validate() != nil {
+		t.Errorf("start_hold_max = 0s: %v, %v", err, cfg.Idle.StartHoldMax)
 	}
 }
 

@@ -1,7 +1,9 @@
 // Package hold keeps a machine awake for reasons other than sessions:
 // inhibit locks taken by `connwatch inhibit` (files under the state
 // directory, valid while their process lives and their TTL lasts),
-// running processes that match configured patterns, and the load average.
+// running processes that match configured patterns, the load average,
+// and the start hold: an EC2 instance tag naming the time until which a
+// freshly started machine stays up, capped after boot (StartHold).
 //
 // The lock directory is writable by every user (mode 1777), so the root
 // agent reads it as hostile input: a lock file must be a regular file
@@ -273,7 +275,7 @@ func (s Store) Holds(now time.Time) ([]policy.Hold, error) {
 		if name == "" {
 			name = l.ID
 		}
-		out = append(out, policy.Hold{Kind: "inhibit", Name: name, Reason: l.Reason})
+		out = append(out, policy.Hold{Kind: policy.HoldInhibit, Name: name, Reason: l.Reason})
 	}
 	return out, nil
 }
@@ -333,7 +335,7 @@ func Processes(procRoot string, patterns []*regexp.Regexp) ([]policy.Hold, error
 	var out []policy.Hold
 	for i, m := range matched {
 		if m != "" {
-			out = append(out, policy.Hold{Kind: "process", Name: patterns[i].String(), Reason: truncate(m, 200)})
+			out = append(out, policy.Hold{Kind: policy.HoldProcess, Name: patterns[i].String(), Reason: truncate(m, 200)})
 		}
 	}
 	return out, nil
@@ -364,7 +366,7 @@ func Load(procRoot string, threshold float64) ([]policy.Hold, error) {
 	if !(l1 >= threshold) {
 		return nil, nil
 	}
-	return []policy.Hold{{Kind: "load", Name: "load average", Reason: fmt.Sprintf("1-minute load %.2f >= %.2f", l1, threshold)}}, nil
+	return []policy.Hold{{Kind: policy.HoldLoad, Name: "load average", Reason: fmt.Sprintf("1-minute load %.2f >= %.2f", l1, threshold)}}, nil
 }
 
 // truncate cuts s to at most n bytes, on a rune boundary.

@@ -151,7 +151,27 @@ type Hold struct {
 	Kind   string `json:"kind"`
 	Name   string `json:"name"`
 	Reason string `json:"reason,omitempty"`
+	// Until is when the hold ends by itself, if that is known (boot
+	// grace, a start hold): the policy wakes then.
+	Until *time.Time `json:"until,omitempty"`
 }
+
+// Hold kinds: what the policy, the agent and package hold report.
+const (
+	HoldBootGrace = "boot-grace"
+	// HoldStart is the start hold: an instance tag written by whoever
+	// started the machine (`connwatch connect --hold`), capped after boot.
+	HoldStart   = "start-hold"
+	HoldInhibit = "inhibit"
+	HoldProcess = "process"
+	HoldLoad    = "load"
+	// HoldError stands for a hold source that failed: it might be hiding
+	// a hold.
+	HoldError = "error"
+)
+
+// HoldKinds lists the hold kinds above.
+var HoldKinds = []string{HoldBootGrace, HoldError, HoldInhibit, HoldLoad, HoldProcess, HoldStart}
 
 // Input is what the agent sees at one moment.
 type Input struct {
@@ -359,7 +379,8 @@ func (p *Policy) Step(now time.Time, in Input) Decision {
 	}
 	p.holds = slices.Clone(in.Holds)
 	if now.Before(p.graceEnd) {
-		p.holds = append(p.holds, Hold{Kind: "boot-grace", Name: "boot grace", Reason: "until " + p.graceEnd.UTC().Format(time.RFC3339)})
+		end := p.graceEnd
+		p.holds = append(p.holds, Hold{Kind: HoldBootGrace, Name: "boot grace", Reason: "until " + end.UTC().Format(time.RFC3339), Until: &end})
 	}
 	p.busyNow = p.counted > 0 || len(p.holds) > 0
 	p.blindNow = in.Blind
@@ -635,7 +656,8 @@ func (p *Policy) busyReason() string {
 }
 
 // NextWake is the next time Step must run even if nothing is seen: the
-// end of the open period, the warning, the stop or a retry.
+// end of the open period or of a hold that ends by itself, the warning,
+// the stop or a retry.
 func (p *Policy) NextWake(now time.Time) time.Time {
 	wake := p.st.PeriodStart.Add(p.cfg.Period)
 	if p.st.PeriodStart.IsZero() {
@@ -648,6 +670,11 @@ func (p *Policy) NextWake(now time.Time) time.Time {
 	}
 	if p.graceEnd.After(now) {
 		consider(p.graceEnd)
+	}
+	for _, h := range p.holds {
+		if h.Until != nil {
+			consider(*h.Until)
+		}
 	}
 	if p.st.IdleSince != nil && !p.st.Acted {
 		if due, ok := p.stopDue(now); ok {

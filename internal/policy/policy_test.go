@@ -142,6 +142,43 @@ func TestBootGraceAndHolds(t *testing.T) {
 	}
 }
 
+// A hold that says when it ends (a start hold) wakes the policy then,
+// and the stop counts its window from the period it ended in; boot
+// grace says when it ends too.
+func TestHoldUntilWakes(t *testing.T) {
+	p, _ := New(Config{Period: time.Minute, EvaluationPeriods: 2, BootGrace: 10 * time.Minute}, t0.Add(-time.Hour), "b", nil)
+	until := t0.Add(90 * time.Second)
+	in := func(now time.Time) Input {
+		if now.Before(until) {
+			return Input{Holds: []Hold{{Kind: HoldStart, Name: "connwatch:hold-until", Until: &until}}}
+		}
+		return Input{}
+	}
+	p.Step(t0.Add(10*time.Second), in(t0.Add(10*time.Second)))
+	p.Step(t0.Add(70*time.Second), in(t0.Add(70*time.Second)))
+	if w := p.NextWake(t0.Add(70 * time.Second)); !w.Equal(until) {
+		t.Errorf("NextWake = %v, want the hold's end %v", w.Sub(t0), until.Sub(t0))
+	}
+	st := p.Status(t0.Add(70 * time.Second))
+	if len(st.Holds) != 1 || st.Holds[0].Kind != HoldStart || st.IdleSince != nil {
+		t.Errorf("status %+v", st)
+	}
+	// The period 1m-2m saw the hold: two idle periods close at 4m.
+	_, acts := run(t, p, until, t0.Add(10*time.Minute), 15*time.Second, in)
+	if len(acts) != 1 || !acts[0].Equal(t0.Add(4*time.Minute)) {
+		t.Errorf("acts = %v, want one at 4m", acts)
+	}
+
+	// Boot grace reports its end.
+	boot := t0
+	p, _ = New(Config{BootGrace: 5 * time.Minute}, boot, "b", nil)
+	p.Step(t0.Add(time.Minute), Input{Elapsed: time.Minute})
+	st = p.Status(t0.Add(time.Minute))
+	if len(st.Holds) != 1 || st.Holds[0].Kind != HoldBootGrace || st.Holds[0].Until == nil || !st.Holds[0].Until.Equal(t0.Add(5*time.Minute)) {
+		t.Errorf("boot grace hold %+v", st.Holds)
+	}
+}
+
 func TestIgnoreRules(t *testing.T) {
 	idleSince := t0.Add(-2 * time.Hour)
 	sessions := []session.Session{

@@ -86,6 +86,47 @@ func TestAgentTableEscapesHolds(t *testing.T) {
 	}
 }
 
+// The start hold shows like every hold, with when it ends; the JSON
+// carries that end as a time.
+func TestAgentStartHold(t *testing.T) {
+	now := time.Date(2026, 12, 5, 22, 1, 0, 0, time.UTC)
+	until := time.Date(2026, 12, 5, 22, 10, 0, 0, time.UTC)
+	v := &agent.View{PID: 812, Action: "ec2-stop", Policy: policy.Status{
+		Window: "15 of 15 periods of 1m0s",
+		Holds: []policy.Hold{{Kind: policy.HoldStart, Name: hold.StartHoldTag,
+			Reason: "until 2026-12-05T22:10:00Z (instance tag connwatch:hold-until)", Until: &until}},
+	}}
+	var b bytes.Buffer
+	if err := report.AgentTable(&b, v, now, time.UTC); err != nil {
+		t.Fatal(err)
+	}
+	want := "  busy: 0 counted session(s), 1 hold(s)\n" +
+		"  held by start-hold \"connwatch:hold-until\" until 2026-12-05T22:10:00Z (instance tag connwatch:hold-until)\n"
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("table:\n%s\nwant it to contain\n%s", b.String(), want)
+	}
+	b.Reset()
+	if err := report.JSON(&b, report.Status{Agent: v}); err != nil {
+		t.Fatal(err)
+	}
+	var back struct {
+		Agent struct {
+			Policy struct {
+				Holds []struct {
+					Kind  string    `json:"kind"`
+					Until time.Time `json:"until"`
+				} `json:"holds"`
+			} `json:"policy"`
+		} `json:"agent"`
+	}
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	if hs := back.Agent.Policy.Holds; len(hs) != 1 || hs[0].Kind != "start-hold" || !hs[0].Until.Equal(until) {
+		t.Errorf("JSON holds %+v:\n%s", hs, b.String())
+	}
+}
+
 func TestLocksEscapesReasonsAndCommands(t *testing.T) {
 	created := time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
 	for _, h := range hostile {

@@ -80,7 +80,7 @@ var (
 	knownModes = []session.Mode{session.ModeTTY, session.ModeNoTTY, session.ModeForward, session.ModeSFTP}
 	// knownHoldKinds are the kinds the policy, the agent and package hold
 	// produce.
-	knownHoldKinds = []string{"boot-grace", "error", "inhibit", "load", "process"}
+	knownHoldKinds = policy.HoldKinds
 )
 
 // Buckets of the duration histograms, in seconds. A scan of /proc takes
@@ -344,7 +344,7 @@ func newViewCollector(perUser bool, kinds []session.Kind) *viewCollector {
 		pendingDesc: prometheus.NewDesc("connwatch_pending_auth",
 			"Connections that have not (yet) authenticated, by kind: users at a password prompt, or bots.", []string{"kind"}, nil),
 		holdsDesc: prometheus.NewDesc("connwatch_holds",
-			"Reasons other than sessions that keep the machine up (inhibit locks, processes, load, boot grace), by kind.", []string{"kind"}, nil),
+			"Reasons other than sessions that keep the machine up (inhibit locks, processes, load, boot grace, start hold), by kind.", []string{"kind"}, nil),
 		sessions: map[sessionKey]int{},
 		pending:  map[session.Kind]int{},
 		holds:    map[string]int{},

@@ -242,6 +242,7 @@ connwatch_holds{kind="error"} 0
 connwatch_holds{kind="inhibit"} 0
 connwatch_holds{kind="load"} 0
 connwatch_holds{kind="process"} 0
+connwatch_holds{kind="start-hold"} 0
 
 connwatch_stop_actions_total{result="error"} 0
 connwatch_stop_actions_total{result="ok"} 0
@@ -276,6 +277,7 @@ connwatch_holds{kind="gpu"} 1
 connwatch_holds{kind="inhibit"} 2
 connwatch_holds{kind="load"} 0
 connwatch_holds{kind="process"} 0
+connwatch_holds{kind="start-hold"} 0
 `, "connwatch_idle_seconds", "connwatch_stop_deadline_timestamp_seconds", "connwatch_holds")
 
 	m.ObservePolicy(t0.Add(2*time.Minute), policy.Status{IdleSince: &idleSince, Blind: true})
@@ -291,6 +293,7 @@ connwatch_holds{kind="error"} 0
 connwatch_holds{kind="inhibit"} 0
 connwatch_holds{kind="load"} 0
 connwatch_holds{kind="process"} 0
+connwatch_holds{kind="start-hold"} 0
 `, "connwatch_idle_seconds", "connwatch_stop_deadline_timestamp_seconds", "connwatch_blind", "connwatch_holds")
 
 	// A clock step backwards never gives negative idle time.
