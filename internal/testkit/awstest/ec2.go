@@ -21,22 +21,12 @@ const (
 	CodeUnsupportedOperation = "UnsupportedOperation"
 )
 
-// Instance states with their EC2 codes.
-const (
-	stateRunning  = "running"
-	stateStopping = "stopping"
-)
-
-var stateCodes = map[string]int{"pending": 0, stateRunning: 16, "shutting-down": 32, "terminated": 48, stateStopping: 64, "stopped": 80}
-
 type ec2State struct {
-	state      string
-	hibernated bool
 	failure    *ec2Failure // every EC2 call
 	hibFailure *ec2Failure // StopInstances with Hibernate=true
 
-	tags         map[string]string // the instance's tags
-	metadataTags bool              // tags are served by IMDS
+	metadataTags bool // the own instance's tags are served by IMDS
+	fleet        fleet
 }
 
 type ec2Failure struct{ code, msg string }
@@ -70,16 +60,21 @@ func newFailure(code, msg string) *ec2Failure {
 	return &ec2Failure{code, msg}
 }
 
-// InstanceState reports the instance's state ("running", "stopping") and
-// whether its last stop was a hibernation.
+// InstanceState reports the state of the server's own instance
+// (s.InstanceID: "running", "stopping", ...) and whether its last stop was
+// a hibernation.
 func (s *Server) InstanceState() (state string, hibernated bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.ec2.state, s.ec2.hibernated
+	in, _ := s.Instance(s.InstanceID)
+	return in.State, in.Hibernated
 }
 
 func (s *Server) registerEC2() {
+	s.initFleet()
 	s.handlers["ec2/StopInstances"] = s.stopInstances
+	s.handlers["ec2/StartInstances"] = s.startInstances
+	s.handlers["ec2/DescribeInstances"] = s.describeInstances
+	s.handlers["ec2/CreateTags"] = s.createTags
+	s.handlers["ec2/DeleteTags"] = s.deleteTags
 	s.registerClientVPN()
 }
 
@@ -101,20 +96,16 @@ func ec2Error(r *Request, f ec2Failure) Response {
 	return ErrorResponse(r, ec2Status(f.code), f.code, f.msg)
 }
 
-// stopInstances is EC2 StopInstances for the one instance the server knows.
-// Parameters: InstanceId.N, Hibernate, Force, DryRun, SkipOsShutdown.
+// stopInstances is EC2 StopInstances for instances of the fleet.
+// Parameters: InstanceId.N, Hibernate, Force, DryRun, SkipOsShutdown. A
+// running instance goes to stopping (stopped after Transitions.Stopping);
+// stopping and stopped ones are left as they are; the call fails as a
+// whole with IncorrectInstanceState if any instance is pending, shutting
+// down or terminated.
 func (s *Server) stopInstances(r *Request) Response {
 	ids := indexedParams(r, "InstanceId")
 	if len(ids) == 0 {
 		return ec2Error(r, ec2Failure{"MissingParameter", "The request must contain the parameter InstanceId"})
-	}
-	for _, id := range ids {
-		if !strings.HasPrefix(id, "i-") {
-			return ec2Error(r, ec2Failure{"InvalidInstanceID.Malformed", fmt.Sprintf("Invalid id: %q", id)})
-		}
-		if id != s.InstanceID {
-			return ec2Error(r, ec2Failure{"InvalidInstanceID.NotFound", fmt.Sprintf("The instance ID '%s' does not exist", id)})
-		}
 	}
 	hibernate, err := boolParam(r, "Hibernate")
 	if err != nil {
@@ -125,28 +116,45 @@ func (s *Server) stopInstances(r *Request) Response {
 		return ec2Error(r, ec2Failure{"InvalidParameterValue", err.Error()})
 	}
 
+	now := s.clock.Now()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if f := s.ec2.failure; f != nil {
-		return ec2Error(r, *f)
-	}
-	if f := s.ec2.hibFailure; hibernate && f != nil {
-		return ec2Error(r, *f)
-	}
-	if dryRun {
-		return ec2Error(r, ec2Failure{"DryRunOperation", "Request would have succeeded, but DryRun flag is set."})
-	}
-	prev := s.ec2.state
-	s.ec2.state, s.ec2.hibernated = stateStopping, hibernate
-
-	var items strings.Builder
-	for _, id := range ids {
-		fmt.Fprintf(&items, `<item><instanceId>%s</instanceId>`+
-			`<currentState><code>%d</code><name>%s</name></currentState>`+
-			`<previousState><code>%d</code><name>%s</name></previousState></item>`,
-			xmlText(id), stateCodes[stateStopping], stateStopping, stateCodes[prev], prev)
-	}
-	return QueryResponse(r, EC2Namespace, "<instancesSet>"+items.String()+"</instancesSet>")
+	s.advanceLocked(now)
+	resp := func() Response {
+		if resp, ok := s.checkIDsLocked(r, ids); !ok {
+			return resp
+		}
+		if f := s.ec2.failure; f != nil {
+			return ec2Error(r, *f)
+		}
+		if f := s.ec2.hibFailure; hibernate && f != nil {
+			return ec2Error(r, *f)
+		}
+		for _, id := range ids {
+			switch s.ec2.fleet.instances[id].State {
+			case InstancePending, InstanceShuttingDown, InstanceTerminated:
+				return ec2Error(r, ec2Failure{CodeIncorrectInstanceState,
+					fmt.Sprintf("The instance '%s' is not in a state from which it can be stopped.", id)})
+			}
+		}
+		if dryRun {
+			return dryRunError(r)
+		}
+		var items strings.Builder
+		for _, id := range ids {
+			fi := s.ec2.fleet.instances[id]
+			prev, cur := fi.State, fi.State
+			if prev == InstanceRunning {
+				cur = InstanceStopping
+				fi.setStopReason(now, hibernate)
+				s.enterLocked(fi, InstanceStopping, now)
+			}
+			writeStateChange(&items, id, cur, prev)
+		}
+		return QueryResponse(r, EC2Namespace, "<instancesSet>"+items.String()+"</instancesSet>")
+	}()
+	s.mu.Unlock()
+	s.deliver(true)
+	return resp
 }
 
 // indexedParams returns a Query list: name.1, name.2, ... until a gap.
