@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
+	"time"
 )
 
 // EC2Namespace is the XML namespace of EC2 API version 2016-11-15, the
@@ -103,58 +103,41 @@ func ec2Error(r *Request, f ec2Failure) Response {
 // whole with IncorrectInstanceState if any instance is pending, shutting
 // down or terminated.
 func (s *Server) stopInstances(r *Request) Response {
-	ids := indexedParams(r, "InstanceId")
-	if len(ids) == 0 {
-		return ec2Error(r, ec2Failure{"MissingParameter", "The request must contain the parameter InstanceId"})
-	}
 	hibernate, err := boolParam(r, "Hibernate")
 	if err != nil {
 		return ec2Error(r, ec2Failure{"InvalidParameterValue", err.Error()})
 	}
-	dryRun, err := boolParam(r, "DryRun")
-	if err != nil {
-		return ec2Error(r, ec2Failure{"InvalidParameterValue", err.Error()})
-	}
-
-	now := s.clock.Now()
-	s.mu.Lock()
-	s.advanceLocked(now)
-	resp := func() Response {
-		if resp, ok := s.checkIDsLocked(r, ids); !ok {
-			return resp
-		}
-		if f := s.ec2.failure; f != nil {
-			return ec2Error(r, *f)
-		}
+	return s.instanceCall(r, "InstanceId", func(ids []string, dryRun bool, now time.Time) Response {
 		if f := s.ec2.hibFailure; hibernate && f != nil {
 			return ec2Error(r, *f)
 		}
-		for _, id := range ids {
-			switch s.ec2.fleet.instances[id].State {
-			case InstancePending, InstanceShuttingDown, InstanceTerminated:
-				return ec2Error(r, ec2Failure{CodeIncorrectInstanceState,
-					fmt.Sprintf("The instance '%s' is not in a state from which it can be stopped.", id)})
-			}
-		}
-		if dryRun {
-			return dryRunError(r)
-		}
-		var items strings.Builder
-		for _, id := range ids {
-			fi := s.ec2.fleet.instances[id]
-			prev, cur := fi.State, fi.State
-			if prev == InstanceRunning {
-				cur = InstanceStopping
-				fi.setStopReason(now, hibernate)
-				s.enterLocked(fi, InstanceStopping, now)
-			}
-			writeStateChange(&items, id, cur, prev)
-		}
-		return QueryResponse(r, EC2Namespace, "<instancesSet>"+items.String()+"</instancesSet>")
-	}()
-	s.mu.Unlock()
-	s.deliver(true)
-	return resp
+		return s.changeStatesLocked(r, ids, dryRun, stateChange{
+			verb:   "stopped",
+			refuse: []string{InstancePending, InstanceShuttingDown, InstanceTerminated},
+			from:   InstanceRunning, to: InstanceStopping, now: now,
+			enter: func(fi *fleetInstance) { fi.setStopReason(now, hibernate) },
+		})
+	})
+}
+
+// maxResults reads a Describe action's MaxResults, which must lie in
+// [lo, hi]; 0 means it is absent.
+func maxResults(r *Request, lo, hi int) (int, *ec2Failure) {
+	v := r.Params.Get("MaxResults")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	switch {
+	case err != nil:
+		return 0, &ec2Failure{"InvalidParameterValue", fmt.Sprintf("Value (%s) for parameter maxResults is invalid. Expecting an integer.", v)}
+	case n < lo:
+		// The message EC2's Describe actions send for too small a page.
+		return 0, &ec2Failure{"InvalidParameterValue", fmt.Sprintf("Value ( %d ) for parameter maxResults is invalid. Expecting a value greater than %d.", n, lo)}
+	case n > hi:
+		return 0, &ec2Failure{"InvalidParameterValue", fmt.Sprintf("Value ( %d ) for parameter maxResults is invalid. Expecting a value less than %d.", n, hi)}
+	}
+	return n, nil
 }
 
 // indexedParams returns a Query list: name.1, name.2, ... until a gap.

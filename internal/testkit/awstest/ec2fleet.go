@@ -169,7 +169,9 @@ type fleetInstance struct {
 
 type stateEvent struct{ id, state string }
 
+// injectedFailure is one FailNext: the next left calls fail.
 type injectedFailure struct {
+	left      int
 	status    int
 	code, msg string
 }
@@ -182,7 +184,7 @@ type fleet struct {
 	transitions Transitions
 	addresser   Addresser // nil: the default
 	defAddr     *defaultAddresser
-	failNext    map[string][]injectedFailure // by action
+	failNext    map[string][]*injectedFailure // by action, in turn
 
 	onState    []func(id, state string)
 	events     []stateEvent // entered, not yet delivered to onState
@@ -201,7 +203,7 @@ func (s *Server) initFleet() {
 	f.instances = make(map[string]*fleetInstance)
 	f.transitions = DefaultTransitions
 	f.defAddr = &defaultAddresser{private: make(map[string]string)}
-	f.failNext = make(map[string][]injectedFailure)
+	f.failNext = make(map[string][]*injectedFailure)
 	f.settled = sync.NewCond(&s.mu)
 	f.done = make(chan struct{})
 	s.AddInstance(Instance{ID: s.InstanceID})
@@ -554,9 +556,7 @@ func (s *Server) FailNext(action string, n int, status int, code, msg string) {
 	if status == 0 {
 		status = ec2Status(code)
 	}
-	for range n {
-		s.ec2.fleet.failNext[action] = append(s.ec2.fleet.failNext[action], injectedFailure{status, code, msg})
-	}
+	s.ec2.fleet.failNext[action] = append(s.ec2.fleet.failNext[action], &injectedFailure{n, status, code, msg})
 }
 
 // injectedFailure answers an EC2 request with the next failure queued by
@@ -571,11 +571,13 @@ func (s *Server) injectedFailure(r *Request) (Response, bool) {
 		s.mu.Unlock()
 		return Response{}, false
 	}
-	f := q[0]
-	if len(q) == 1 {
+	f := *q[0]
+	if q[0].left--; q[0].left == 0 {
+		q = q[1:]
+		s.ec2.fleet.failNext[r.Action] = q
+	}
+	if len(q) == 0 {
 		delete(s.ec2.fleet.failNext, r.Action)
-	} else {
-		s.ec2.fleet.failNext[r.Action] = q[1:]
 	}
 	s.mu.Unlock()
 	return ErrorResponse(r, f.status, f.code, f.msg), true
@@ -620,21 +622,12 @@ func (s *Server) checkIDsLocked(r *Request, ids []string) (Response, bool) {
 // InstanceId), NextToken, DryRun.
 func (s *Server) describeInstances(r *Request) Response {
 	ids := indexedParams(r, "InstanceId")
-	limit := 0
-	if v := r.Params.Get("MaxResults"); v != "" {
-		if len(ids) > 0 {
-			return ec2Error(r, ec2Failure{CodeInvalidParameterCombination, "The parameter instancesSet cannot be used with the parameter maxResults"})
-		}
-		n, err := strconv.Atoi(v)
-		switch {
-		case err != nil:
-			return ec2Error(r, ec2Failure{CodeInvalidParameterValue, fmt.Sprintf("Value (%s) for parameter maxResults is invalid. Expecting an integer.", v)})
-		case n < InstancesMinResults:
-			return ec2Error(r, ec2Failure{CodeInvalidParameterValue, fmt.Sprintf("Value ( %d ) for parameter maxResults is invalid. Expecting a value greater than %d.", n, InstancesMinResults)})
-		case n > InstancesMaxResults:
-			return ec2Error(r, ec2Failure{CodeInvalidParameterValue, fmt.Sprintf("Value ( %d ) for parameter maxResults is invalid. Expecting a value less than %d.", n, InstancesMaxResults)})
-		}
-		limit = n
+	if len(ids) > 0 && r.Params.Has("MaxResults") {
+		return ec2Error(r, ec2Failure{CodeInvalidParameterCombination, "The parameter instancesSet cannot be used with the parameter maxResults"})
+	}
+	limit, f := maxResults(r, InstancesMinResults, InstancesMaxResults)
+	if f != nil {
+		return ec2Error(r, *f)
 	}
 	var after uint64
 	if tok := r.Params.Get("NextToken"); tok != "" {
@@ -873,9 +866,24 @@ func wildcardMatch(pat, s string) bool {
 // IncorrectInstanceState if any instance is stopping, shutting down or
 // terminated.
 func (s *Server) startInstances(r *Request) Response {
-	ids := indexedParams(r, "InstanceId")
+	return s.instanceCall(r, "InstanceId", func(ids []string, dryRun bool, now time.Time) Response {
+		return s.changeStatesLocked(r, ids, dryRun, stateChange{
+			verb:   "started",
+			refuse: []string{InstanceStopping, InstanceShuttingDown, InstanceTerminated},
+			from:   InstanceStopped, to: InstancePending, now: now,
+		})
+	})
+}
+
+// instanceCall is the common part of the fleet's actions. It reads the
+// ids (idParam.N, at least one) and DryRun; then, under the lock, it makes
+// the transitions that are due, refuses ids EC2 would refuse, answers
+// SetEC2Failure, and calls act, which answers DryRun after its own checks.
+// The OnState callbacks for what act changed have run when it returns.
+func (s *Server) instanceCall(r *Request, idParam string, act func(ids []string, dryRun bool, now time.Time) Response) Response {
+	ids := indexedParams(r, idParam)
 	if len(ids) == 0 {
-		return ec2Error(r, ec2Failure{CodeMissingParameter, "The request must contain the parameter InstanceId"})
+		return ec2Error(r, ec2Failure{CodeMissingParameter, "The request must contain the parameter " + idParam})
 	}
 	dryRun, err := boolParam(r, "DryRun")
 	if err != nil {
@@ -884,38 +892,60 @@ func (s *Server) startInstances(r *Request) Response {
 	now := s.clock.Now()
 	s.mu.Lock()
 	s.advanceLocked(now)
-	resp := func() Response {
-		if resp, ok := s.checkIDsLocked(r, ids); !ok {
-			return resp
-		}
-		if f := s.ec2.failure; f != nil {
-			return ec2Error(r, *f)
-		}
-		for _, id := range ids {
-			switch s.ec2.fleet.instances[id].State {
-			case InstanceStopping, InstanceShuttingDown, InstanceTerminated:
-				return ec2Error(r, ec2Failure{CodeIncorrectInstanceState,
-					fmt.Sprintf("The instance '%s' is not in a state from which it can be started.", id)})
-			}
-		}
-		if dryRun {
-			return dryRunError(r)
-		}
-		var items strings.Builder
-		for _, id := range ids {
-			fi := s.ec2.fleet.instances[id]
-			prev, cur := fi.State, fi.State
-			if prev == InstanceStopped {
-				cur = InstancePending
-				s.enterLocked(fi, InstancePending, now)
-			}
-			writeStateChange(&items, id, cur, prev)
-		}
-		return QueryResponse(r, EC2Namespace, "<instancesSet>"+items.String()+"</instancesSet>")
-	}()
+	resp, ok := s.checkIDsLocked(r, ids)
+	if idParam == "ResourceId" {
+		resp, ok = s.checkResourcesLocked(r, ids)
+	}
+	switch f := s.ec2.failure; {
+	case !ok:
+	case f != nil:
+		resp = ec2Error(r, *f)
+	default:
+		resp = act(ids, dryRun, now)
+	}
 	s.mu.Unlock()
 	s.deliver(true)
 	return resp
+}
+
+// stateChange is what StartInstances and StopInstances do: move the
+// instances in state from to state to, leave the others as they are, and
+// refuse the whole call if any instance is in a state of refuse.
+type stateChange struct {
+	verb     string // "started": the instance "is not in a state from which it can be started"
+	refuse   []string
+	from, to string
+	now      time.Time
+	// enter, if set, is called for each instance before it moves.
+	enter func(fi *fleetInstance)
+}
+
+// changeStatesLocked makes a stateChange and answers with the
+// instancesSet of previous and current states. s.mu is held.
+func (s *Server) changeStatesLocked(r *Request, ids []string, dryRun bool, c stateChange) Response {
+	for _, id := range ids {
+		if slices.Contains(c.refuse, s.ec2.fleet.instances[id].State) {
+			return ec2Error(r, ec2Failure{CodeIncorrectInstanceState,
+				fmt.Sprintf("The instance '%s' is not in a state from which it can be %s.", id, c.verb)})
+		}
+	}
+	if dryRun {
+		return dryRunError(r)
+	}
+	var items strings.Builder
+	for _, id := range ids {
+		fi := s.ec2.fleet.instances[id]
+		prev, cur := fi.State, fi.State
+		if prev == c.from {
+			cur = c.to
+			if c.enter != nil {
+				c.enter(fi)
+			}
+			s.enterLocked(fi, c.to, c.now)
+		}
+		writeStateChange(&items, id, cur, prev)
+	}
+	return QueryResponse(r, EC2Namespace, "<instancesSet>"+items.String()+"</instancesSet>")
 }
 
 func writeStateChange(b *strings.Builder, id, cur, prev string) {
@@ -963,13 +993,9 @@ func (s *Server) checkResourcesLocked(r *Request, ids []string) (Response, bool)
 // createTags is EC2 CreateTags for instances of the fleet. Parameters:
 // ResourceId.N, Tag.N.Key, Tag.N.Value, DryRun.
 func (s *Server) createTags(r *Request) Response {
-	ids := indexedParams(r, "ResourceId")
 	tags := tagParams(r)
-	if len(ids) == 0 {
-		return ec2Error(r, ec2Failure{CodeMissingParameter, "The request must contain the parameter resourceIdSet"})
-	}
 	if len(tags) == 0 {
-		return ec2Error(r, ec2Failure{CodeMissingParameter, "The request must contain the parameter tagSet"})
+		return ec2Error(r, ec2Failure{CodeMissingParameter, "The request must contain the parameter Tag"})
 	}
 	for _, t := range tags {
 		switch {
@@ -981,39 +1007,29 @@ func (s *Server) createTags(r *Request) Response {
 			return ec2Error(r, ec2Failure{CodeInvalidParameterValue, fmt.Sprintf("Value ( %s ) for parameter value is invalid. Tag values must be less than %d characters", t.value, maxTagValueLen)})
 		}
 	}
-	dryRun, err := boolParam(r, "DryRun")
-	if err != nil {
-		return ec2Error(r, ec2Failure{CodeInvalidParameterValue, err.Error()})
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if resp, ok := s.checkResourcesLocked(r, ids); !ok {
-		return resp
-	}
-	if f := s.ec2.failure; f != nil {
-		return ec2Error(r, *f)
-	}
-	for _, id := range ids {
-		fi := s.ec2.fleet.instances[id]
-		n := len(fi.Tags)
-		for _, t := range tags {
-			if _, ok := fi.Tags[t.key]; !ok {
-				n++
+	return s.instanceCall(r, "ResourceId", func(ids []string, dryRun bool, _ time.Time) Response {
+		for _, id := range ids {
+			fi := s.ec2.fleet.instances[id]
+			n := len(fi.Tags)
+			for _, t := range tags {
+				if _, ok := fi.Tags[t.key]; !ok {
+					n++
+				}
+			}
+			if n > maxTagsPerResource {
+				return ec2Error(r, ec2Failure{"TagLimitExceeded", "The maximum number of Tags for a resource has been reached."})
 			}
 		}
-		if n > maxTagsPerResource {
-			return ec2Error(r, ec2Failure{"TagLimitExceeded", "The maximum number of Tags for a resource has been reached."})
+		if dryRun {
+			return dryRunError(r)
 		}
-	}
-	if dryRun {
-		return dryRunError(r)
-	}
-	for _, id := range ids {
-		for _, t := range tags {
-			s.ec2.fleet.instances[id].Tags[t.key] = t.value
+		for _, id := range ids {
+			for _, t := range tags {
+				s.ec2.fleet.instances[id].Tags[t.key] = t.value
+			}
 		}
-	}
-	return QueryResponse(r, EC2Namespace, "<return>true</return>")
+		return QueryResponse(r, EC2Namespace, "<return>true</return>")
+	})
 }
 
 // deleteTags is EC2 DeleteTags for instances of the fleet. Parameters:
@@ -1021,38 +1037,24 @@ func (s *Server) createTags(r *Request) Response {
 // only if it has that value, "" included), DryRun; without tags every tag
 // goes.
 func (s *Server) deleteTags(r *Request) Response {
-	ids := indexedParams(r, "ResourceId")
 	tags := tagParams(r)
-	if len(ids) == 0 {
-		return ec2Error(r, ec2Failure{CodeMissingParameter, "The request must contain the parameter resourceIdSet"})
-	}
-	dryRun, err := boolParam(r, "DryRun")
-	if err != nil {
-		return ec2Error(r, ec2Failure{CodeInvalidParameterValue, err.Error()})
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if resp, ok := s.checkResourcesLocked(r, ids); !ok {
-		return resp
-	}
-	if f := s.ec2.failure; f != nil {
-		return ec2Error(r, *f)
-	}
-	if dryRun {
-		return dryRunError(r)
-	}
-	for _, id := range ids {
-		fi := s.ec2.fleet.instances[id]
-		if len(tags) == 0 {
-			clear(fi.Tags)
+	return s.instanceCall(r, "ResourceId", func(ids []string, dryRun bool, _ time.Time) Response {
+		if dryRun {
+			return dryRunError(r)
 		}
-		for _, t := range tags {
-			if v, ok := fi.Tags[t.key]; ok && (!t.hasValue || v == t.value) {
-				delete(fi.Tags, t.key)
+		for _, id := range ids {
+			fi := s.ec2.fleet.instances[id]
+			if len(tags) == 0 {
+				clear(fi.Tags)
+			}
+			for _, t := range tags {
+				if v, ok := fi.Tags[t.key]; ok && (!t.hasValue || v == t.value) {
+					delete(fi.Tags, t.key)
+				}
 			}
 		}
-	}
-	return QueryResponse(r, EC2Namespace, "<return>true</return>")
+		return QueryResponse(r, EC2Namespace, "<return>true</return>")
+	})
 }
 
 // ownLocked is the record of the server's own instance; s.mu is held.
