@@ -657,3 +657,43 @@ func metadata(t *testing.T, c *imds.Client, path string) string {
 	}
 	return string(b)
 }
+
+// TestRealClockTransitions runs the default clock, as an end-to-end test
+// does: the timers are real ones (of a millisecond here). A callback may
+// call the server's methods, even change a state.
+func TestRealClockTransitions(t *testing.T) {
+	s := awstest.New(t)
+	s.Env(t)
+	client := ec2.NewFromConfig(loadConfig(t))
+	s.SetTransitions(awstest.Transitions{Pending: time.Millisecond, Stopping: time.Millisecond})
+	id := s.AddInstance(awstest.Instance{State: awstest.InstanceStopped})
+	states := recordStates(s)
+	s.OnState(func(got, state string) {
+		if in, ok := s.Instance(got); !ok || in.State == "" {
+			t.Errorf("Instance(%s) in a callback: %+v, %v", got, in, ok)
+		}
+		if got == id && state == awstest.InstanceStopped {
+			s.SetState(id, awstest.InstanceRunning)
+		}
+	})
+	if _, err := client.StartInstances(t.Context(), &ec2.StartInstancesInput{InstanceIds: []string{id}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"pending", "running"} {
+		if e := nextState(t, states); e != id+" "+want {
+			t.Errorf("state change %q, want %s", e, want)
+		}
+	}
+	s.SetState(id, awstest.InstanceStopping)
+	for _, want := range []string{"stopping", "stopped", "running"} {
+		if e := nextState(t, states); e != id+" "+want {
+			t.Errorf("state change %q, want %s", e, want)
+		}
+	}
+	// A transition still owed when the test ends is stopped by New's
+	// cleanup.
+	s.SetTransitions(awstest.Transitions{Stopping: time.Hour})
+	if _, err := client.StopInstances(t.Context(), &ec2.StopInstancesInput{InstanceIds: []string{id}}); err != nil {
+		t.Fatal(err)
+	}
+}
