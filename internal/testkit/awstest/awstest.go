@@ -160,7 +160,6 @@ func New(t testing.TB, opts ...Option) *Server {
 		clock:      clock.Real{},
 		handlers:   make(map[string]Handler),
 		tokens:     make(map[string]time.Time),
-		ec2:        ec2State{state: stateRunning},
 	}
 	for _, o := range opts {
 		o(s)
@@ -170,6 +169,9 @@ func New(t testing.TB, opts ...Option) *Server {
 	// httptest.NewServer listens on 127.0.0.1:0 (or [::1]:0 without IPv4).
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
 	s.URL = s.srv.URL
+	// Cleanups run last first: the server closes, then the EC2 fleet's
+	// timers stop.
+	t.Cleanup(s.closeFleet)
 	t.Cleanup(s.srv.Close)
 	return s
 }
@@ -321,6 +323,9 @@ func (s *Server) serveAPI(hr *http.Request, r *Request) Response {
 		return ErrorResponse(r, http.StatusBadRequest, "MissingAction", "The request must contain the parameter Action")
 	}
 
+	if resp, ok := s.injectedFailure(r); ok {
+		return resp
+	}
 	s.mu.Lock()
 	h := s.handlers[r.Service+"/"+r.Action]
 	s.mu.Unlock()

@@ -314,19 +314,12 @@ func (st *cvpnState) describe(s *Server, r *Request) Response {
 	if id == "" {
 		return ec2Error(r, ec2Failure{"MissingParameter", "The request must contain the parameter ClientVpnEndpointId"})
 	}
-	limit := ClientVPNMaxResults
-	if v := r.Params.Get("MaxResults"); v != "" {
-		n, err := strconv.Atoi(v)
-		switch {
-		case err != nil:
-			return ec2Error(r, ec2Failure{"InvalidParameterValue", fmt.Sprintf("Value (%s) for parameter maxResults is invalid. Expecting an integer.", v)})
-		case n < ClientVPNMinResults:
-			// The message EC2's Describe actions send for too small a page.
-			return ec2Error(r, ec2Failure{"InvalidParameterValue", fmt.Sprintf("Value ( %d ) for parameter maxResults is invalid. Expecting a value greater than %d.", n, ClientVPNMinResults)})
-		case n > ClientVPNMaxResults:
-			return ec2Error(r, ec2Failure{"InvalidParameterValue", fmt.Sprintf("Value ( %d ) for parameter maxResults is invalid. Expecting a value less than %d.", n, ClientVPNMaxResults)})
-		}
-		limit = n
+	limit, f := maxResults(r, ClientVPNMinResults, ClientVPNMaxResults)
+	if f != nil {
+		return ec2Error(r, *f)
+	}
+	if limit == 0 {
+		limit = ClientVPNMaxResults
 	}
 	filters, errResp, ok := cvpnFilters(r)
 	if !ok {

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
+	"time"
 )
 
 // EC2Namespace is the XML namespace of EC2 API version 2016-11-15, the
@@ -21,22 +21,12 @@ const (
 	CodeUnsupportedOperation = "UnsupportedOperation"
 )
 
-// Instance states with their EC2 codes.
-const (
-	stateRunning  = "running"
-	stateStopping = "stopping"
-)
-
-var stateCodes = map[string]int{"pending": 0, stateRunning: 16, "shutting-down": 32, "terminated": 48, stateStopping: 64, "stopped": 80}
-
 type ec2State struct {
-	state      string
-	hibernated bool
 	failure    *ec2Failure // every EC2 call
 	hibFailure *ec2Failure // StopInstances with Hibernate=true
 
-	tags         map[string]string // the instance's tags
-	metadataTags bool              // tags are served by IMDS
+	metadataTags bool // the own instance's tags are served by IMDS
+	fleet        fleet
 }
 
 type ec2Failure struct{ code, msg string }
@@ -70,16 +60,21 @@ func newFailure(code, msg string) *ec2Failure {
 	return &ec2Failure{code, msg}
 }
 
-// InstanceState reports the instance's state ("running", "stopping") and
-// whether its last stop was a hibernation.
+// InstanceState reports the state of the server's own instance
+// (s.InstanceID: "running", "stopping", ...) and whether its last stop was
+// a hibernation.
 func (s *Server) InstanceState() (state string, hibernated bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.ec2.state, s.ec2.hibernated
+	in, _ := s.Instance(s.InstanceID)
+	return in.State, in.Hibernated
 }
 
 func (s *Server) registerEC2() {
+	s.initFleet()
 	s.handlers["ec2/StopInstances"] = s.stopInstances
+	s.handlers["ec2/StartInstances"] = s.startInstances
+	s.handlers["ec2/DescribeInstances"] = s.describeInstances
+	s.handlers["ec2/CreateTags"] = s.createTags
+	s.handlers["ec2/DeleteTags"] = s.deleteTags
 	s.registerClientVPN()
 }
 
@@ -101,52 +96,48 @@ func ec2Error(r *Request, f ec2Failure) Response {
 	return ErrorResponse(r, ec2Status(f.code), f.code, f.msg)
 }
 
-// stopInstances is EC2 StopInstances for the one instance the server knows.
-// Parameters: InstanceId.N, Hibernate, Force, DryRun, SkipOsShutdown.
+// stopInstances is EC2 StopInstances for instances of the fleet.
+// Parameters: InstanceId.N, Hibernate, Force, DryRun, SkipOsShutdown. A
+// running instance goes to stopping (stopped after Transitions.Stopping);
+// stopping and stopped ones are left as they are; the call fails as a
+// whole with IncorrectInstanceState if any instance is pending, shutting
+// down or terminated.
 func (s *Server) stopInstances(r *Request) Response {
-	ids := indexedParams(r, "InstanceId")
-	if len(ids) == 0 {
-		return ec2Error(r, ec2Failure{"MissingParameter", "The request must contain the parameter InstanceId"})
-	}
-	for _, id := range ids {
-		if !strings.HasPrefix(id, "i-") {
-			return ec2Error(r, ec2Failure{"InvalidInstanceID.Malformed", fmt.Sprintf("Invalid id: %q", id)})
-		}
-		if id != s.InstanceID {
-			return ec2Error(r, ec2Failure{"InvalidInstanceID.NotFound", fmt.Sprintf("The instance ID '%s' does not exist", id)})
-		}
-	}
 	hibernate, err := boolParam(r, "Hibernate")
 	if err != nil {
 		return ec2Error(r, ec2Failure{"InvalidParameterValue", err.Error()})
 	}
-	dryRun, err := boolParam(r, "DryRun")
-	if err != nil {
-		return ec2Error(r, ec2Failure{"InvalidParameterValue", err.Error()})
-	}
+	return s.instanceCall(r, "InstanceId", func(ids []string, dryRun bool, now time.Time) Response {
+		if f := s.ec2.hibFailure; hibernate && f != nil {
+			return ec2Error(r, *f)
+		}
+		return s.changeStatesLocked(r, ids, dryRun, stateChange{
+			verb:   "stopped",
+			refuse: []string{InstancePending, InstanceShuttingDown, InstanceTerminated},
+			from:   InstanceRunning, to: InstanceStopping, now: now,
+			enter: func(fi *fleetInstance) { fi.setStopReason(now, hibernate) },
+		})
+	})
+}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if f := s.ec2.failure; f != nil {
-		return ec2Error(r, *f)
+// maxResults reads a Describe action's MaxResults, which must lie in
+// [lo, hi]; 0 means it is absent.
+func maxResults(r *Request, lo, hi int) (int, *ec2Failure) {
+	v := r.Params.Get("MaxResults")
+	if v == "" {
+		return 0, nil
 	}
-	if f := s.ec2.hibFailure; hibernate && f != nil {
-		return ec2Error(r, *f)
+	n, err := strconv.Atoi(v)
+	switch {
+	case err != nil:
+		return 0, &ec2Failure{"InvalidParameterValue", fmt.Sprintf("Value (%s) for parameter maxResults is invalid. Expecting an integer.", v)}
+	case n < lo:
+		// The message EC2's Describe actions send for too small a page.
+		return 0, &ec2Failure{"InvalidParameterValue", fmt.Sprintf("Value ( %d ) for parameter maxResults is invalid. Expecting a value greater than %d.", n, lo)}
+	case n > hi:
+		return 0, &ec2Failure{"InvalidParameterValue", fmt.Sprintf("Value ( %d ) for parameter maxResults is invalid. Expecting a value less than %d.", n, hi)}
 	}
-	if dryRun {
-		return ec2Error(r, ec2Failure{"DryRunOperation", "Request would have succeeded, but DryRun flag is set."})
-	}
-	prev := s.ec2.state
-	s.ec2.state, s.ec2.hibernated = stateStopping, hibernate
-
-	var items strings.Builder
-	for _, id := range ids {
-		fmt.Fprintf(&items, `<item><instanceId>%s</instanceId>`+
-			`<currentState><code>%d</code><name>%s</name></currentState>`+
-			`<previousState><code>%d</code><name>%s</name></previousState></item>`,
-			xmlText(id), stateCodes[stateStopping], stateStopping, stateCodes[prev], prev)
-	}
-	return QueryResponse(r, EC2Namespace, "<instancesSet>"+items.String()+"</instancesSet>")
+	return n, nil
 }
 
 // indexedParams returns a Query list: name.1, name.2, ... until a gap.

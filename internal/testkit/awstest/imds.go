@@ -4,8 +4,9 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"maps"
 	"net/http"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -88,12 +89,7 @@ func (s *Server) metadata(path string) (string, bool) {
 		if !s.ec2.metadataTags {
 			return "", false
 		}
-		keys := make([]string, 0, len(s.ec2.tags))
-		for k := range s.ec2.tags {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		return strings.Join(keys, "\n"), true
+		return strings.Join(slices.Sorted(maps.Keys(s.ownLocked().Tags)), "\n"), true
 	case "/latest/dynamic/instance-identity/document":
 		doc := map[string]any{
 			"accountId":               s.AccountID,
@@ -121,7 +117,7 @@ func (s *Server) metadata(path string) (string, bool) {
 	if key, ok := strings.CutPrefix(path, "/latest/meta-data/tags/instance/"); ok {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		v, ok := s.ec2.tags[key]
+		v, ok := s.ownLocked().Tags[key]
 		return v, ok && s.ec2.metadataTags
 	}
 	return "", false
@@ -138,18 +134,15 @@ func (s *Server) SetInstanceMetadataTags(on bool) {
 }
 
 // SetInstanceTag sets (or, with an empty value and del, deletes) a tag of
-// the instance IMDS describes (s.InstanceID).
+// the instance IMDS describes (s.InstanceID), the fleet's record of it.
 func (s *Server) SetInstanceTag(key, value string, del bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if del {
-		delete(s.ec2.tags, key)
+		delete(s.ownLocked().Tags, key)
 		return
 	}
-	if s.ec2.tags == nil {
-		s.ec2.tags = make(map[string]string)
-	}
-	s.ec2.tags[key] = value
+	s.ownLocked().Tags[key] = value
 }
 
 func newIMDSToken() string {
