@@ -1,6 +1,8 @@
 package sshdtest
 
 import (
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -10,11 +12,20 @@ import (
 )
 
 // TestNetns runs sshd in a network namespace of the test's own, on the
-// namespace's address and port 22, and logs in to it from the root
+// namespace's address and port 22, and logs in with a key made before
+// the server, to it from the root
 // namespace across the veth link.
 func TestNetns(t *testing.T) {
 	ns := netnstest.New(t)
-	s := Start(t, Options{Netns: ns.Name, ListenAddress: ns.Addr})
+	// A key made before the server, as a client set up in advance has.
+	key := filepath.Join(t.TempDir(), "id_ed25519")
+	if out, err := exec.Command(RequireBinary(t, "ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v: %s", err, out)
+	}
+	s := Start(t, Options{Netns: ns.Name, ListenAddress: ns.Addr, ClientKey: key})
+	if s.ClientKey != key {
+		t.Fatalf("ClientKey = %q, want %q", s.ClientKey, key)
+	}
 	if s.Port != 22 || s.Addr != ns.Addr {
 		t.Fatalf("server on %s:%d, want %s:22", s.Addr, s.Port, ns.Addr)
 	}

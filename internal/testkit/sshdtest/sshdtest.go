@@ -106,6 +106,10 @@ type Options struct {
 	// ListenAddress is the address sshd listens on, default 127.0.0.1
 	// (in Netns, give the namespace's address, netnstest.NS.Addr).
 	ListenAddress string
+	// ClientKey is a private key (with KEY.pub beside it) to authorise
+	// for User instead of a new one, so clients can be set up before the
+	// server starts.
+	ClientKey string
 	// Port is the port sshd listens on; 0 picks a free port on
 	// 127.0.0.1 (22 in a Netns of its own, where no other sshd runs).
 	Port int
@@ -182,7 +186,11 @@ func Start(t testing.TB, o Options) *Server {
 		askpass:   filepath.Join(dir, "askpass.sh"),
 	}
 	hostKey := filepath.Join(dir, "host_ed25519")
-	for _, k := range []struct{ path, comment string }{{hostKey, "sshdtest-host"}, {s.ClientKey, "sshdtest-client"}} {
+	keys := []struct{ path, comment string }{{hostKey, "sshdtest-host"}, {s.ClientKey, "sshdtest-client"}}
+	if o.ClientKey != "" {
+		s.ClientKey, keys = o.ClientKey, keys[:1]
+	}
+	for _, k := range keys {
 		out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-C", k.comment, "-f", k.path).CombinedOutput()
 		if err != nil {
 			t.Fatalf("ssh-keygen %s: %v: %s", k.path, err, out)
