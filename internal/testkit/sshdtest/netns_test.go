@@ -12,9 +12,8 @@ import (
 )
 
 // TestNetns runs sshd in a network namespace of the test's own, on the
-// namespace's address and port 22, and logs in with a key made before
-// the server, to it from the root
-// namespace across the veth link.
+// namespace's address and port 22, and logs in to it from the root
+// namespace across the veth link with a key made before the server.
 func TestNetns(t *testing.T) {
 	ns := netnstest.New(t)
 	// A key made before the server, as a client set up in advance has.
