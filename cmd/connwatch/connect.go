@@ -233,6 +233,10 @@ func runConnect(cmd *cobra.Command, f connectFlags, args []string) error {
 	if cfg.Region == "" {
 		return errors.New("no AWS region: give --region, set AWS_REGION, or set one in the profile")
 	}
+	in := cmd.InOrStdin()
+	if in == os.Stdin {
+		in = connect.PollableStdin() // ssh's pipe, for splice(2)
+	}
 	err = connect.Run(ctx, connect.Options{
 		Client:   ec2.NewFromConfig(cfg),
 		Region:   cfg.Region,
@@ -242,7 +246,7 @@ func runConnect(cmd *cobra.Command, f connectFlags, args []string) error {
 		Timeout:  f.timeout,
 		Hold:     f.hold,
 		Progress: cmd.ErrOrStderr(),
-	}, cmd.InOrStdin(), cmd.OutOrStdout())
+	}, in, cmd.OutOrStdout())
 	if errors.Is(err, connect.ErrBadTarget) {
 		return usagef("%w", err)
 	}

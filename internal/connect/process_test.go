@@ -26,15 +26,59 @@ import (
 // With helperDir set, the test binary is one connect process of
 // TestConcurrentProcessesStartOnce.
 const (
-	helperDir  = "CONNWATCH_CONNECT_HELPER_DIR"
-	helperPort = "CONNWATCH_CONNECT_HELPER_PORT"
+	helperDir   = "CONNWATCH_CONNECT_HELPER_DIR"
+	helperPort  = "CONNWATCH_CONNECT_HELPER_PORT"
+	helperStdin = "CONNWATCH_CONNECT_HELPER_STDIN"
 )
 
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(helperDir); dir != "" {
 		os.Exit(helperMain(dir, os.Getenv(helperPort)))
 	}
+	if os.Getenv(helperStdin) != "" {
+		os.Exit(stdinMain())
+	}
 	os.Exit(m.Run())
+}
+
+// stdinMain reports whether standard input takes a read deadline before
+// and after PollableStdin, then copies one line from it.
+func stdinMain() int {
+	before := os.Stdin.SetReadDeadline(noDeadline) == nil
+	in := PollableStdin()
+	after := in.SetReadDeadline(noDeadline) == nil
+	line, _ := bufio.NewReader(in).ReadString('\n')
+	fmt.Printf("pollable before=%v after=%v same=%v read=%q\n", before, after, in == os.Stdin, line)
+	return 0
+}
+
+// ssh gives a ProxyCommand a blocking pipe as standard input:
+// PollableStdin makes it pollable (so Splice can splice it and stop
+// reading it); a terminal or a file is left as it is.
+func TestPollableStdin(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperStdin+"=1")
+	cmd.Stdin = strings.NewReader("hello\n") // a pipe, blocking in the child
+	out, err := cmd.Output()
+	if want := "pollable before=false after=true same=false read=\"hello\\n\"\n"; err != nil || string(out) != want {
+		t.Errorf("pipe: %q, %v; want %q", out, err, want)
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	cmd = exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperStdin+"=1")
+	cmd.Stdin = devnull
+	out, err = cmd.Output()
+	if want := "pollable before=false after=false same=true read=\"\"\n"; err != nil || string(out) != want {
+		t.Errorf("%s: %q, %v; want %q", os.DevNull, out, err, want)
+	}
 }
 
 // fileEC2 is a fake EC2 that processes share through files in dir:

@@ -10,8 +10,11 @@ import (
 )
 
 // aLongTimeAgo is a read deadline that has passed: it wakes a blocked
-// read at once.
-var aLongTimeAgo = time.Unix(1, 0)
+// read at once. noDeadline clears one.
+var (
+	aLongTimeAgo = time.Unix(1, 0)
+	noDeadline   time.Time
+)
 
 // Splice copies in to conn and conn to out until the server closes the
 // connection, then closes conn. It is what a ProxyCommand does: when in
@@ -23,16 +26,19 @@ var aLongTimeAgo = time.Unix(1, 0)
 // returns and clears the deadline again; otherwise a read of in may still
 // be pending, which only matters to a caller that goes on living.
 //
-// *os.File and *net.TCPConn are passed to io.Copy as they are, so Linux
-// moves the bytes with splice(2) where it can (from the socket into a
-// pipe on standard output). Go sets TCP_NODELAY on TCP connections.
+// On Linux the bytes move with splice(2), without a copy through user
+// space, where in or out is a pipe (see PollableStdin) and conn a
+// *net.TCPConn. Go sets TCP_NODELAY on TCP connections.
 func Splice(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
 	up := make(chan error, 1)
 	go func() {
-		_, err := io.Copy(conn, in)
+		_, handled, err := pipeToSocket(conn, in)
+		if !handled {
+			_, err = io.Copy(conn, in)
+		}
 		if err == nil {
 			if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 				err = cw.CloseWrite()
@@ -49,7 +55,7 @@ func Splice(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) err
 	var upErr error
 	if d, ok := in.(interface{ SetReadDeadline(time.Time) error }); ok && d.SetReadDeadline(aLongTimeAgo) == nil {
 		upErr = <-up
-		d.SetReadDeadline(time.Time{})
+		d.SetReadDeadline(noDeadline)
 	} else {
 		select {
 		case upErr = <-up:

@@ -172,3 +172,61 @@ func TestRun(t *testing.T) {
 		t.Errorf("out %q, want the banner", out.String())
 	}
 }
+
+// Standard input as a pipe goes to the socket with splice(2): 8 MiB
+// through a small send buffer (so the socket is often full and the pipe
+// often empty) arrive whole, and the end of input still half-closes. (A
+// small receive buffer set after accept stalls loopback TCP whatever the
+// sender does.)
+func TestSplicePipeToSocket(t *testing.T) {
+	const size = 8 << 20
+	sum := func(b []byte) (s uint64) {
+		for i, c := range b {
+			s += uint64(i%251) * uint64(c)
+		}
+		return s
+	}
+	want := make([]byte, size)
+	for i := range want {
+		want[i] = byte(i * 13)
+	}
+	conn, res := serve(t, func(c *net.TCPConn) error {
+		b, err := io.ReadAll(c)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(c, "%d %d", len(b), sum(b))
+		return err
+	})
+	conn.(*net.TCPConn).SetWriteBuffer(8 << 10)
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inR.Close()
+	go func() {
+		for b := want; len(b) > 0; b = b[min(len(b), 100_000):] {
+			if _, err := inW.Write(b[:min(len(b), 100_000)]); err != nil {
+				break
+			}
+		}
+		inW.Close()
+	}()
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- Splice(t.Context(), conn, inR, &out) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Splice: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Splice hung")
+	}
+	if got, w := out.String(), fmt.Sprintf("%d %d", size, sum(want)); got != w {
+		t.Errorf("server got %q, want %q", got, w)
+	}
+	if err := <-res; err != nil {
+		t.Errorf("server: %v", err)
+	}
+}
