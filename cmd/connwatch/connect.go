@@ -51,6 +51,11 @@ of it. Progress goes to standard error, which ssh and VS Code show:
   connwatch: connecting to 203.0.113.7:22 (public address)
   connwatch: sshd answering after 9 s
 
+ssh's ConnectTimeout bounds the wait for the server's banner through a
+ProxyCommand, so it must be unset or longer than a boot; VS Code passes
+its remote.SSH.connectTimeout (15 s by default) as ConnectTimeout: raise
+it (e.g. to 180) for hosts that start on demand.
+
 Standard output carries the SSH stream and nothing else. When ssh closes
 its side, the TCP connection is half-closed (the server still sends what
 it has left); when the server closes, connect exits.

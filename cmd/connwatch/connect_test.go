@@ -72,7 +72,7 @@ func TestConnectHelp(t *testing.T) {
 	for _, want := range []string{
 		"connect [flags] INSTANCE [PORT]", "ProxyCommand connwatch connect --region eu-west-1 %h %p", "HostKeyAlias devbox",
 		"name:TAG", "known_hosts", "ec2:DescribeInstances", "ec2:StartInstances", "ec2:CreateTags", "connwatch:hold-until",
-		"--boot-grace", "start_hold_max", "VS Code", "half-closed", "$XDG_RUNTIME_DIR/connwatch", "sshd answering after",
+		"--boot-grace", "start_hold_max", "VS Code", "remote.SSH.connectTimeout", "half-closed", "$XDG_RUNTIME_DIR/connwatch", "sshd answering after",
 		"--print-ssh-config", "--address", "--timeout duration", "(default 5m0s)", "--hold", "--profile", "Exit status",
 	} {
 		if !strings.Contains(stdout, want) {
