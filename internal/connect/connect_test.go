@@ -12,19 +12,20 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/connwatch/connwatch/internal/clock"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 const id = "i-0123456789abcdef0"
 
 // setup returns Options for a Dial of target against f, the fake sshd
 // s and clock clk, progress going to the returned buffer.
-func setup(t *testing.T, f *fakeEC2, s *sshd, clk clock.Clock, target string) (Options, *syncBuffer) {
+func setup(t *testing.T, f *fakeEC2, s *sshd, clk clock.Clock, target string) (Options, *testproc.Buffer) {
 	t.Helper()
 	tg, err := ParseTarget(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var progress syncBuffer
+	var progress testproc.Buffer
 	return Options{
 		Client: f, Region: "eu-west-1", Target: tg, Port: s.port,
 		LockDir: t.TempDir(), Clock: clk, Dial: f.dial, Progress: &progress,

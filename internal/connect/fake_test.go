@@ -285,24 +285,6 @@ func (s *sshd) count() int {
 	return s.accepted
 }
 
-// syncBuffer is a progress writer safe for concurrent connects.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // readBanner checks that conn reaches the fake sshd.
 func readBanner(t *testing.T, conn net.Conn) {
 	t.Helper()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +39,34 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperStdin) != "" {
 		os.Exit(stdinMain())
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if code == 0 && !noLeaks() {
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// noLeaks reports whether, within a few seconds, no goroutine of this
+// package outlives the tests: lock waiters, dial attempts and splice
+// copiers must all end.
+func noLeaks() bool {
+	var leaked []string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		buf := make([]byte, 1<<20)
+		leaked = leaked[:0]
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "/internal/connect.") && !strings.Contains(g, "connect.TestMain") {
+				leaked = append(leaked, g)
+			}
+		}
+		if len(leaked) == 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(os.Stderr, "%d goroutines leaked:\n%s\n", len(leaked), strings.Join(leaked, "\n\n"))
+			return false
+		}
+	}
 }
 
 // stdinMain reports whether standard input takes a read deadline before
