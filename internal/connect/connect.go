@@ -183,6 +183,9 @@ func (r *run) sleep(ctx context.Context, d time.Duration, what string, cause err
 	if left <= 0 {
 		return r.timeout(what, cause)
 	}
+	if d <= 0 {
+		return nil
+	}
 	t := r.Clock.NewTimer(min(d, left))
 	defer t.Stop()
 	select {
@@ -386,13 +389,18 @@ func (r *run) lock(ctx context.Context, id string) (func(), error) {
 	if ok {
 		return unlock, nil
 	}
+	what := "another connwatch to start " + id + " (lock " + f.Name() + ")"
+	left := r.left()
+	if left <= 0 {
+		f.Close()
+		return nil, r.timeout(what, nil)
+	}
 	r.progress("waiting for another connwatch that is starting %s", id)
 	// flock has no timeout: wait for it in a goroutine, and if we give
 	// up, that goroutine releases the lock as soon as it gets it.
 	got := make(chan error, 1)
 	go func() { got <- flock(f) }()
-	what := "another connwatch to start " + id + " (lock " + f.Name() + ")"
-	t := r.Clock.NewTimer(max(r.left(), 0))
+	t := r.Clock.NewTimer(left)
 	defer t.Stop()
 	select {
 	case err := <-got:
