@@ -122,7 +122,10 @@ IAM: cloudwatch:PutMetricAlarm; the first alarm with an EC2 action in an
 account creates the service-linked role AWSServiceRoleForCloudWatchEvents,
 which needs iam:CreateServiceLinkedRole. The agent's sink needs
 cloudwatch:PutMetricData, and cloudwatch:DescribeAlarms and
-cloudwatch:SetAlarmState for the reset.
+cloudwatch:SetAlarmState for the reset. To wake a stopped instance from
+your own machine, 'connwatch connect' (an ssh ProxyCommand) needs the
+minimal policy ec2:DescribeInstances and ec2:StartInstances, plus
+ec2:CreateTags for its --hold (see 'connwatch connect --help').
 
 Exit status: 0 when the alarms were saved (or printed), 1 when AWS
 refused or could not be reached, 2 on usage errors.`,

@@ -38,6 +38,7 @@ func TestCompletion(t *testing.T) {
 		{[]string{"agent", "--log-level", ""}, []string{"debug", "info", "warn", "error"}},
 		{[]string{"agent", "--keep-awake-kinds", ""}, []string{"ssh", "wireguard", "openvpn", "aws-client-vpn"}},
 		{[]string{"agent", "--keep-awake-kinds", "ssh,wireguard,"}, []string{"ssh,wireguard,openvpn", "ssh,wireguard,aws-client-vpn"}},
+		{[]string{"connect", "--address", ""}, []string{"public", "private", "ipv6"}},
 		{[]string{"sta"}, []string{"status"}},
 		{[]string{"config", ""}, []string{"check"}},
 	}

@@ -95,7 +95,7 @@ own SSH port forwards up.`,
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usageError{err}
 	})
-	root.AddCommand(newStatusCmd(), newAgentCmd(), newInhibitCmd(), newTunnelCmd(), newDoctorCmd(), newAlarmCmd(), newAWSCmd(), newConfigCmd(), newVersionCmd(), newManCmd())
+	root.AddCommand(newStatusCmd(), newAgentCmd(), newInhibitCmd(), newTunnelCmd(), newDoctorCmd(), newAlarmCmd(), newAWSCmd(), newConnectCmd(), newConfigCmd(), newVersionCmd(), newManCmd())
 	return root
 }
 

@@ -63,7 +63,7 @@ func TestRootHelpListsCommandsOnce(t *testing.T) {
 	if n := strings.Count(stdout, "\n  status "); n != 1 {
 		t.Errorf("root help lists status %d times, want once:\n%s", n, stdout)
 	}
-	for _, c := range []string{"completion", "version", "agent", "tunnel"} {
+	for _, c := range []string{"completion", "version", "agent", "tunnel", "connect"} {
 		if !strings.Contains(stdout, "\n  "+c+" ") {
 			t.Errorf("root help does not list %s:\n%s", c, stdout)
 		}
