@@ -1,0 +1,182 @@
+package main
+
+import (
+	"bufio"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/connwatch/connwatch/internal/testkit/awstest"
+	"github.com/connwatch/connwatch/internal/testkit/sshdtest"
+)
+
+// Benchmarks of connwatch connect against a running instance whose
+// sshd is a real one on loopback (scripts/bench-connect.sh runs them).
+
+const benchID = "i-0bbbbbbbbbbbbbbbb"
+
+func benchLab(b *testing.B) (*awstest.Server, *sshdtest.Server) {
+	b.Helper()
+	s := awstest.New(b, awstest.WithRegion("eu-west-1"))
+	s.Env(b)
+	b.Setenv("XDG_RUNTIME_DIR", b.TempDir())
+	s.AddInstance(awstest.Instance{ID: benchID, State: awstest.InstanceRunning, PublicIP: "127.0.0.1", ElasticIP: true})
+	return s, sshdtest.Start(b, sshdtest.Options{})
+}
+
+// connectProc starts this test binary as `connwatch connect` to the
+// instance on port, with stdin a pipe that stays open.
+func connectProc(b *testing.B, port int, flags ...string) (*exec.Cmd, io.WriteCloser, io.ReadCloser) {
+	b.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	args := append([]string{"connect", "--region", "eu-west-1"}, flags...)
+	cmd := exec.Command(exe, append(args, benchID, strconv.Itoa(port))...)
+	cmd.Env = append(os.Environ(), "CONNWATCH_TEST_MAIN=1")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	return cmd, in, out
+}
+
+func readBanner(b *testing.B, r io.Reader) {
+	b.Helper()
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "SSH-2.0-") {
+		b.Fatalf("banner %q: %v", line, err)
+	}
+}
+
+// BenchmarkConnectFirstByte: from nothing to sshd's banner in hand. direct
+// is a TCP connect; connect starts the connwatch process, which asks EC2
+// (the loopback server) once, dials and splices.
+func BenchmarkConnectFirstByte(b *testing.B) {
+	_, sshd := benchLab(b)
+	addr := net.JoinHostPort(sshd.Addr, strconv.Itoa(sshd.Port))
+	b.Run("direct", func(b *testing.B) {
+		for b.Loop() {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			readBanner(b, c)
+			c.Close()
+		}
+	})
+	b.Run("connect", func(b *testing.B) {
+		for b.Loop() {
+			cmd, in, out := connectProc(b, sshd.Port)
+			readBanner(b, out)
+			in.Close()
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+}
+
+// BenchmarkConnectThroughput: 64 MiB through ssh to `cat > /dev/null`,
+// direct and with connect as the ProxyCommand (the same ssh, cipher and
+// sshd; only the path differs).
+func BenchmarkConnectThroughput(b *testing.B) {
+	_, sshd := benchLab(b)
+	src := filepath.Join(b.TempDir(), "64MiB")
+	data := make([]byte, 64<<20)
+	_, _ = rand.Read(data)
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mode := range []string{"direct", "connect"} {
+		b.Run(mode, func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				args := sshd.SSHArgs()
+				if mode == "connect" {
+					// Same port, same user, but reached through connect:
+					// the host given to ssh is the instance id.
+					args = append(args[:len(args)-1], "-o", "ProxyCommand="+exe+" connect --region eu-west-1 %h %p", sshd.User+"@"+benchID)
+				}
+				cmd := exec.Command(sshdtest.RequireBinary(b, "ssh"), append(args, "cat > /dev/null")...)
+				cmd.Env = append(os.Environ(), "CONNWATCH_TEST_MAIN=1")
+				f, err := os.Open(src)
+				if err != nil {
+					b.Fatal(err)
+				}
+				cmd.Stdin = f
+				if out, err := cmd.CombinedOutput(); err != nil {
+					b.Fatalf("ssh %s: %v: %s", mode, err, out)
+				}
+				f.Close()
+			}
+		})
+	}
+}
+
+// BenchmarkConnectAfterListen: the instance runs but nothing listens on
+// its SSH port yet; connect keeps dialling. The metric ms-after-listen is
+// the time from the listener's start to the banner arriving through
+// connect (a Go listener writing an SSH banner, so its start time is
+// exact).
+func BenchmarkConnectAfterListen(b *testing.B) {
+	s := awstest.New(b, awstest.WithRegion("eu-west-1"))
+	s.Env(b)
+	b.Setenv("XDG_RUNTIME_DIR", b.TempDir())
+	s.AddInstance(awstest.Instance{ID: benchID, State: awstest.InstanceRunning, PublicIP: "127.0.0.1", ElasticIP: true})
+	var total time.Duration
+	for b.Loop() {
+		port := freeTCPPortB(b)
+		cmd, in, out := connectProc(b, port, "--timeout", "30s")
+		time.Sleep(700 * time.Millisecond) // connect is dialling a closed port meanwhile
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			b.Fatal(err)
+		}
+		up := time.Now()
+		go func() {
+			c, err := l.Accept()
+			if err == nil {
+				_, _ = io.WriteString(c, "SSH-2.0-bench\r\n")
+				_, _ = io.Copy(io.Discard, c)
+				c.Close()
+			}
+		}()
+		readBanner(b, out)
+		total += time.Since(up)
+		in.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		l.Close()
+	}
+	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms-after-listen")
+}
+
+func freeTCPPortB(b *testing.B) int {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
