@@ -20,7 +20,9 @@ type Stanza struct {
 }
 
 var (
-	hostRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
+	// At most 253 bytes, checked apart: a counted repetition would
+	// compile to 252 copies (1.5 ms and 230 KB at every start).
+	hostRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 	// safeRE is what passes through ssh_config and sh -c unquoted. %
 	// is not in it: ssh expands % tokens in ProxyCommand.
 	safeRE = regexp.MustCompile(`^[A-Za-z0-9._+=@:,/-]+$`)
@@ -31,7 +33,7 @@ var (
 // spaces, a Name tag or a flag outside a safe set of characters; the
 // executable's path is quoted for the shell ssh runs ProxyCommand with.
 func (s Stanza) SSHConfig() (string, error) {
-	if !hostRE.MatchString(s.Host) {
+	if len(s.Host) > 253 || !hostRE.MatchString(s.Host) {
 		return "", fmt.Errorf("host %q: want a plain name (letters, digits, '.', '_', '-'), not a pattern: %w", s.Host, ErrBadTarget)
 	}
 	t, err := ParseTarget(s.Instance)

@@ -80,11 +80,15 @@ func TestSSHConfig(t *testing.T) {
 		t.Errorf("SSHConfig:\n%s", got)
 	}
 
+	if _, err := (Stanza{Host: strings.Repeat("a", 253), Instance: "i-0123abcd", Executable: "/c"}).SSHConfig(); err != nil {
+		t.Errorf("a 253-byte Host: %v", err)
+	}
 	for _, bad := range []Stanza{
 		{Host: "dev box", Instance: "i-0123abcd", Executable: "/c"},
 		{Host: "dev*", Instance: "i-0123abcd", Executable: "/c"},
 		{Host: "dev\n  ProxyCommand evil", Instance: "i-0123abcd", Executable: "/c"},
 		{Host: "-oProxyCommand", Instance: "i-0123abcd", Executable: "/c"},
+		{Host: strings.Repeat("a", 254), Instance: "i-0123abcd", Executable: "/c"},
 		{Host: "dev", Instance: "devbox", Executable: "/c"},
 		{Host: "dev", Instance: "name:Dev Box", Executable: "/c"},
 		{Host: "dev", Instance: "name:$(reboot)", Executable: "/c"},
