@@ -3,6 +3,7 @@ package cloudwatch_test
 import (
 	"errors"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,6 +41,30 @@ func TestIdleAlarmBounds(t *testing.T) {
 		}
 		if !tt.ok && !errors.Is(err, cloudwatch.ErrInvalidAlarm) {
 			t.Errorf("%d periods of %v: got %v, want ErrInvalidAlarm", tt.n, tt.period, err)
+		}
+	}
+}
+
+// TestClientVPNAlarmTopicName: SNS topic names are 1 to 256 characters.
+func TestClientVPNAlarmTopicName(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		ok   bool
+	}{
+		{"alerts", true},
+		{strings.Repeat("a", 256), true},
+		{strings.Repeat("a", 257), false},
+		{"", false},
+		{"a.b", false},
+	} {
+		a := cloudwatch.ClientVPNAlarm{Endpoint: "cvpn-endpoint-0123456789abcdef0", Region: "eu-west-1",
+			SNSTopic: "arn:aws:sns:eu-west-1:123456789012:" + tt.name}
+		_, err := a.Input()
+		if tt.ok && err != nil {
+			t.Errorf("topic name of %d bytes: %v", len(tt.name), err)
+		}
+		if !tt.ok && !errors.Is(err, cloudwatch.ErrInvalidAlarm) {
+			t.Errorf("topic name %.20q (%d bytes): got %v, want ErrInvalidAlarm", tt.name, len(tt.name), err)
 		}
 	}
 }
