@@ -145,7 +145,7 @@ func BenchmarkConnectAfterListen(b *testing.B) {
 	s.AddInstance(awstest.Instance{ID: benchID, State: awstest.InstanceRunning, PublicIP: "127.0.0.1", ElasticIP: true})
 	var total time.Duration
 	for b.Loop() {
-		port := freeTCPPortB(b)
+		port := freeTCPPort(b)
 		cmd, in, out := connectProc(b, port, "--timeout", "30s")
 		time.Sleep(700 * time.Millisecond) // connect is dialling a closed port meanwhile
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
@@ -169,14 +169,4 @@ func BenchmarkConnectAfterListen(b *testing.B) {
 		l.Close()
 	}
 	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms-after-listen")
-}
-
-func freeTCPPortB(b *testing.B) int {
-	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
