@@ -2,7 +2,9 @@
 # Measures connwatch on a machine with many other processes: first as the
 # machine is, then with N extra idle processes (default 10,000 forked by perl,
 # each ending by itself after an hour, and all killed on exit). Each time:
-# the wall time of `connwatch status --json` (hyperfine when installed,
+# the wall time of `connwatch status --json --scan`, reading /proc, and,
+# while the agent runs, of `connwatch status --json` showing the agent's
+# view (hyperfine when installed,
 # else RUNS runs timed with date +%s%N), the classic recipe
 # `ps -A x | grep sshd | grep "\[priv\]" | wc -l` for comparison, and the
 # agent (the real binary, on its defaults as bench-rest.sh runs it) at
@@ -70,12 +72,13 @@ timed() {
   done | ms
 }
 
+# status_wall times `connwatch status --json ARGS...`.
 status_wall() {
   if command -v hyperfine >/dev/null; then
-    hyperfine -N --warmup 3 --runs "$runs" --export-json "$tmp/h.json" "$bin status --json" >/dev/null 2>&1
+    hyperfine -N --warmup 3 --runs "$runs" --export-json "$tmp/h.json" "$bin status --json $*" >/dev/null 2>&1
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]; t=sorted(r["times"]); print("median %.1f ms, min %.1f ms (%d runs, hyperfine)" % (r["median"]*1e3, t[0]*1e3, len(t)))' "$tmp/h.json"
   else
-    timed "$bin" status --json
+    timed "$bin" status --json "$@"
   fi
 }
 
@@ -93,6 +96,8 @@ agent_rest() {
   rss=$(awk '/^VmRSS/ {print $2}' "/proc/$agent/status")
   hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$agent/status")
   grep -q "subscribed to process events" "$tmp/log-$1" || echo "  (the agent had no process events: see its log)"
+  echo "  connwatch status --json with this agent running (its view): $(status_wall --state-dir "$state")"
+  "$bin" status --json --state-dir "$state" | grep -q '"source": *"agent"' || echo "  (status did not use the agent's view)"
   kill "$agent"; wait "$agent" 2>/dev/null || true
   agent=
   awk -v c="$((c1 - c0))" -v t0="$t0" -v t1="$t1" -v hz="$tck" -v rss="$rss" -v hwm="$hwm" 'BEGIN {
@@ -102,7 +107,7 @@ agent_rest() {
 
 measure() {
   echo "$1: $(nprocs) processes"
-  echo "  connwatch status --json:   $(status_wall)"
+  echo "  connwatch status --json --scan (reads /proc): $(status_wall --scan)"
   echo "  ps | grep | grep | wc -l:  $(timed bash -c 'ps -A x | grep sshd | grep "\[priv\]" | wc -l')"
   agent_rest "$2"
 }

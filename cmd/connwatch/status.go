@@ -20,6 +20,7 @@ import (
 func newStatusCmd() *cobra.Command {
 	var (
 		asJSON     bool
+		scan       bool
 		procRoot   string
 		stateDir   string
 		configPath string
@@ -47,6 +48,13 @@ and the VPN clients it watches (WireGuard peers, OpenVPN and AWS Client
 VPN clients). Without a running agent, --config polls the VPN sources
 that file enables, once.
 
+With such an agent, status shows the sessions as the agent last saw
+them (it rewrites its view on every change, at least every 10 s, and
+watches process events) instead of reading /proc itself: a few
+milliseconds however many processes run, with idle times up to 10 s old.
+The JSON field "source" says which ("agent" or "scan"); --scan, or
+--proc, reads /proc regardless.
+
 Exit status: 0 when the scan ran (check "complete" for partial views),
 1 when the process table could not be read, 2 on usage errors.`,
 		Example: `  connwatch status
@@ -59,41 +67,33 @@ Exit status: 0 when the scan ran (check "complete" for partial views),
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			src := sshd.New(sshd.Options{ProcRoot: procRoot})
-			snap, err := src.Scan(cmd.Context())
-			if err != nil {
-				return fmt.Errorf("scan sessions: %w", err)
-			}
-			view, noAgent := liveAgentView(stateDir, snap.Time)
-			switch {
-			case view != nil:
-				// The agent's VPN sessions: it knows when they began.
-				for _, s := range view.Sessions {
-					if s.Kind.IsVPN() {
-						snap.Sessions = append(snap.Sessions, s)
-					}
+			now := time.Now()
+			view, noAgent := liveAgentView(stateDir, now)
+			var (
+				snap      session.Snapshot
+				listeners []string
+				source    = report.SourceScan
+			)
+			if view != nil && !scan && !cmd.Flags().Changed("proc") && wholeView(view, now) {
+				// A running agent saw all of it moments ago, having
+				// walked /proc on events: no walk of 10,000 processes.
+				snap = session.Snapshot{Time: now, Sessions: view.Sessions, PendingAuth: view.Connections, Complete: view.Complete, Warnings: view.Warnings}
+				listeners, source = view.Listeners, report.SourceAgent
+			} else {
+				src := sshd.New(sshd.Options{ProcRoot: procRoot})
+				var err error
+				if snap, err = src.Scan(cmd.Context()); err != nil {
+					return fmt.Errorf("scan sessions: %w", err)
 				}
-				for _, w := range view.Warnings {
-					if w.Kind.IsVPN() {
-						snap.Warn(w)
-					}
-				}
-			case configPath != "":
-				cfg, err := config.Load(configPath)
-				if err != nil {
-					return usageError{err}
-				}
-				pollers, closePollers, err := vpnPollers(cfg, clock.Real{})
-				if err != nil {
+				listeners = src.Listeners()
+				if err := addVPN(cmd, &snap, view, configPath); err != nil {
 					return err
 				}
-				defer closePollers()
-				pollOnce(cmd.Context(), pollers, &snap)
 			}
 			snap.Sort()
-			notices := surroundings(snap, src.Listeners(), view, noAgent)
+			notices := surroundings(snap, listeners, view, noAgent)
 			if asJSON {
-				return report.JSON(cmd.OutOrStdout(), report.Status{Snapshot: snap, Agent: view, AgentRunning: view != nil, Notices: notices})
+				return report.JSON(cmd.OutOrStdout(), report.Status{Snapshot: snap, Source: source, Agent: view, AgentRunning: view != nil, Notices: notices})
 			}
 			if err := report.Table(cmd.OutOrStdout(), snap, snap.Time, time.Local); err != nil {
 				return err
@@ -101,14 +101,67 @@ Exit status: 0 when the scan ran (check "complete" for partial views),
 			if err := report.AgentTable(cmd.OutOrStdout(), view, snap.Time, time.Local); err != nil {
 				return err
 			}
-			return report.Notices(cmd.OutOrStdout(), notices)
+			if err := report.Notices(cmd.OutOrStdout(), notices); err != nil {
+				return err
+			}
+			if source == report.SourceAgent {
+				_, err := fmt.Fprintf(cmd.OutOrStdout(), "\nSessions as the agent (pid %d) saw them at %s; --scan reads /proc instead.\n", view.PID, view.Updated.Local().Format(time.TimeOnly))
+				return err
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: {sessions, pending_auth, complete, warnings}")
+	cmd.Flags().BoolVar(&scan, "scan", false, "read /proc even when a running agent's view is at hand")
 	cmd.Flags().StringVar(&procRoot, "proc", "/proc", "procfs root to read (a recorded procfs-shaped tree for fixtures)")
 	cmd.Flags().StringVar(&configPath, "config", "", "agent configuration file: without a running agent, poll the VPN sources it enables once")
 	cmd.Flags().StringVar(&stateDir, "state-dir", config.DefaultStateDir(), "state directory of a running agent, whose view (idle since, stop due, holds) is shown too")
 	return cmd
+}
+
+// addVPN adds to a scan's snapshot the VPN sessions: the running agent's
+// (it knows when they began), else one poll of the sources configPath
+// enables.
+func addVPN(cmd *cobra.Command, snap *session.Snapshot, view *agent.View, configPath string) error {
+	switch {
+	case view != nil:
+		// The agent's VPN sessions: it knows when they began.
+		for _, s := range view.Sessions {
+			if s.Kind.IsVPN() {
+				snap.Sessions = append(snap.Sessions, s)
+			}
+		}
+		for _, w := range view.Warnings {
+			if w.Kind.IsVPN() {
+				snap.Warn(w)
+			}
+		}
+	case configPath != "":
+		cfg, err := config.Load(configPath)
+		if err != nil {
+			return usageError{err}
+		}
+		pollers, closePollers, err := vpnPollers(cfg, clock.Real{})
+		if err != nil {
+			return err
+		}
+		defer closePollers()
+		pollOnce(cmd.Context(), pollers, snap)
+	}
+	return nil
+}
+
+// agentViewFresh is how old an agent's view may be for status to show it
+// instead of scanning: the agent rewrites it on every change and at least
+// every 10 s.
+const agentViewFresh = 15 * time.Second
+
+// wholeView reports whether v can stand for a scan: an agent that
+// publishes the whole view (Listeners set) wrote it within
+// agentViewFresh.
+func wholeView(v *agent.View, now time.Time) bool {
+	age := now.Sub(v.Updated)
+	return v.Listeners != nil && age <= agentViewFresh && age >= -agentViewFresh
 }
 
 // liveAgentView returns the view of an agent that is running and has

@@ -15,6 +15,7 @@ import (
 	"github.com/connwatch/connwatch/internal/agent"
 	"github.com/connwatch/connwatch/internal/atomicfile"
 	"github.com/connwatch/connwatch/internal/report"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // testdata/proc-openssh-9.2 was recorded by scripts/record-proc.sh from a
@@ -165,5 +166,103 @@ func TestStatusSurroundings(t *testing.T) {
 				t.Errorf("table has %d notes, want %d:\n%s", n, len(tt.want), table)
 			}
 		})
+	}
+}
+
+// TestStatusFromAgentView: with a running agent whose view is whole and
+// fresh, status shows the agent's sessions and pending connections
+// without reading /proc (source "agent"); --scan, --proc, a view older
+// than 15 s or one from an agent that does not publish its listeners
+// make it scan.
+func TestStatusFromAgentView(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	ag := connwatchCmd(t, "agent", "--proc", recorded, "--state-dir", state, "--events", filepath.Join(dir, "events.jsonl"),
+		"--period", "1s", "--idle-after", "1h", "--boot-grace", "0", "--warn-before", "0", "--wall=false",
+		"--metrics-addr", "", "--sshd-log", "", "--action", "dry-run")
+	var agentErr testproc.Buffer
+	ag.Stderr = &agentErr
+	if err := ag.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ag.Process.Kill(); _ = ag.Wait() })
+	var view *agent.View
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		if v, err := agent.LoadView(state); err == nil && v.Listeners != nil && len(v.Sessions) > 0 {
+			view = v
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no whole agent view in %s within 15 s; agent stderr:\n%s", state, agentErr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	status := func(args ...string) report.Status {
+		t.Helper()
+		code, stdout, stderr := runCLI(t, append([]string{"status", "--json", "--state-dir", state}, args...))
+		if code != exitOK {
+			t.Fatalf("status %v: exit %d: %s", args, code, stderr)
+		}
+		var st report.Status
+		if err := json.Unmarshal([]byte(stdout), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	type key struct {
+		User       string
+		RemotePort int
+		Mode       string
+	}
+	keys := func(st report.Status) (sess, pending []key) {
+		for _, s := range st.Sessions {
+			sess = append(sess, key{s.User, s.RemotePort, string(s.Mode)})
+		}
+		for _, p := range st.PendingAuth {
+			pending = append(pending, key{p.User, p.RemotePort, ""})
+		}
+		return sess, pending
+	}
+
+	scanned := status("--proc", recorded)
+	fromAgent := status()
+	if scanned.Source != report.SourceScan || fromAgent.Source != report.SourceAgent {
+		t.Fatalf("sources %q and %q, want scan and agent", scanned.Source, fromAgent.Source)
+	}
+	ss, sp := keys(scanned)
+	as, ap := keys(fromAgent)
+	if diff := cmp.Diff(ss, as); diff != "" || len(ss) == 0 {
+		t.Errorf("the agent's sessions differ from a scan of the same tree (-scan +agent):\n%s", diff)
+	}
+	if diff := cmp.Diff(sp, ap); diff != "" || len(sp) == 0 {
+		t.Errorf("the agent's pending connections differ from a scan's (-scan +agent):\n%s", diff)
+	}
+	if !fromAgent.Complete || len(fromAgent.Notices) != 0 {
+		t.Errorf("complete %v, notices %+v: the recorded tree has a listener and the agent runs", fromAgent.Complete, fromAgent.Notices)
+	}
+	if st := status("--scan"); st.Source != report.SourceScan {
+		t.Errorf("--scan: source %q", st.Source)
+	}
+	_, table, _ := runCLI(t, []string{"status", "--state-dir", state})
+	if !strings.Contains(table, "Sessions as the agent (pid") {
+		t.Errorf("the table does not say where its sessions come from:\n%s", table)
+	}
+
+	// Views status must not stand for a scan: too old, or from an agent
+	// that does not publish its listeners. The agent is stopped first so
+	// it does not rewrite them.
+	_ = ag.Process.Kill()
+	_ = ag.Wait()
+	for name, v := range map[string]agent.View{
+		"20 s old":     {PID: os.Getpid(), Updated: time.Now().Add(-20 * time.Second), Listeners: view.Listeners, Sessions: view.Sessions},
+		"no listeners": {PID: os.Getpid(), Updated: time.Now(), Sessions: view.Sessions},
+	} {
+		if err := atomicfile.WriteJSON(filepath.Join(state, agent.ViewFile), v, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if st := status(); st.Source != report.SourceScan {
+			t.Errorf("%s view: source %q, want a scan", name, st.Source)
+		}
 	}
 }

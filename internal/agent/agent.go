@@ -164,6 +164,9 @@ type Options struct {
 	Alive func()
 	// ActionTimeout bounds one stop action. Default 2m.
 	ActionTimeout time.Duration
+	// Listeners, when set, names the verified sshd listeners for the view
+	// (View.Listeners).
+	Listeners func() []string
 }
 
 // WarnTimeout bounds the wall message.
@@ -292,6 +295,14 @@ type View struct {
 	Warnings []session.Warning `json:"warnings"`
 	Policy   policy.Status     `json:"policy"`
 	Action   string            `json:"action"`
+	// Connections, Complete and Listeners make the view a whole
+	// `connwatch status`: the connections pending authentication (Pending
+	// counts them), whether the last scan saw everything, and the
+	// verified sshd listeners. Listeners is nil in views of agents older
+	// than these fields, and of agents without Options.Listeners.
+	Connections []session.PendingAuth `json:"pending_connections"`
+	Complete    bool                  `json:"complete"`
+	Listeners   []string              `json:"listeners"`
 }
 
 // ViewFile and PolicyFile are the names of the agent's files in its state
@@ -668,6 +679,16 @@ func (a *Agent) persist(now time.Time, snap session.Snapshot) {
 	}
 	if v.Warnings == nil {
 		v.Warnings = []session.Warning{}
+	}
+	v.Connections, v.Complete = snap.PendingAuth, snap.Complete
+	if v.Connections == nil {
+		v.Connections = []session.PendingAuth{}
+	}
+	if a.o.Listeners != nil {
+		v.Listeners = a.o.Listeners()
+		if v.Listeners == nil {
+			v.Listeners = []string{}
+		}
 	}
 	// Rewrite when something changed, and at least every 10 s so readers
 	// can tell a live agent from a dead one.

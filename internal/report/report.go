@@ -27,7 +27,10 @@ var esc = termtext.Escape
 // and, when an agent runs, its view.
 type Status struct {
 	session.Snapshot
-	Agent *agent.View `json:"agent,omitempty"`
+	// Source says where the sessions come from: SourceScan (status read
+	// /proc) or SourceAgent (the running agent's view).
+	Source string      `json:"source"`
+	Agent  *agent.View `json:"agent,omitempty"`
 	// AgentRunning is false when no agent runs with the state directory
 	// status read: nothing then publishes or stops the machine.
 	AgentRunning bool `json:"agent_running"`
@@ -36,6 +39,12 @@ type Status struct {
 	// would hide.
 	Notices []Notice `json:"notices,omitempty"`
 }
+
+// Sources of a status.
+const (
+	SourceScan  = "scan"
+	SourceAgent = "agent"
+)
 
 // Notice codes.
 const (
