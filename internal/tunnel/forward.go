@@ -234,12 +234,20 @@ type closeWriter interface{ CloseWrite() error }
 
 // pipe copies both ways, passing half-closes on, until both directions
 // are done or ctx ends; then it closes both.
+// copyBuffer is the most one read and one write move in pipe: a write to
+// the TCP side takes all the channel has buffered up to this (many SSH
+// packets of 32 KiB in one system call), a read from it as much.
+const copyBuffer = 256 << 10
+
 func pipe(ctx context.Context, a, b net.Conn) {
 	stop := context.AfterFunc(ctx, func() { a.Close(); b.Close() })
 	defer stop()
 	var wg sync.WaitGroup
 	cp := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
+		buf := make([]byte, copyBuffer)
+		// Plain Write and Read: TCPConn's ReadFrom and WriteTo would copy
+		// through 32 KiB, a write per SSH packet.
+		_, _ = io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf)
 		if cw, ok := dst.(closeWriter); ok {
 			_ = cw.CloseWrite()
 		} else {

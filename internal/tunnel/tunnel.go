@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -572,7 +573,7 @@ func (t *Tunnel) handshake(h hop, conn net.Conn) (*ssh.Client, error) {
 		HostKeyCallback:   h.keys.check,
 		HostKeyAlgorithms: h.keys.algorithms(addr, conn.RemoteAddr(), h.spec.HostKeyAlgorithms),
 	}
-	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	c, chans, reqs, err := ssh.NewClientConn(readAhead(conn), addr, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("ssh handshake with %s: %w", addr, err)
 	}
@@ -789,3 +790,21 @@ func (t *Tunnel) waitClient(ctx context.Context) (*ssh.Client, context.Context, 
 		}
 	}
 }
+
+// readAheadSize is how much one read from the server's connection may
+// take. x/crypto/ssh reads through a 4 KiB bufio.Reader, which takes each
+// 32 KiB packet in two reads and a copy; below it, this buffer takes
+// what the socket holds (many packets) in one system call.
+const readAheadSize = 256 << 10
+
+// readAhead returns conn reading through a readAheadSize buffer.
+func readAhead(conn net.Conn) net.Conn {
+	return &bufferedConn{Conn: conn, r: bufio.NewReaderSize(conn, readAheadSize)}
+}
+
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
