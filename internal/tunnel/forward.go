@@ -239,12 +239,19 @@ type closeWriter interface{ CloseWrite() error }
 // packets of 32 KiB in one system call), a read from it as much.
 const copyBuffer = 256 << 10
 
+// copyBuffers keeps the buffers of finished copies for the next ones, so
+// that connections coming and going do not grow the heap by 512 KiB each
+// until the next collection.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBuffer); return &b }}
+
 func pipe(ctx context.Context, a, b net.Conn) {
 	stop := context.AfterFunc(ctx, func() { a.Close(); b.Close() })
 	defer stop()
 	var wg sync.WaitGroup
 	cp := func(dst, src net.Conn) {
-		buf := make([]byte, copyBuffer)
+		bp := copyBuffers.Get().(*[]byte)
+		defer copyBuffers.Put(bp)
+		buf := *bp
 		// Plain Write and Read: TCPConn's ReadFrom and WriteTo would copy
 		// through 32 KiB, a write per SSH packet.
 		_, _ = io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf)
