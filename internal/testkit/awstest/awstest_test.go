@@ -342,3 +342,18 @@ func TestIMDSInstanceTags(t *testing.T) {
 		t.Fatalf("deleted tag = %q, want 404", v)
 	}
 }
+
+// checkPages checks that the EC2 action was called for n pages of
+// maxResults each, the first without a NextToken and the others with one.
+func checkPages(t *testing.T, s *awstest.Server, action string, n int, maxResults string) {
+	t.Helper()
+	calls := s.Calls("ec2", action)
+	if len(calls) != n {
+		t.Fatalf("%d %s requests, want %d pages", len(calls), action, n)
+	}
+	for i, c := range calls {
+		if c.Params.Get("MaxResults") != maxResults || (i == 0) != (c.Params.Get("NextToken") == "") {
+			t.Errorf("%s request %d: MaxResults %q NextToken %q", action, i, c.Params.Get("MaxResults"), c.Params.Get("NextToken"))
+		}
+	}
+}

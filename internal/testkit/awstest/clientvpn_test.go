@@ -144,15 +144,7 @@ func TestClientVPNPagination(t *testing.T) {
 	if diff := cmp.Diff(want, ids); diff != "" {
 		t.Errorf("ids (-want +got):\n%s", diff)
 	}
-	calls := s.Calls("ec2", "DescribeClientVpnConnections")
-	if len(calls) != 3 {
-		t.Fatalf("%d requests, want 3 pages", len(calls))
-	}
-	for i, c := range calls {
-		if c.Params.Get("MaxResults") != "5" || (i == 0) != (c.Params.Get("NextToken") == "") {
-			t.Errorf("request %d: MaxResults %q NextToken %q", i, c.Params.Get("MaxResults"), c.Params.Get("NextToken"))
-		}
-	}
+	checkPages(t, s, "DescribeClientVpnConnections", 3, "5")
 
 	// A connection made between two pages lands on a later page; none
 	// are repeated or skipped.

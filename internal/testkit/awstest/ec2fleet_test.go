@@ -199,15 +199,7 @@ func TestDescribeInstancesPagination(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ids (-want +got):\n%s", diff)
 	}
-	calls := s.Calls("ec2", "DescribeInstances")
-	if len(calls) != 3 {
-		t.Fatalf("%d requests, want 3 pages", len(calls))
-	}
-	for i, c := range calls {
-		if c.Params.Get("MaxResults") != "5" || (i == 0) != (c.Params.Get("NextToken") == "") {
-			t.Errorf("request %d: MaxResults %q NextToken %q", i, c.Params.Get("MaxResults"), c.Params.Get("NextToken"))
-		}
-	}
+	checkPages(t, s, "DescribeInstances", 3, "5")
 
 	// Filters apply before paging; an instance added between pages lands
 	// on a later page, and none is repeated or skipped.
