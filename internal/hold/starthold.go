@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"log/slog"
 	"sync"
 	"time"
@@ -85,7 +86,26 @@ type StartHoldOptions struct {
 	// Timeout bounds one read. Default DefaultStartHoldTimeout.
 	Timeout time.Duration
 	Logger  *slog.Logger
+	// Suspended is how long the machine has been suspended or hibernated
+	// since boot; it grows at a resume, which starts the machine again
+	// as a boot does (EC2 resumes a hibernated instance on
+	// StartInstances). Default: CLOCK_BOOTTIME - CLOCK_MONOTONIC.
+	Suspended func() time.Duration
 }
+
+// suspendedTime is CLOCK_BOOTTIME - CLOCK_MONOTONIC: the time spent
+// suspended since boot, or 0 when the clocks cannot be read.
+func suspendedTime() time.Duration {
+	var boot, mono unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot) != nil || unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono) != nil {
+		return 0
+	}
+	return time.Duration(boot.Nano() - mono.Nano())
+}
+
+// resumeJump is how much the suspended time must grow to count as a
+// resume (the two clocks are read one after the other).
+const resumeJump = time.Second
 
 // StartHold keeps a freshly started machine up until the time its start
 // hold tag names, so that a machine started for someone's first login is
@@ -105,13 +125,14 @@ type StartHoldOptions struct {
 // before stands until its end, and before any successful read there is
 // no hold, so a metadata service that is down never keeps the machine up.
 type StartHold struct {
-	reader  TagReader
-	clock   clock.Clock
-	boot    time.Time
-	every   time.Duration
-	timeout time.Duration
-	log     *slog.Logger
-	kick    chan struct{}
+	reader    TagReader
+	clock     clock.Clock
+	boot      time.Time
+	suspended func() time.Duration
+	every     time.Duration
+	timeout   time.Duration
+	log       *slog.Logger
+	kick      chan struct{}
 
 	mu  sync.Mutex
 	max time.Duration
@@ -121,6 +142,11 @@ type StartHold struct {
 	value   string
 	until   time.Time
 	failing bool
+	// lastSuspended is the suspended time last seen (-1: none yet);
+	// resumedAt the elapsed time since boot at the last resume seen
+	// (0: none).
+	lastSuspended time.Duration
+	resumedAt     time.Duration
 }
 
 // tagAnswer is what the last successful read said.
@@ -147,8 +173,11 @@ func NewStartHold(o StartHoldOptions) *StartHold {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &StartHold{reader: o.Reader, clock: o.Clock, boot: o.Boot, every: o.Every, timeout: o.Timeout,
-		log: o.Logger, kick: make(chan struct{}, 1), max: max(o.Max, 0)}
+	if o.Suspended == nil {
+		o.Suspended = suspendedTime
+	}
+	return &StartHold{reader: o.Reader, clock: o.Clock, boot: o.Boot, suspended: o.Suspended, every: o.Every, timeout: o.Timeout,
+		log: o.Logger, kick: make(chan struct{}, 1), max: max(o.Max, 0), lastSuspended: -1}
 }
 
 // SetMax changes the cap (on reload); 0 turns the start hold off. Turned
@@ -276,13 +305,21 @@ func (h *StartHold) record(now time.Time, v string, err error) {
 }
 
 // end is when a hold until until ends at now: until, or the cap (Max
-// after boot) if that comes first, and whether the cap came first.
+// after the machine started: its boot, or the last resume from
+// hibernation this agent saw) if that comes first, and whether the cap
+// came first. h.mu is held.
 func (h *StartHold) end(until, now time.Time) (time.Time, bool) {
 	limit := h.boot.Add(h.max)
 	if e := h.clock.Elapsed(); e > 0 {
 		// By the elapsed time since boot, which wall-clock steps do not
 		// move, as for boot grace.
-		limit = now.Add(h.max - e)
+		if s := h.suspended(); h.lastSuspended >= 0 && s > h.lastSuspended+resumeJump {
+			h.resumedAt = e
+			h.lastSuspended = s
+		} else if h.lastSuspended < 0 || s > h.lastSuspended {
+			h.lastSuspended = s
+		}
+		limit = now.Add(h.max - (e - h.resumedAt))
 	}
 	if limit.Before(until) {
 		return limit, true

@@ -410,3 +410,43 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// A resume from hibernation starts the machine again: the cap counts
+// from the resume, not from a boot long before it.
+func TestStartHoldCapAfterResume(t *testing.T) {
+	clk := clock.NewFake(t0)
+	tags := &fakeTags{err: ErrTagAbsent}
+	var suspended time.Duration
+	h := NewStartHold(StartHoldOptions{Reader: tags, Clock: clk, Boot: t0.Add(-clock.FakeBootElapsed), Max: 30 * time.Minute,
+		Suspended: func() time.Duration { return suspended }, Logger: slog.New(slog.DiscardHandler)})
+	// Up for an hour (FakeBootElapsed): a tag for 10 minutes holds
+	// nothing, the cap passed long ago.
+	tags.set(stamp(t0.Add(10*time.Minute)), nil)
+	h.Refresh(t.Context())
+	if hs := holdsAt(t, h, t0); len(hs) != 0 {
+		t.Fatalf("an hour after boot with a 30m cap: %+v", hs)
+	}
+	// Hibernated for two hours, then resumed and tagged anew by connect.
+	clk.Advance(2 * time.Hour)
+	suspended += 2 * time.Hour
+	until := clk.Now().Add(10 * time.Minute)
+	tags.set(stamp(until), nil)
+	h.Refresh(t.Context())
+	hs := holdsAt(t, h, clk.Now())
+	if len(hs) != 1 || !hs[0].Until.Equal(until) {
+		t.Fatalf("just after a resume: holds %+v, want one until %v", hs, until)
+	}
+	// A tag far ahead is capped at 30 minutes after the resume.
+	tags.set("2099-01-01T00:00:00Z", nil)
+	h.Refresh(t.Context())
+	hs = holdsAt(t, h, clk.Now())
+	if len(hs) != 1 || !hs[0].Until.Equal(clk.Now().Add(30*time.Minute)) {
+		t.Fatalf("far tag after a resume: holds %+v, want one until resume+30m", hs)
+	}
+	// Small differences between the clocks are no resume.
+	suspended += 500 * time.Millisecond
+	clk.Advance(31 * time.Minute)
+	if hs := holdsAt(t, h, clk.Now()); len(hs) != 0 {
+		t.Errorf("31 minutes after the resume: %+v", hs)
+	}
+}
