@@ -210,6 +210,24 @@ func (r *run) call(ctx context.Context) (context.Context, context.CancelFunc) {
 }
 
 func (r *run) connect(ctx context.Context) (net.Conn, error) {
+	// Dial where the instance answered last time while EC2 says where it
+	// is now; pre is used only if the two agree.
+	var pre *early
+	if hp := r.lastAddr(r.Target.ID); hp != "" {
+		pre = r.dialEarly(ctx, hp)
+	}
+	return r.reach(ctx, pre)
+}
+
+// reach finds the instance, wakes it if need be, and connects to its SSH
+// port, using pre when it dialled the address the instance has.
+func (r *run) reach(ctx context.Context, pre *early) (net.Conn, error) {
+	used := false
+	defer func() {
+		if !used {
+			pre.drop()
+		}
+	}()
 	cctx, cancel := r.call(ctx)
 	var in types.Instance
 	var err error
@@ -237,10 +255,21 @@ func (r *run) connect(ctx context.Context) (net.Conn, error) {
 		return nil, fmt.Errorf("connect %s: %w", r.Target, err)
 	}
 	hostport := net.JoinHostPort(addr, strconv.Itoa(r.Port))
+	id := aws.ToString(in.InstanceId)
+	if pre != nil && !woke && pre.hostport == hostport {
+		used = true
+		if conn := pre.take(); conn != nil {
+			return conn, nil
+		}
+	}
 	if woke {
 		r.progress("connecting to %s (%s address)", hostport, kind)
 	}
-	return r.dialSSH(ctx, hostport, woke)
+	conn, err := r.dialSSH(ctx, hostport, woke)
+	if err == nil {
+		r.remember(id, hostport)
+	}
+	return conn, err
 }
 
 // wake takes the instance's lock and brings it from whatever state it is

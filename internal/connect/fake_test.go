@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -242,13 +243,16 @@ type sshd struct {
 
 const banner = "SSH-2.0-fake\r\n"
 
-func newSSHD(t *testing.T) *sshd {
+func newSSHD(t *testing.T) *sshd { t.Helper(); return newSSHDOn(t, "127.0.0.1", 0) }
+
+// newSSHDOn is newSSHD on host and port (0: any).
+func newSSHDOn(t *testing.T, host string, port int) *sshd {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &sshd{ln: ln, host: "127.0.0.1", port: ln.Addr().(*net.TCPAddr).Port}
+	s := &sshd{ln: ln, host: host, port: ln.Addr().(*net.TCPAddr).Port}
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	wg.Add(1)

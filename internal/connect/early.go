@@ -1,0 +1,106 @@
+package connect
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/connwatch/connwatch/internal/atomicfile"
+)
+
+// A connect remembers, per instance id, the address it last reached the
+// instance at (INSTANCE.addr in the lock directory). The next connect to
+// that id dials it while DescribeInstances is on its way, and uses that
+// connection only if the instance runs and still has that address; any
+// other connection is closed unused, nothing sent on it. Over a network
+// with round trips of tens of milliseconds to the instance and to the
+// EC2 endpoint, the dial then costs no time of its own.
+
+// maxAddrFile bounds what is read of an address file: "[v6]:port" fits.
+const maxAddrFile = 64
+
+func addrFile(dir, id string) string { return filepath.Join(dir, id+".addr") }
+
+// lastAddr returns the address remembered for id on port, or "" when
+// there is none that is usable: a missing file, a symlink or another
+// file type, anything that is not an IP address and this port.
+func (r *run) lastAddr(id string) string {
+	if r.LockDir == "" || id == "" || prepareLockDir(r.LockDir) != nil {
+		return ""
+	}
+	f, err := os.OpenFile(addrFile(r.LockDir, id), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return ""
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxAddrFile+1))
+	if err != nil || len(b) > maxAddrFile {
+		return ""
+	}
+	ap, err := netip.ParseAddrPort(string(b))
+	if err != nil || int(ap.Port()) != r.Port {
+		return ""
+	}
+	return ap.String()
+}
+
+// remember records hostport as where id answered.
+func (r *run) remember(id, hostport string) {
+	if r.LockDir == "" || id == "" || !isInstanceID(id) || r.lastAddr(id) == hostport {
+		return
+	}
+	_ = atomicfile.Write(addrFile(r.LockDir, id), []byte(hostport), 0o600)
+}
+
+// early is a dial started before the address was confirmed.
+type early struct {
+	hostport string
+	cancel   context.CancelFunc
+	done     chan struct{}
+	conn     net.Conn
+	err      error
+}
+
+// dialEarly starts dialling hostport, bounded by DialTimeout.
+func (r *run) dialEarly(ctx context.Context, hostport string) *early {
+	dctx, cancel := context.WithTimeout(ctx, r.DialTimeout)
+	e := &early{hostport: hostport, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		e.conn, e.err = r.Dial(dctx, "tcp", hostport)
+		close(e.done)
+	}()
+	return e
+}
+
+// take waits for the dial and returns its connection, or nil if it
+// failed.
+func (e *early) take() net.Conn {
+	if e == nil {
+		return nil
+	}
+	<-e.done
+	e.cancel()
+	if e.err != nil {
+		return nil
+	}
+	return e.conn
+}
+
+// drop abandons the dial and closes its connection unused.
+func (e *early) drop() {
+	if e == nil {
+		return
+	}
+	e.cancel()
+	<-e.done // cancelled: returns at once
+	if e.conn != nil {
+		e.conn.Close()
+	}
+}
