@@ -69,7 +69,7 @@ func readBanner(b *testing.B, r io.Reader) {
 // is a TCP connect; connect starts the connwatch process, which asks EC2
 // (the loopback server) once, dials and splices.
 func BenchmarkConnectFirstByte(b *testing.B) {
-	_, sshd := benchLab(b)
+	aws, sshd := benchLab(b)
 	addr := net.JoinHostPort(sshd.Addr, strconv.Itoa(sshd.Port))
 	b.Run("direct", func(b *testing.B) {
 		for b.Loop() {
@@ -90,6 +90,30 @@ func BenchmarkConnectFirstByte(b *testing.B) {
 			_ = cmd.Wait()
 		}
 	})
+	// With EC2 20 ms away: a first connect (no remembered address, a
+	// fresh lock directory each time) asks, then dials; later ones dial
+	// the remembered address while they ask.
+	aws.SetLatency(20 * time.Millisecond)
+	for _, warm := range []bool{false, true} {
+		name := "connect-ec2-20ms-first"
+		if warm {
+			name = "connect-ec2-20ms-again"
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if !warm {
+					b.StopTimer()
+					b.Setenv("XDG_RUNTIME_DIR", b.TempDir())
+					b.StartTimer()
+				}
+				cmd, in, out := connectProc(b, sshd.Port)
+				readBanner(b, out)
+				in.Close()
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+			}
+		})
+	}
 }
 
 // BenchmarkConnectThroughput: 64 MiB through ssh to `cat > /dev/null`,

@@ -146,6 +146,7 @@ type Server struct {
 	requests []Request
 	handlers map[string]Handler // service + "/" + action
 	tokens   map[string]time.Time
+	latency  time.Duration
 	ec2      ec2State
 	cw       cwState
 }
@@ -225,6 +226,14 @@ func (s *Server) Env(t testing.TB) {
 
 // Handle registers h for an AWS API operation, replacing any earlier one.
 // service is the SigV4 signing name ("ec2", "sns", "monitoring").
+// SetLatency makes every AWS API answer (not IMDS) wait d of real time,
+// as a regional endpoint some way off does.
+func (s *Server) SetLatency(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.latency = d
+}
+
 func (s *Server) Handle(service, action string, h Handler) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -323,6 +332,10 @@ func (s *Server) serveAPI(hr *http.Request, r *Request) Response {
 		return ErrorResponse(r, http.StatusBadRequest, "MissingAction", "The request must contain the parameter Action")
 	}
 
+	s.mu.Lock()
+	latency := s.latency
+	s.mu.Unlock()
+	time.Sleep(latency) // real time: the client's own timeouts run on it
 	if resp, ok := s.injectedFailure(r); ok {
 		return resp
 	}

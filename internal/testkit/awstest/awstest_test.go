@@ -357,3 +357,18 @@ func checkPages(t *testing.T, s *awstest.Server, action string, n int, maxResult
 		}
 	}
 }
+
+func TestLatency(t *testing.T) {
+	s := awstest.New(t)
+	s.Env(t)
+	s.AddInstance(awstest.Instance{ID: "i-0aaaaaaaaaaaaaaaa", State: awstest.InstanceRunning})
+	client := ec2.NewFromConfig(loadConfig(t))
+	s.SetLatency(50 * time.Millisecond)
+	begin := time.Now()
+	if _, err := client.DescribeInstances(t.Context(), &ec2.DescribeInstancesInput{InstanceIds: []string{"i-0aaaaaaaaaaaaaaaa"}}); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(begin); took < 50*time.Millisecond {
+		t.Errorf("DescribeInstances took %v with a latency of 50ms", took)
+	}
+}
