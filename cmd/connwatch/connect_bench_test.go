@@ -83,11 +83,7 @@ func BenchmarkConnectFirstByte(b *testing.B) {
 	})
 	b.Run("connect", func(b *testing.B) {
 		for b.Loop() {
-			cmd, in, out := connectProc(b, sshd.Port)
-			readBanner(b, out)
-			in.Close()
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
+			bannerThroughConnect(b, sshd.Port)
 		}
 	})
 	// With EC2 20 ms away: a first connect (no remembered address, a
@@ -106,14 +102,21 @@ func BenchmarkConnectFirstByte(b *testing.B) {
 					b.Setenv("XDG_RUNTIME_DIR", b.TempDir())
 					b.StartTimer()
 				}
-				cmd, in, out := connectProc(b, sshd.Port)
-				readBanner(b, out)
-				in.Close()
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
+				bannerThroughConnect(b, sshd.Port)
 			}
 		})
 	}
+}
+
+// bannerThroughConnect starts connect to the instance on port, reads
+// sshd's banner through it and ends it.
+func bannerThroughConnect(b *testing.B, port int) {
+	b.Helper()
+	cmd, in, out := connectProc(b, port)
+	readBanner(b, out)
+	in.Close()
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
 }
 
 // BenchmarkConnectThroughput: 64 MiB through ssh to `cat > /dev/null`,
