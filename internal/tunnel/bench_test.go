@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/connwatch/connwatch/internal/testkit/sshdtest"
+	"github.com/prometheus/procfs"
 )
 
 // benchChunk is what one benchmark iteration moves through a forward.
@@ -210,16 +210,13 @@ func cpuTime() time.Duration {
 // procCPU is the user and system CPU time of process pid so far (0 when
 // it cannot be read).
 func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return 0
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
+	st, err := p.Stat()
+	if err != nil {
 		return 0
 	}
-	ut, _ := strconv.Atoi(f[11])
-	st, _ := strconv.Atoi(f[12])
-	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	return time.Duration(st.CPUTime() * float64(time.Second))
 }

@@ -23,12 +23,13 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/procfs"
 )
 
 // Operations a client asks the server for: the first byte of a
@@ -359,26 +360,14 @@ func rss(pid int) error {
 
 // treeRSS sums VmHWM (kB) over pid and its descendants.
 func treeRSS(pid int) (int, bool) {
+	procs, err := procfs.AllProcs()
+	if err != nil {
+		return 0, false
+	}
 	parent := map[int]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) > 1 {
-			pp, _ := strconv.Atoi(f[1])
-			parent[p] = pp
+	for _, p := range procs {
+		if st, err := p.Stat(); err == nil {
+			parent[p.PID] = st.PPID
 		}
 	}
 	if _, ok := parent[pid]; !ok {
@@ -397,24 +386,12 @@ func treeRSS(pid int) (int, bool) {
 		return false
 	}
 	total := 0
-	for p := range parent {
-		if in(p) {
-			total += vmHWM(p)
+	for _, p := range procs {
+		if in(p.PID) {
+			if st, err := p.NewStatus(); err == nil {
+				total += int(st.VmHWM >> 10)
+			}
 		}
 	}
 	return total, true
-}
-
-func vmHWM(pid int) int {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			return n
-		}
-	}
-	return 0
 }
