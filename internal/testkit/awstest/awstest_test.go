@@ -372,3 +372,27 @@ func TestLatency(t *testing.T) {
 		t.Errorf("DescribeInstances took %v with a latency of 50ms", took)
 	}
 }
+
+// pager is an SDK paginator of EC2 pages of type O.
+type pager[O any] interface {
+	HasMorePages() bool
+	NextPage(context.Context, ...func(*ec2.Options)) (O, error)
+}
+
+// allPages reads every page of p (at most 100), failing the test on an
+// error of op.
+func allPages[O any](t *testing.T, op string, p pager[O]) []O {
+	t.Helper()
+	var out []O
+	for i := 0; p.HasMorePages(); i++ {
+		if i == 100 {
+			t.Fatalf("%s: more than 100 pages", op)
+		}
+		page, err := p.NextPage(t.Context())
+		if err != nil {
+			t.Fatalf("%s: %v", op, err)
+		}
+		out = append(out, page)
+	}
+	return out
+}

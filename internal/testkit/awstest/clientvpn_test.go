@@ -30,15 +30,7 @@ func newClientVPN(t *testing.T, start time.Time, opts ...func(*ec2.Options)) (*a
 func describeAll(t *testing.T, c *ec2.Client, in *ec2.DescribeClientVpnConnectionsInput) []types.ClientVpnConnection {
 	t.Helper()
 	var out []types.ClientVpnConnection
-	p := ec2.NewDescribeClientVpnConnectionsPaginator(c, in)
-	for i := 0; p.HasMorePages(); i++ {
-		if i == 100 {
-			t.Fatalf("more than 100 pages")
-		}
-		page, err := p.NextPage(t.Context())
-		if err != nil {
-			t.Fatalf("DescribeClientVpnConnections: %v", err)
-		}
+	for _, page := range allPages(t, "DescribeClientVpnConnections", ec2.NewDescribeClientVpnConnectionsPaginator(c, in)) {
 		out = append(out, page.Connections...)
 	}
 	return out

@@ -80,15 +80,7 @@ func noState(t *testing.T, ch <-chan string) {
 func describe(t *testing.T, c *ec2.Client, in *ec2.DescribeInstancesInput) []types.Instance {
 	t.Helper()
 	var out []types.Instance
-	p := ec2.NewDescribeInstancesPaginator(c, in)
-	for i := 0; p.HasMorePages(); i++ {
-		if i == 100 {
-			t.Fatal("more than 100 pages")
-		}
-		page, err := p.NextPage(t.Context())
-		if err != nil {
-			t.Fatalf("DescribeInstances: %v", err)
-		}
+	for _, page := range allPages(t, "DescribeInstances", ec2.NewDescribeInstancesPaginator(c, in)) {
 		for _, r := range page.Reservations {
 			out = append(out, r.Instances...)
 		}
