@@ -317,7 +317,7 @@ func TestStartHoldRunRate(t *testing.T) {
 	go func() { done <- h.Run(ctx) }()
 	armed := func(at time.Time) {
 		t.Helper()
-		waitFor(t, "the timer armed at "+at.Sub(t0).String(), func() bool {
+		testproc.WaitFor(t, "the timer armed at "+at.Sub(t0).String(), 10*time.Second, func() bool {
 			d, ok := clk.NextDeadline()
 			return ok && d.Equal(at)
 		})
@@ -340,7 +340,7 @@ func TestStartHoldRunRate(t *testing.T) {
 	}
 
 	h.SetMax(2 * time.Hour)
-	waitFor(t, "a read once turned on", func() bool { return tags.count() == 1 })
+	testproc.WaitFor(t, "a read once turned on", 10*time.Second, func() bool { return tags.count() == 1 })
 	start := clk.Now()
 	armed(start.Add(DefaultStartHoldEvery))
 	for i := range 20 {
@@ -350,7 +350,7 @@ func TestStartHoldRunRate(t *testing.T) {
 		}
 	}
 	// 100 s: reads at 30, 60 and 90 s besides the first.
-	waitFor(t, "4 reads", func() bool { return tags.count() == 4 })
+	testproc.WaitFor(t, "4 reads", 10*time.Second, func() bool { return tags.count() == 4 })
 	if hs := holdsAt(t, h, clk.Now()); len(hs) != 1 {
 		t.Errorf("holds %v", hs)
 	}
@@ -374,7 +374,7 @@ func TestStartHoldNeverWaits(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- h.Run(ctx) }()
-	waitFor(t, "Run to arm its timer", func() bool { _, ok := clk.NextDeadline(); return ok })
+	testproc.WaitFor(t, "Run to arm its timer", 10*time.Second, func() bool { _, ok := clk.NextDeadline(); return ok })
 	clk.Advance(0)
 	<-tags.entered // a read hangs
 	for range 1000 {
@@ -397,17 +397,6 @@ func TestStartHoldNeverWaits(t *testing.T) {
 	h.Refresh(t.Context())
 	if !strings.Contains(logs.String(), "deadline exceeded") {
 		t.Errorf("log:\n%s", logs)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

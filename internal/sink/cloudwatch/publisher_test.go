@@ -20,6 +20,7 @@ import (
 	"github.com/connwatch/connwatch/internal/clock"
 	"github.com/connwatch/connwatch/internal/sink/cloudwatch"
 	"github.com/connwatch/connwatch/internal/testkit/awstest"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -554,31 +555,20 @@ func TestRunLoop(t *testing.T) {
 	h.pub.Observe(t0.Add(10*time.Second), 2)
 	h.pub.Observe(t0.Add(50*time.Second), 0)
 	// The agent goes quiet; Run's own timer closes the minute.
-	waitFor(t, "Run to arm its timer", func() bool {
+	testproc.WaitFor(t, "Run to arm its timer", 10*time.Second, func() bool {
 		d, ok := h.clk.NextDeadline()
 		return ok && d.Equal(t0.Add(time.Minute+cloudwatch.DefaultCloseGrace))
 	})
 	h.clk.Set(t0.Add(time.Minute + cloudwatch.DefaultCloseGrace))
 	// Wait until the call has returned too: cancelling while its answer
 	// is in flight would (rightly, at least once) send it again.
-	waitFor(t, "the first datapoint", func() bool { return len(h.delivered()) == 1 && h.pub.Stats().Pending == 0 })
+	testproc.WaitFor(t, "the first datapoint", 10*time.Second, func() bool { return len(h.delivered()) == 1 && h.pub.Stats().Pending == 0 })
 	h.pub.Observe(t0.Add(70*time.Second), 1)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 	checkDelivered(t, h.delivered(), minutes(2, 1))
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // TestOutageRealTime runs Run on the real clock with one-second periods
@@ -618,7 +608,7 @@ func TestOutageRealTime(t *testing.T) {
 	before := p.Stats()
 	srv.SetCloudWatchOutage(false)
 	back := time.Now()
-	waitFor(t, "the backlog", func() bool { return p.Stats().Delivered >= before.Delivered+uint64(before.Pending) })
+	testproc.WaitFor(t, "the backlog", 10*time.Second, func() bool { return p.Stats().Delivered >= before.Delivered+uint64(before.Pending) })
 	delay := time.Since(back)
 	close(stop)
 	wg.Wait()

@@ -81,3 +81,17 @@ func RequireBinary(t testing.TB, harness, name string) string {
 	Require(t, harness, fmt.Sprintf("executable %s (%v)", name, err), err == nil)
 	return p
 }
+
+// WaitFor polls cond every millisecond until it holds, failing the test
+// after d: for what another goroutine does in its own time (a timer armed
+// on a fake clock, a delivery on loopback).
+func WaitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
