@@ -142,6 +142,11 @@ type StartHold struct {
 	value   string
 	until   time.Time
 	failing bool
+	// capAt is when the cap ends by the wall clock and capElapsed by the
+	// elapsed time since boot (0: unknown), both set by updateCap at each
+	// read, so that the hold's end stays put between reads.
+	capAt      time.Time
+	capElapsed time.Duration
 	// lastSuspended is the suspended time last seen (-1: none yet);
 	// resumedAt the elapsed time since boot at the last resume seen
 	// (0: none).
@@ -186,6 +191,7 @@ func (h *StartHold) SetMax(d time.Duration) {
 	h.mu.Lock()
 	was := h.max
 	h.max = max(d, 0)
+	h.updateCap(h.clock.Now())
 	h.mu.Unlock()
 	if was == 0 && d > 0 {
 		select {
@@ -237,11 +243,12 @@ func (h *StartHold) Refresh(ctx context.Context) {
 func (h *StartHold) record(now time.Time, v string, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.updateCap(now)
 	log := h.log.With("tag", StartHoldTag)
 	if err != nil && !errors.Is(err, ErrTagAbsent) && !errors.Is(err, ErrTagsDisabled) {
 		// Unknown: keep what was read before.
 		if !h.failing {
-			switch end, _ := h.end(h.until, now); {
+			switch end, _ := h.end(h.until); {
 			case !h.until.IsZero() && now.Before(end):
 				log.Warn("cannot read the start hold tag; keeping the start hold read before", "until", end.UTC().Format(time.RFC3339), "err", err)
 			case h.answer == answerNone:
@@ -281,7 +288,7 @@ func (h *StartHold) record(now time.Time, v string, err error) {
 		}
 		return
 	}
-	end, capped := h.end(until, now)
+	end, capped := h.end(until)
 	switch {
 	case now.Before(end):
 		h.until = until
@@ -304,25 +311,30 @@ func (h *StartHold) record(now time.Time, v string, err error) {
 	}
 }
 
-// end is when a hold until until ends at now: until, or the cap (Max
-// after the machine started: its boot, or the last resume from
-// hibernation this agent saw) if that comes first, and whether the cap
-// came first. h.mu is held.
-func (h *StartHold) end(until, now time.Time) (time.Time, bool) {
-	limit := h.boot.Add(h.max)
-	if e := h.clock.Elapsed(); e > 0 {
-		// By the elapsed time since boot, which wall-clock steps do not
-		// move, as for boot grace.
-		if s := h.suspended(); h.lastSuspended >= 0 && s > h.lastSuspended+resumeJump {
-			h.resumedAt = e
-			h.lastSuspended = s
-		} else if h.lastSuspended < 0 || s > h.lastSuspended {
-			h.lastSuspended = s
-		}
-		limit = now.Add(h.max - (e - h.resumedAt))
+// updateCap sets when the cap (Max after the machine started: its boot,
+// or the last resume from hibernation this agent saw) ends. h.mu is held.
+func (h *StartHold) updateCap(now time.Time) {
+	e := h.clock.Elapsed()
+	if e <= 0 {
+		h.capAt, h.capElapsed = h.boot.Add(h.max), 0
+		return
 	}
-	if limit.Before(until) {
-		return limit, true
+	// By the elapsed time since boot, which wall-clock steps do not move,
+	// as for boot grace.
+	if s := h.suspended(); h.lastSuspended >= 0 && s > h.lastSuspended+resumeJump {
+		h.resumedAt, h.lastSuspended = e, s
+	} else if s > h.lastSuspended {
+		h.lastSuspended = s
+	}
+	h.capElapsed = h.resumedAt + h.max
+	h.capAt = now.Add(h.capElapsed - e)
+}
+
+// end is when a hold until until ends: until, or the cap if that comes
+// first, and whether the cap came first. h.mu is held.
+func (h *StartHold) end(until time.Time) (time.Time, bool) {
+	if h.capAt.Before(until) {
+		return h.capAt, true
 	}
 	return until, false
 }
@@ -335,8 +347,8 @@ func (h *StartHold) Holds(now time.Time) ([]policy.Hold, error) {
 	if h.max <= 0 || h.until.IsZero() {
 		return nil, nil
 	}
-	end, capped := h.end(h.until, now)
-	if !now.Before(end) {
+	end, capped := h.end(h.until)
+	if !now.Before(end) || h.capElapsed > 0 && h.clock.Elapsed() >= h.capElapsed {
 		return nil, nil
 	}
 	reason := "until " + end.UTC().Format(time.RFC3339) + " (instance tag " + StartHoldTag + ")"

@@ -122,6 +122,11 @@ func TestStartHoldCapped(t *testing.T) {
 	if len(hs) != 1 || !hs[0].Until.Equal(t0.Add(10*time.Minute)) || !strings.Contains(hs[0].Reason, "capped at start_hold_max 1h10m0s after boot") {
 		t.Fatalf("holds %+v, want one until t0+10m, capped", hs)
 	}
+	// The end stays put between reads, whenever the loop asks (it
+	// publishes the holds, and a moving end would rewrite its view).
+	if a, b := holdsAt(t, h, t0.Add(time.Millisecond)), holdsAt(t, h, t0.Add(time.Second)); len(a) != 1 || len(b) != 1 || !a[0].Until.Equal(*b[0].Until) {
+		t.Errorf("the capped end moved between two looks: %+v, %+v", a, b)
+	}
 	clk.Advance(5 * time.Minute)
 	h.Refresh(t.Context())
 	if hs := holdsAt(t, h, clk.Now()); len(hs) != 1 {
@@ -377,10 +382,15 @@ func TestStartHoldNeverWaits(t *testing.T) {
 	testproc.WaitFor(t, "Run to arm its timer", 10*time.Second, func() bool { _, ok := clk.NextDeadline(); return ok })
 	clk.Advance(0)
 	<-tags.entered // a read hangs
-	for range 1000 {
-		if hs := holdsAt(t, h, clk.Now()); len(hs) != 0 {
-			t.Fatalf("holds %v", hs)
-		}
+	answered := make(chan struct{})
+	var hs []policy.Hold
+	var err error
+	go func() { hs, err = h.Holds(clk.Now()); close(answered) }()
+	if !testproc.WaitClosed(answered, 5*time.Second) {
+		t.Fatal("Holds waits for a read that hangs")
+	}
+	if err != nil || len(hs) != 0 {
+		t.Fatalf("holds %v, %v", hs, err)
 	}
 	cancel()
 	if err := <-done; err != nil {
