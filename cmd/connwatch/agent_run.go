@@ -209,6 +209,7 @@ func (r *agentRun) startSessions(ctx context.Context) error {
 		r.log.Info("watching VPN clients", "source", p.Poller.Name(), "kind", p.Poller.Kind(), "every", p.Interval)
 	}
 	r.opts.Source, r.opts.Pollers, r.opts.Listeners = r.src, pollers, r.src.Listeners
+	r.opts.Scope = agent.Scope{ProcRoot: cfg.Proc, Ports: cfg.SSHPorts}
 	r.opts.Kicks, r.opts.Logins = kicks, logins
 	r.opts.ScanInterval = cfg.ScanInterval.Duration
 	for _, sig := range signals(ctx, cfg, r.src, logins, r.log) {

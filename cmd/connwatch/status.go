@@ -52,8 +52,9 @@ With such an agent, status shows the sessions as the agent last saw
 them (it rewrites its view on every change, at least every 10 s, and
 watches process events) instead of reading /proc itself: a few
 milliseconds however many processes run, with idle times up to 10 s old.
-The JSON field "source" says which ("agent" or "scan"); --scan, or
---proc, reads /proc regardless.
+The JSON field "source" says which ("agent" or "scan"); --scan reads
+/proc regardless, as does status when the agent watches only some ports
+(--ssh-port) or another --proc.
 
 Exit status: 0 when the scan ran (check "complete" for partial views),
 1 when the process table could not be read, 2 on usage errors.`,
@@ -74,7 +75,7 @@ Exit status: 0 when the scan ran (check "complete" for partial views),
 				listeners []string
 				source    = report.SourceScan
 			)
-			if view != nil && !scan && !cmd.Flags().Changed("proc") && wholeView(view, now) {
+			if view != nil && !scan && wholeView(view, procRoot, now) {
 				// A running agent saw all of it moments ago, having
 				// walked /proc on events: no walk of 10,000 processes.
 				snap = session.Snapshot{Time: now, Sessions: view.Sessions, PendingAuth: view.Connections, Complete: view.Complete, Warnings: view.Warnings}
@@ -152,16 +153,16 @@ func addVPN(cmd *cobra.Command, snap *session.Snapshot, view *agent.View, config
 }
 
 // agentViewFresh is how old an agent's view may be for status to show it
-// instead of scanning: the agent rewrites it on every change and at least
-// every 10 s.
-const agentViewFresh = 15 * time.Second
+// instead of scanning.
+const agentViewFresh = agent.ViewRefreshEvery + 5*time.Second
 
-// wholeView reports whether v can stand for a scan: an agent that
-// publishes the whole view (Listeners set) wrote it within
-// agentViewFresh.
-func wholeView(v *agent.View, now time.Time) bool {
+// wholeView reports whether v can stand for a scan of procRoot: an agent
+// that publishes the whole view (Listeners set) of every port of the same
+// procfs root wrote it within agentViewFresh.
+func wholeView(v *agent.View, procRoot string, now time.Time) bool {
 	age := now.Sub(v.Updated)
-	return v.Listeners != nil && age <= agentViewFresh && age >= -agentViewFresh
+	return v.Listeners != nil && v.Scope.ProcRoot == procRoot && len(v.Scope.Ports) == 0 &&
+		age <= agentViewFresh && age >= -agentViewFresh
 }
 
 // liveAgentView returns the view of an agent that is running and has

@@ -171,9 +171,9 @@ func TestStatusSurroundings(t *testing.T) {
 
 // TestStatusFromAgentView: with a running agent whose view is whole and
 // fresh, status shows the agent's sessions and pending connections
-// without reading /proc (source "agent"); --scan, --proc, a view older
-// than 15 s or one from an agent that does not publish its listeners
-// make it scan.
+// without reading /proc (source "agent"); --scan, another procfs root, a
+// view older than 15 s, of some ports only, or from an agent that does not
+// publish its listeners make it scan.
 func TestStatusFromAgentView(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
@@ -225,8 +225,8 @@ func TestStatusFromAgentView(t *testing.T) {
 		return sess, pending
 	}
 
-	scanned := status("--proc", recorded)
-	fromAgent := status()
+	scanned := status("--scan", "--proc", recorded)
+	fromAgent := status("--proc", recorded)
 	if scanned.Source != report.SourceScan || fromAgent.Source != report.SourceAgent {
 		t.Fatalf("sources %q and %q, want scan and agent", scanned.Source, fromAgent.Source)
 	}
@@ -241,10 +241,13 @@ func TestStatusFromAgentView(t *testing.T) {
 	if !fromAgent.Complete || len(fromAgent.Notices) != 0 {
 		t.Errorf("complete %v, notices %+v: the recorded tree has a listener and the agent runs", fromAgent.Complete, fromAgent.Notices)
 	}
-	if st := status("--scan"); st.Source != report.SourceScan {
+	if st := status("--scan", "--proc", recorded); st.Source != report.SourceScan {
 		t.Errorf("--scan: source %q", st.Source)
 	}
-	_, table, _ := runCLI(t, []string{"status", "--state-dir", state})
+	if st := status(); st.Source != report.SourceScan {
+		t.Errorf("status of /proc with an agent watching %s: source %q", recorded, st.Source)
+	}
+	_, table, _ := runCLI(t, []string{"status", "--state-dir", state, "--proc", recorded})
 	if !strings.Contains(table, "Sessions as the agent (pid") {
 		t.Errorf("the table does not say where its sessions come from:\n%s", table)
 	}
@@ -255,13 +258,14 @@ func TestStatusFromAgentView(t *testing.T) {
 	_ = ag.Process.Kill()
 	_ = ag.Wait()
 	for name, v := range map[string]agent.View{
-		"20 s old":     {PID: os.Getpid(), Updated: time.Now().Add(-20 * time.Second), Listeners: view.Listeners, Sessions: view.Sessions},
-		"no listeners": {PID: os.Getpid(), Updated: time.Now(), Sessions: view.Sessions},
+		"20 s old":     {PID: os.Getpid(), Updated: time.Now().Add(-20 * time.Second), Listeners: view.Listeners, Sessions: view.Sessions, Scope: view.Scope},
+		"no listeners": {PID: os.Getpid(), Updated: time.Now(), Sessions: view.Sessions, Scope: view.Scope},
+		"some ports":   {PID: os.Getpid(), Updated: time.Now(), Listeners: view.Listeners, Sessions: view.Sessions, Scope: agent.Scope{ProcRoot: recorded, Ports: []int{22}}},
 	} {
 		if err := atomicfile.WriteJSON(filepath.Join(state, agent.ViewFile), v, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if st := status(); st.Source != report.SourceScan {
+		if st := status("--proc", recorded); st.Source != report.SourceScan {
 			t.Errorf("%s view: source %q, want a scan", name, st.Source)
 		}
 	}

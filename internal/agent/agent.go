@@ -167,6 +167,8 @@ type Options struct {
 	// Listeners, when set, names the verified sshd listeners for the view
 	// (View.Listeners).
 	Listeners func() []string
+	// Scope is what the sessions source watches, for the view's readers.
+	Scope Scope
 }
 
 // WarnTimeout bounds the wall message.
@@ -303,7 +305,19 @@ type View struct {
 	Connections []session.PendingAuth `json:"pending_connections"`
 	Complete    bool                  `json:"complete"`
 	Listeners   []string              `json:"listeners"`
+	Scope       Scope                 `json:"scope"`
 }
+
+// Scope is what the agent's SSH source watches: a view of some ports only,
+// or of another procfs root, does not stand for a scan of all of /proc.
+type Scope struct {
+	ProcRoot string `json:"proc_root"`
+	Ports    []int  `json:"ports,omitempty"` // empty: every port
+}
+
+// ViewRefreshEvery bounds how old a running agent's view gets: it is
+// rewritten on every change and at least this often.
+const ViewRefreshEvery = 10 * time.Second
 
 // ViewFile and PolicyFile are the names of the agent's files in its state
 // directory.
@@ -675,7 +689,7 @@ func (a *Agent) persist(now time.Time, snap session.Snapshot) {
 	}
 	v := &View{
 		PID: os.Getpid(), Sessions: a.tracker.Sessions(), Pending: len(snap.PendingAuth), Blind: snap.Blind(),
-		Warnings: snap.Warnings, Policy: a.o.Policy.Status(now), Action: a.o.Actor.Name(),
+		Warnings: snap.Warnings, Policy: a.o.Policy.Status(now), Action: a.o.Actor.Name(), Scope: a.o.Scope,
 	}
 	if v.Warnings == nil {
 		v.Warnings = []session.Warning{}
@@ -690,9 +704,9 @@ func (a *Agent) persist(now time.Time, snap session.Snapshot) {
 			v.Listeners = []string{}
 		}
 	}
-	// Rewrite when something changed, and at least every 10 s so readers
-	// can tell a live agent from a dead one.
-	if a.lastView != nil && reflect.DeepEqual(withoutTime(*v), withoutTime(*a.lastView)) && now.Sub(a.lastView.Updated) < 10*time.Second {
+	// Rewrite when something changed, and at least every
+	// ViewRefreshEvery so readers can tell a live agent from a dead one.
+	if a.lastView != nil && reflect.DeepEqual(withoutTime(*v), withoutTime(*a.lastView)) && now.Sub(a.lastView.Updated) < ViewRefreshEvery {
 		return
 	}
 	v.Updated = now
