@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connwatch/connwatch/internal/hold"
 	"github.com/connwatch/connwatch/internal/testkit/awstest"
 	"github.com/connwatch/connwatch/internal/testkit/netnstest"
 	"github.com/connwatch/connwatch/internal/testkit/sshdtest"
@@ -199,9 +200,10 @@ func TestConnectWakesStoppedInstance(t *testing.T) {
 		}
 	}
 	in, _ := lab.aws.Instance(devboxID)
-	hold, err := time.Parse(time.RFC3339, in.Tags["connwatch:hold-until"])
-	if err != nil || hold.Before(time.Now().Add(9*time.Minute)) || hold.After(time.Now().Add(11*time.Minute)) {
-		t.Errorf("hold tag %q (%v), want about now+10m", in.Tags["connwatch:hold-until"], err)
+	// As the agent on the instance reads it.
+	until, err := hold.ParseHoldUntil(in.Tags[hold.StartHoldTag])
+	if err != nil || until.Before(time.Now().Add(9*time.Minute)) || until.After(time.Now().Add(11*time.Minute)) {
+		t.Errorf("hold tag %q (%v), want about now+10m", in.Tags[hold.StartHoldTag], err)
 	}
 	if t.Failed() {
 		return

@@ -24,12 +24,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/connwatch/connwatch/internal/clock"
+	"github.com/connwatch/connwatch/internal/hold"
 	"github.com/connwatch/connwatch/internal/termtext"
 )
 
 // HoldTag is the tag --hold sets on an instance it started, its value
-// the RFC 3339 UTC time until which the agent must not stop it.
-const HoldTag = "connwatch:hold-until"
+// the RFC 3339 time until which the agent there keeps it up: the one the
+// agent's start hold reads.
+const HoldTag = hold.StartHoldTag
 
 // Defaults of Options.
 const (
