@@ -106,6 +106,7 @@ func Dial(ctx context.Context, o Options) (net.Conn, error) {
 type run struct {
 	Options
 	begin time.Duration // mono() at the start
+	last  string        // the address lastAddr read, "" if none
 }
 
 func newRun(o Options) (*run, error) {

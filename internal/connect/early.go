@@ -2,14 +2,11 @@ package connect
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"syscall"
 
 	"github.com/connwatch/connwatch/internal/atomicfile"
+	"github.com/connwatch/connwatch/internal/safefile"
 )
 
 // A connect remembers, per instance id, the address it last reached the
@@ -23,40 +20,35 @@ import (
 // maxAddrFile bounds what is read of an address file: "[v6]:port" fits.
 const maxAddrFile = 64
 
-func addrFile(dir, id string) string { return filepath.Join(dir, id+".addr") }
-
 // lastAddr returns the address remembered for id on port, or "" when
-// there is none that is usable: a missing file, a symlink or another
-// file type, anything that is not an IP address and this port.
+// there is none that is usable: a missing file, anything but a regular
+// file of one link (safefile), anything that is not an IP address and
+// this port. It is also what remember compares with.
 func (r *run) lastAddr(id string) string {
-	if r.LockDir == "" || id == "" || prepareLockDir(r.LockDir) != nil {
+	path, err := instanceFile(r.LockDir, id, ".addr")
+	if err != nil || prepareLockDir(r.LockDir) != nil {
 		return ""
 	}
-	f, err := os.OpenFile(addrFile(r.LockDir, id), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	b, _, err := safefile.Read(path, maxAddrFile)
 	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return ""
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxAddrFile+1))
-	if err != nil || len(b) > maxAddrFile {
 		return ""
 	}
 	ap, err := netip.ParseAddrPort(string(b))
 	if err != nil || int(ap.Port()) != r.Port {
 		return ""
 	}
-	return ap.String()
+	r.last = ap.String()
+	return r.last
 }
 
-// remember records hostport as where id answered.
+// remember records hostport as where id answered, unless lastAddr read
+// just that.
 func (r *run) remember(id, hostport string) {
-	if r.LockDir == "" || id == "" || !isInstanceID(id) || r.lastAddr(id) == hostport {
+	path, err := instanceFile(r.LockDir, id, ".addr")
+	if err != nil || hostport == r.last {
 		return
 	}
-	_ = atomicfile.Write(addrFile(r.LockDir, id), []byte(hostport), 0o600)
+	_ = atomicfile.Write(path, []byte(hostport), 0o600)
 }
 
 // early is a dial started before the address was confirmed.

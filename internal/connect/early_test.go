@@ -26,7 +26,7 @@ func TestEarlyDialUsesRememberedAddress(t *testing.T) {
 	o, _ := setup(t, f, s, clk, id)
 	dialOK(t, o)
 	hp := net.JoinHostPort(s.host, strconv.Itoa(s.port))
-	if b, err := os.ReadFile(addrFile(o.LockDir, id)); err != nil || string(b) != hp {
+	if b, err := os.ReadFile(filepath.Join(o.LockDir, id+".addr")); err != nil || string(b) != hp {
 		t.Fatalf("remembered %q, %v; want %q", b, err, hp)
 	}
 	// The second connect dials before it hears from EC2: its
@@ -89,7 +89,7 @@ func TestEarlyDialAddressChanged(t *testing.T) {
 	if n := now.count(); n != 1 {
 		t.Errorf("%d connections to the new address, want 1", n)
 	}
-	if b, _ := os.ReadFile(addrFile(o.LockDir, id)); string(b) != net.JoinHostPort(now.host, strconv.Itoa(now.port)) {
+	if b, _ := os.ReadFile(filepath.Join(o.LockDir, id+".addr")); string(b) != net.JoinHostPort(now.host, strconv.Itoa(now.port)) {
 		t.Errorf("remembered %q after the change", b)
 	}
 }
@@ -100,7 +100,7 @@ func TestEarlyDialAddressChanged(t *testing.T) {
 func TestLastAddrRefusesBadFiles(t *testing.T) {
 	dir := t.TempDir()
 	r := &run{Options: Options{LockDir: dir, Port: 22}}
-	path := addrFile(dir, id)
+	path := filepath.Join(dir, id+".addr")
 	other := filepath.Join(t.TempDir(), "elsewhere")
 	if err := os.WriteFile(other, []byte("192.0.2.1:22"), 0o600); err != nil {
 		t.Fatal(err)

@@ -49,21 +49,26 @@ func openLock(dir, id string) (*os.File, error) {
 	if err := prepareLockDir(dir); err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dir, id+".lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0o600)
+	path, err := instanceFile(dir, id, ".lock")
+	if err != nil {
+		return nil, err
+	}
+	// flock takes a descriptor open for writing as well as any.
+	f, err := safefile.OpenAppend(path, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock: %w", err)
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("open lock %s: %w", path, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Uid != uint32(os.Geteuid()) {
-		f.Close()
-		return nil, fmt.Errorf("open lock %s: not a regular file of this user: %w", path, safefile.ErrUntrusted)
-	}
 	return f, nil
+}
+
+// instanceFile is the file of instance id with extension ext in dir,
+// refused for anything that is not an instance id (it names a file: an
+// id from an endpoint is checked like one from the command line).
+func instanceFile(dir, id, ext string) (string, error) {
+	if !isInstanceID(id) {
+		return "", fmt.Errorf("instance id %q: %w", id, ErrBadTarget)
+	}
+	return filepath.Join(dir, id+ext), nil
 }
 
 // tryFlock takes f's lock if it is free; false when another holds it.
