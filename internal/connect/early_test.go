@@ -107,6 +107,7 @@ func TestLastAddrRefusesBadFiles(t *testing.T) {
 	}
 	for name, setup := range map[string]func() error{
 		"a symlink":     func() error { return os.Symlink(other, path) },
+		"a hard link":   func() error { return os.Link(other, path) },
 		"a directory":   func() error { return os.Mkdir(path, 0o700) },
 		"a FIFO":        func() error { return unix.Mkfifo(path, 0o600) },
 		"no address":    func() error { return os.WriteFile(path, []byte("devbox.example:22"), 0o600) },
