@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -142,6 +143,10 @@ type sshResult struct {
 func runBounded(cmd *exec.Cmd, d time.Duration) sshResult {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// Its own session, so that a timeout kills ssh and the connect it
+	// runs (which holds ssh's output open) alike.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.WaitDelay = 2 * time.Second
 	begin := time.Now()
 	if err := cmd.Start(); err != nil {
 		return sshResult{err: err}
@@ -152,7 +157,7 @@ func runBounded(cmd *exec.Cmd, d time.Duration) sshResult {
 	select {
 	case err = <-done:
 	case <-time.After(d):
-		_ = cmd.Process.Kill()
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		err = fmt.Errorf("killed after %v: %w", d, <-done)
 	}
 	return sshResult{stdout.String(), stderr.String(), err, time.Since(begin)}
