@@ -224,8 +224,6 @@ func (s *Server) Env(t testing.TB) {
 	}
 }
 
-// Handle registers h for an AWS API operation, replacing any earlier one.
-// service is the SigV4 signing name ("ec2", "sns", "monitoring").
 // SetLatency makes every AWS API answer (not IMDS) wait d of real time,
 // as a regional endpoint some way off does.
 func (s *Server) SetLatency(d time.Duration) {
@@ -234,6 +232,8 @@ func (s *Server) SetLatency(d time.Duration) {
 	s.latency = d
 }
 
+// Handle registers h for an AWS API operation, replacing any earlier one.
+// service is the SigV4 signing name ("ec2", "sns", "monitoring").
 func (s *Server) Handle(service, action string, h Handler) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -335,7 +335,12 @@ func (s *Server) serveAPI(hr *http.Request, r *Request) Response {
 	s.mu.Lock()
 	latency := s.latency
 	s.mu.Unlock()
-	time.Sleep(latency) // real time: the client's own timeouts run on it
+	if latency > 0 { // real time: the client's own timeouts run on it
+		select {
+		case <-time.After(latency):
+		case <-hr.Context().Done(): // the client left, or the server closes
+		}
+	}
 	if resp, ok := s.injectedFailure(r); ok {
 		return resp
 	}

@@ -74,6 +74,10 @@ func (s *Server) validToken(tok string) bool {
 // metadata is the instance's metadata tree: the few paths connwatch reads.
 func (s *Server) metadata(path string) (string, bool) {
 	az := s.Region + "a"
+	// The instance's type and private address as the fleet has them.
+	s.mu.Lock()
+	own := s.ownLocked().Instance
+	s.mu.Unlock()
 	switch path {
 	case "/latest/meta-data/instance-id":
 		return s.InstanceID, true
@@ -82,7 +86,7 @@ func (s *Server) metadata(path string) (string, bool) {
 	case "/latest/meta-data/placement/availability-zone":
 		return az, true
 	case "/latest/meta-data/instance-type":
-		return "t3.micro", true
+		return own.Type, true
 	case "/latest/meta-data/tags/instance":
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -100,10 +104,10 @@ func (s *Server) metadata(path string) (string, bool) {
 			"marketplaceProductCodes": nil,
 			"imageId":                 "ami-0123456789abcdef0",
 			"instanceId":              s.InstanceID,
-			"instanceType":            "t3.micro",
+			"instanceType":            own.Type,
 			"kernelId":                nil,
 			"pendingTime":             "2026-01-01T00:00:00Z",
-			"privateIp":               "172.31.0.10",
+			"privateIp":               own.PrivateIP,
 			"ramdiskId":               nil,
 			"region":                  s.Region,
 			"version":                 "2017-09-30",
