@@ -232,29 +232,64 @@ func socksReply(w io.Writer, code byte) error {
 
 type closeWriter interface{ CloseWrite() error }
 
+// A copy reads through a buffer of smallCopy, its own for the life of the
+// connection, and while reads fill it (a transfer, not a conversation)
+// through one of bigCopy borrowed from a pool, given back at the first
+// read that would have fitted the small one. A write to the TCP side then
+// takes every SSH packet the channel holds up to bigCopy in one system
+// call, and a read from it as much (io.Copy wrote each 32 KiB packet on
+// its own), while an idle connection keeps only its small buffers.
+const (
+	smallCopy = 32 << 10
+	bigCopy   = 256 << 10
+)
+
+var bigCopies = sync.Pool{New: func() any { b := make([]byte, bigCopy); return &b }}
+
+// copyConn copies src to dst until src ends (nil) or either fails.
+func copyConn(dst io.Writer, src io.Reader) error {
+	small := make([]byte, smallCopy)
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			bigCopies.Put(big)
+		}
+	}()
+	for {
+		buf := small
+		if big != nil {
+			buf = *big
+		}
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return err
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+		switch {
+		case big == nil && n == len(small):
+			big = bigCopies.Get().(*[]byte)
+		case big != nil && n < len(small):
+			bigCopies.Put(big)
+			big = nil
+		}
+	}
+}
+
 // pipe copies both ways, passing half-closes on, until both directions
 // are done or ctx ends; then it closes both.
-// copyBuffer is the most one read and one write move in pipe: a write to
-// the TCP side takes all the channel has buffered up to this (many SSH
-// packets of 32 KiB in one system call), a read from it as much.
-const copyBuffer = 256 << 10
-
-// copyBuffers keeps the buffers of finished copies for the next ones, so
-// that connections coming and going do not grow the heap by 512 KiB each
-// until the next collection.
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBuffer); return &b }}
-
 func pipe(ctx context.Context, a, b net.Conn) {
 	stop := context.AfterFunc(ctx, func() { a.Close(); b.Close() })
 	defer stop()
 	var wg sync.WaitGroup
 	cp := func(dst, src net.Conn) {
-		bp := copyBuffers.Get().(*[]byte)
-		defer copyBuffers.Put(bp)
-		buf := *bp
-		// Plain Write and Read: TCPConn's ReadFrom and WriteTo would copy
-		// through 32 KiB, a write per SSH packet.
-		_, _ = io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf)
+		_ = copyConn(dst, src)
 		if cw, ok := dst.(closeWriter); ok {
 			_ = cw.CloseWrite()
 		} else {

@@ -532,7 +532,9 @@ func (t *Tunnel) connect(ctx context.Context) (*ssh.Client, net.Conn, error) {
 	_ = conn.SetDeadline(time.Now().Add(hs * time.Duration(len(hops))))
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	var client *ssh.Client
-	hc := conn
+	// Only the first hop reads a socket; the later ones ride on channels,
+	// which x/crypto/ssh buffers itself.
+	hc := readAhead(conn)
 	for i, h := range hops {
 		if i > 0 {
 			next := h.spec.Addr()
@@ -573,7 +575,7 @@ func (t *Tunnel) handshake(h hop, conn net.Conn) (*ssh.Client, error) {
 		HostKeyCallback:   h.keys.check,
 		HostKeyAlgorithms: h.keys.algorithms(addr, conn.RemoteAddr(), h.spec.HostKeyAlgorithms),
 	}
-	c, chans, reqs, err := ssh.NewClientConn(readAhead(conn), addr, cfg)
+	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("ssh handshake with %s: %w", addr, err)
 	}
