@@ -90,16 +90,20 @@ func (t *Tunnel) serveRemote(ctx context.Context, wg *sync.WaitGroup, i int, cli
 	// After a lost link the server often still holds the port for the
 	// session it has not yet noticed is dead; ExitOnForwardFailure then
 	// gives it that long before the connection goes.
-	var grace time.Time
-	if t.Status().Reconnects > 0 {
-		grace = t.clk.Now().Add(RemoteRebindGrace)
+	// By the elapsed time, which wall-clock steps do not move.
+	t.mu.Lock()
+	reconnected := t.st.Reconnects > 0
+	t.mu.Unlock()
+	var graceEnd time.Duration
+	if reconnected {
+		graceEnd = t.clk.Elapsed() + RemoteRebindGrace
 	}
 	for ctx.Err() == nil {
 		ln, err := client.Listen("tcp", bind)
 		if err != nil {
 			err = fmt.Errorf("remote listen on %s: %w", bind, err)
 			t.setForward(i, StateRemoteBindFailed, err)
-			if t.spec.ExitOnForwardFailure && !t.clk.Now().Before(grace) {
+			if t.spec.ExitOnForwardFailure && t.clk.Elapsed() >= graceEnd {
 				return slow(err)
 			}
 			if !t.sleep(ctx, bo.Next()) {
