@@ -35,7 +35,7 @@ func Splice(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) err
 
 	up := make(chan error, 1)
 	go func() {
-		_, handled, err := pipeToSocket(conn, in)
+		handled, err := pipeToSocket(conn, in)
 		if !handled {
 			_, err = io.Copy(conn, in)
 		}

@@ -23,19 +23,19 @@ const (
 // TCP connection: Go splices socket to pipe by itself, not pipe to
 // socket, which costs a read and a write per 64 KiB. handled is false
 // when it did nothing and io.Copy must do the work.
-func pipeToSocket(dst net.Conn, src io.Reader) (n int64, handled bool, err error) {
+func pipeToSocket(dst net.Conn, src io.Reader) (handled bool, err error) {
 	f, ok := src.(*os.File)
 	tc, ok2 := dst.(*net.TCPConn)
 	if !ok || !ok2 || !isFIFO(f) || f.SetReadDeadline(noDeadline) != nil {
-		return 0, false, nil
+		return false, nil
 	}
 	sc, err := f.SyscallConn()
 	if err != nil {
-		return 0, false, nil
+		return false, nil
 	}
 	dc, err := tc.SyscallConn()
 	if err != nil {
-		return 0, false, nil
+		return false, nil
 	}
 	// A larger pipe means fewer wake-ups for ssh and for us.
 	sc.Control(func(fd uintptr) { unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeSize) })
@@ -44,7 +44,7 @@ func pipeToSocket(dst net.Conn, src io.Reader) (n int64, handled bool, err error
 	// socket's users, and must not wait for one that waits for ssh.
 	chunk := maxSplice
 	for {
-		var moved int64
+		var moved int64 // 0 at the end of the pipe
 		var serr, werr error
 		rerr := sc.Read(func(sfd uintptr) bool {
 			werr = dc.Write(func(dfd uintptr) bool {
@@ -65,15 +65,14 @@ func pipeToSocket(dst net.Conn, src io.Reader) (n int64, handled bool, err error
 		})
 		switch {
 		case rerr != nil:
-			return n, true, rerr
+			return true, rerr
 		case werr != nil:
-			return n, true, werr
+			return true, werr
 		case serr != nil:
-			return n, true, &os.SyscallError{Syscall: "splice", Err: serr}
+			return true, &os.SyscallError{Syscall: "splice", Err: serr}
 		case moved == 0:
-			return n, true, nil // end of file
+			return true, nil // end of file
 		}
-		n += moved
 	}
 }
 

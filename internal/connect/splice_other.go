@@ -9,7 +9,7 @@ import (
 )
 
 // pipeToSocket leaves the work to io.Copy outside Linux.
-func pipeToSocket(net.Conn, io.Reader) (int64, bool, error) { return 0, false, nil }
+func pipeToSocket(net.Conn, io.Reader) (bool, error) { return false, nil }
 
 // PollableStdin returns os.Stdin outside Linux.
 func PollableStdin() *os.File { return os.Stdin }
