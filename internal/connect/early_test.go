@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,18 +34,15 @@ func TestEarlyDialUsesRememberedAddress(t *testing.T) {
 	// The second connect dials before it hears from EC2: its
 	// DescribeInstances waits for that dial.
 	var dials atomic.Int32
+	dialed := make(chan struct{})
 	o.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		dials.Add(1)
+		if dials.Add(1) == 1 {
+			close(dialed)
+		}
 		return f.dial(ctx, network, addr)
 	}
 	early := make(chan bool, 1)
-	o.Client = waitingEC2{f, func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for dials.Load() == 0 && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
-		early <- dials.Load() > 0
-	}}
+	o.Client = waitingEC2{f, func() { early <- testproc.WaitClosed(dialed, 5*time.Second) }}
 	dialOK(t, o)
 	if !<-early {
 		t.Errorf("no dial before DescribeInstances")
