@@ -320,8 +320,8 @@ type parts struct {
 	holds  []agent.HoldSource
 }
 
-// buildParts makes the parts of cfg; startHold, kept across reloads,
-// is one of the holds, set to cfg's cap (0: off unless an EC2 action).
+// buildParts makes the parts of cfg; startHold, kept across reloads (its
+// cap is set by the caller, cfg.StartHoldMax()), is one of the holds.
 func buildParts(cfg config.Agent, reject func(name string, err error), startHold *hold.StartHold) (parts, error) {
 	act, err := action.New(cfg.Action.Type, action.Options{Command: cfg.Action.Command, Timeout: cfg.Action.Timeout.Duration})
 	if err != nil {
@@ -353,15 +353,6 @@ func buildParts(cfg config.Agent, reject func(name string, err error), startHold
 			startHold.Holds,
 		},
 	}, nil
-}
-
-// startHoldMax is the start hold's cap under cfg: 0 (off, nothing read)
-// unless the action is an EC2 one.
-func startHoldMax(cfg config.Agent) time.Duration {
-	if !cfg.StartHold() {
-		return 0
-	}
-	return cfg.Idle.StartHoldMax.Duration
 }
 
 // hookTimeout bounds the warning hook.

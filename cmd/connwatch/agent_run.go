@@ -162,7 +162,7 @@ func (r *agentRun) startPolicy(context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.startHold.SetMax(startHoldMax(cfg))
+	r.startHold.SetMax(cfg.StartHoldMax())
 	if cfg.StartHold() {
 		r.log.Info("start hold: reading the instance tag from instance metadata", "tag", hold.StartHoldTag,
 			"every", hold.DefaultStartHoldEvery, "start_hold_max", cfg.Idle.StartHoldMax.Duration)
@@ -356,7 +356,7 @@ func (r *agentRun) reloadOnce() error {
 		return err
 	}
 	r.agent.Reconfigure(agent.Reconfig{Policy: np.policy, Actor: np.actor, Holds: np.holds})
-	r.startHold.SetMax(startHoldMax(newCfg))
+	r.startHold.SetMax(newCfg.StartHoldMax())
 	r.sinks.reload(r.log)
 	return nil
 }
@@ -383,7 +383,7 @@ func (r *agentRun) run(ctx context.Context) error {
 	r.agent = a
 	r.log.Info("agent starting", "state_dir", cfg.StateDir, "action", r.opts.Actor.Name(),
 		"window", r.opts.Policy.Status(time.Now()).Window,
-		"boot_grace", cfg.Idle.BootGrace.Duration, "start_hold_max", startHoldMax(cfg), "warn_before", cfg.Idle.WarnBefore.Duration)
+		"boot_grace", cfg.Idle.BootGrace.Duration, "start_hold_max", cfg.StartHoldMax(), "warn_before", cfg.Idle.WarnBefore.Duration)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Run(gctx) })
 	for _, run := range r.beside {

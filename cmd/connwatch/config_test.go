@@ -96,16 +96,16 @@ func TestStartHoldMaxFlag(t *testing.T) {
 		}
 		return cfg
 	}
-	if got := startHoldMax(resolve()); got != 30*time.Minute {
+	if got := resolve().StartHoldMax(); got != 30*time.Minute {
 		t.Errorf("from the file: %v, want 30m", got)
 	}
-	if got := startHoldMax(resolve("--start-hold-max", "10m")); got != 10*time.Minute {
+	if got := resolve("--start-hold-max", "10m").StartHoldMax(); got != 10*time.Minute {
 		t.Errorf("--start-hold-max 10m: %v", got)
 	}
-	if got := startHoldMax(resolve("--start-hold-max", "0")); got != 0 {
+	if got := resolve("--start-hold-max", "0").StartHoldMax(); got != 0 {
 		t.Errorf("--start-hold-max 0: %v, want off", got)
 	}
-	if got := startHoldMax(resolve("--action", "poweroff")); got != 0 {
+	if got := resolve("--action", "poweroff").StartHoldMax(); got != 0 {
 		t.Errorf("--action poweroff: %v, want off (not an EC2 action)", got)
 	}
 }

@@ -303,7 +303,16 @@ func (a Action) EC2Action() bool { return a.Type == "ec2-stop" || a.Type == "ec2
 // metadata service anyway, and a non-zero idle.start_hold_max. Other
 // actions may run anywhere, and the agent does not probe for a metadata
 // service it has no other use for.
-func (c Agent) StartHold() bool { return c.Action.EC2Action() && c.Idle.StartHoldMax.Duration > 0 }
+func (c Agent) StartHold() bool { return c.StartHoldMax() > 0 }
+
+// StartHoldMax is the start hold's cap: idle.start_hold_max with an EC2
+// action, else 0 (off: nothing is read).
+func (c Agent) StartHoldMax() time.Duration {
+	if !c.Action.EC2Action() {
+		return 0
+	}
+	return max(c.Idle.StartHoldMax.Duration, 0)
+}
 
 // SystemStateDir is the agent's state directory when it runs as root.
 const SystemStateDir = "/var/lib/connwatch"
