@@ -126,8 +126,15 @@ func TestLockWaitTimesOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer again.Close()
-	if err := flock(again); err != nil {
-		t.Fatal(err)
+	got := make(chan error, 1)
+	go func() { got <- flock(again) }()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the abandoned waiter kept the lock") // its goroutine stays blocked
 	}
 }
 

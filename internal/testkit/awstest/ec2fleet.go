@@ -892,10 +892,11 @@ func (s *Server) instanceCall(r *Request, idParam string, act func(ids []string,
 	now := s.clock.Now()
 	s.mu.Lock()
 	s.advanceLocked(now)
-	resp, ok := s.checkIDsLocked(r, ids)
+	check := s.checkIDsLocked
 	if idParam == "ResourceId" {
-		resp, ok = s.checkResourcesLocked(r, ids)
+		check = s.checkResourcesLocked
 	}
+	resp, ok := check(r, ids)
 	switch f := s.ec2.failure; {
 	case !ok:
 	case f != nil:
