@@ -243,7 +243,7 @@ func runConnect(cmd *cobra.Command, f connectFlags, args []string) error {
 		in = connect.PollableStdin() // ssh's pipe, for splice(2)
 	}
 	err = connect.Run(ctx, connect.Options{
-		Client:   ec2.NewFromConfig(cfg),
+		Client:   connect.SDK(ec2.NewFromConfig(cfg)),
 		Region:   cfg.Region,
 		Target:   target,
 		Port:     port,

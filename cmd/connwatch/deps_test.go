@@ -1,6 +1,7 @@
 package main
 
 import (
+	"debug/elf"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -41,5 +42,50 @@ func TestBinaryImportsNoHarness(t *testing.T) {
 	// The check itself finds a harness where one is imported.
 	if bad := harnessDeps(t, module+"/internal/testkit/sshdtest"); !slices.Contains(bad, module+"/internal/testkit/testproc") {
 		t.Fatalf("harnessDeps(sshdtest) = %v, want it to name testproc", bad)
+	}
+}
+
+// The binary links only the AWS operations it calls. It also links
+// text/template (through exporter-toolkit), and then the linker keeps
+// every exported method of whatever an interface value can reach: an SDK
+// client stored in an interface or a struct field would bring all of its
+// service's operations along (EC2 alone is 19 MB of the 73 MB binary
+// this test was written against) and every connwatch process, tunnel
+// included, would map the pages. So the clients are held as method values
+// (connect.SDK, cloudwatch.SDK); this test builds the real binary and
+// reads its symbol table.
+func TestBinaryLinksOnlyCalledAWSOperations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	goBin := testproc.RequireBinary(t, "deps", filepath.Join(runtime.GOROOT(), "bin", "go"))
+	bin := filepath.Join(t.TempDir(), "connwatch")
+	if out, err := exec.Command(goBin, "build", "-o", bin, module+"/cmd/connwatch").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	linked := map[string]bool{}
+	for _, s := range syms {
+		linked[s.Name] = true
+	}
+	const sdk = "github.com/aws/aws-sdk-go-v2/service/"
+	// Called, so linked: the check can see an operation.
+	for _, op := range []string{"ec2.(*Client).StopInstances", "ec2.(*Client).DescribeInstances", "cloudwatch.(*Client).PutMetricData", "sns.(*Client).Publish"} {
+		if !linked[sdk+op] {
+			t.Errorf("%s is not in the binary's symbols; the check below cannot be trusted", op)
+		}
+	}
+	for _, op := range []string{"ec2.(*Client).RunInstances", "ec2.(*Client).CreateVpc", "cloudwatch.(*Client).DeleteDashboards", "sns.(*Client).CreateTopic"} {
+		if linked[sdk+op] {
+			t.Errorf("the binary links %s, which connwatch never calls: some *Client is reachable from an interface again", op)
+		}
 	}
 }

@@ -14,10 +14,11 @@ import (
 )
 
 // instance is this EC2 instance, as its metadata service reports it, with
-// an EC2 client for its region.
+// StopInstances of an EC2 client for its region. It holds the method
+// value, not the *ec2.Client (see connect.SDK for why).
 type instance struct {
-	id, region string
-	client     *ec2.Client
+	id, region    string
+	stopInstances func(context.Context, *ec2.StopInstancesInput, ...func(*ec2.Options)) (*ec2.StopInstancesOutput, error)
 }
 
 // thisInstance loads the AWS configuration the standard way and asks IMDS
@@ -36,7 +37,7 @@ func thisInstance(ctx context.Context, opts []func(*config.LoadOptions) error) (
 		return instance{}, fmt.Errorf("read instance identity from IMDS: document without instance id or region (%q, %q)", doc.InstanceID, doc.Region)
 	}
 	client := ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.Region = doc.Region })
-	return instance{id: doc.InstanceID, region: doc.Region, client: client}, nil
+	return instance{id: doc.InstanceID, region: doc.Region, stopInstances: client.StopInstances}, nil
 }
 
 // stop sends StopInstances for the instance and describes the state change
@@ -46,7 +47,7 @@ func (in instance) stop(ctx context.Context, hibernate bool) (string, error) {
 	if hibernate {
 		input.Hibernate = aws.Bool(true)
 	}
-	out, err := in.client.StopInstances(ctx, input)
+	out, err := in.stopInstances(ctx, input)
 	if err != nil {
 		return "", err
 	}

@@ -17,14 +17,41 @@ import (
 	"github.com/connwatch/connwatch/internal/termtext"
 )
 
-// EC2 is the part of the EC2 API that connect uses; *ec2.Client is one.
+// EC2 is the part of the EC2 API that connect uses; SDK(client) is one.
 type EC2 interface {
 	DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
 	StartInstances(ctx context.Context, in *ec2.StartInstancesInput, optFns ...func(*ec2.Options)) (*ec2.StartInstancesOutput, error)
 	CreateTags(ctx context.Context, in *ec2.CreateTagsInput, optFns ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
 }
 
-var _ EC2 = (*ec2.Client)(nil)
+// SDK wraps an SDK client as an EC2. It holds the client's method values,
+// never the *ec2.Client: the binary links text/template (through
+// exporter-toolkit), and wherever a method may be called by name the
+// linker keeps every exported method of every type an interface value can
+// reach, fields included. A *ec2.Client so reached keeps all of EC2's
+// operations and their serializers, some 19 MB of text that every
+// connwatch process would map; held as three funcs, three are linked.
+func SDK(c *ec2.Client) EC2 {
+	return sdkClient{describe: c.DescribeInstances, start: c.StartInstances, tag: c.CreateTags}
+}
+
+type sdkClient struct {
+	describe func(context.Context, *ec2.DescribeInstancesInput, ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
+	start    func(context.Context, *ec2.StartInstancesInput, ...func(*ec2.Options)) (*ec2.StartInstancesOutput, error)
+	tag      func(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
+}
+
+func (s sdkClient) DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {
+	return s.describe(ctx, in, optFns...)
+}
+
+func (s sdkClient) StartInstances(ctx context.Context, in *ec2.StartInstancesInput, optFns ...func(*ec2.Options)) (*ec2.StartInstancesOutput, error) {
+	return s.start(ctx, in, optFns...)
+}
+
+func (s sdkClient) CreateTags(ctx context.Context, in *ec2.CreateTagsInput, optFns ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error) {
+	return s.tag(ctx, in, optFns...)
+}
 
 // Sentinels for what callers and tests branch on.
 var (

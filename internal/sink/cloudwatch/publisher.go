@@ -88,15 +88,38 @@ const (
 // ErrInvalidOptions is wrapped by every error New returns for bad options.
 var ErrInvalidOptions = errors.New("invalid CloudWatch options")
 
-// API is the part of the CloudWatch client the publisher uses;
-// *cloudwatch.Client implements it.
+// API is the part of the CloudWatch client the publisher uses; SDK(client)
+// is one.
 type API interface {
 	PutMetricData(context.Context, *cwapi.PutMetricDataInput, ...func(*cwapi.Options)) (*cwapi.PutMetricDataOutput, error)
 	DescribeAlarms(context.Context, *cwapi.DescribeAlarmsInput, ...func(*cwapi.Options)) (*cwapi.DescribeAlarmsOutput, error)
 	SetAlarmState(context.Context, *cwapi.SetAlarmStateInput, ...func(*cwapi.Options)) (*cwapi.SetAlarmStateOutput, error)
 }
 
-var _ API = (*cwapi.Client)(nil)
+// SDK wraps an SDK client as an API. It holds the client's method values,
+// not the *cloudwatch.Client, which in an interface would keep every
+// CloudWatch operation in the binary (see connect.SDK).
+func SDK(c *cwapi.Client) API {
+	return sdkClient{put: c.PutMetricData, describe: c.DescribeAlarms, set: c.SetAlarmState}
+}
+
+type sdkClient struct {
+	put      func(context.Context, *cwapi.PutMetricDataInput, ...func(*cwapi.Options)) (*cwapi.PutMetricDataOutput, error)
+	describe func(context.Context, *cwapi.DescribeAlarmsInput, ...func(*cwapi.Options)) (*cwapi.DescribeAlarmsOutput, error)
+	set      func(context.Context, *cwapi.SetAlarmStateInput, ...func(*cwapi.Options)) (*cwapi.SetAlarmStateOutput, error)
+}
+
+func (s sdkClient) PutMetricData(ctx context.Context, in *cwapi.PutMetricDataInput, optFns ...func(*cwapi.Options)) (*cwapi.PutMetricDataOutput, error) {
+	return s.put(ctx, in, optFns...)
+}
+
+func (s sdkClient) DescribeAlarms(ctx context.Context, in *cwapi.DescribeAlarmsInput, optFns ...func(*cwapi.Options)) (*cwapi.DescribeAlarmsOutput, error) {
+	return s.describe(ctx, in, optFns...)
+}
+
+func (s sdkClient) SetAlarmState(ctx context.Context, in *cwapi.SetAlarmStateInput, optFns ...func(*cwapi.Options)) (*cwapi.SetAlarmStateOutput, error) {
+	return s.set(ctx, in, optFns...)
+}
 
 // Options configure a Publisher. Only SpoolDir is required.
 type Options struct {
@@ -788,10 +811,10 @@ func (p *Publisher) resolve(ctx context.Context) error {
 	}
 	api := p.o.Client
 	if api == nil {
-		api = cwapi.NewFromConfig(cfg, func(o *cwapi.Options) {
+		api = SDK(cwapi.NewFromConfig(cfg, func(o *cwapi.Options) {
 			o.Region = region
 			o.Retryer = aws.NopRetryer{}
-		})
+		}))
 	}
 	p.target = &target{api: api, instanceID: id, region: region, dims: dimensions(id, p.o.Dimensions)}
 	p.mu.Lock()

@@ -52,7 +52,10 @@ type SNS struct {
 	name, topic string
 	fifo        bool
 	timeout     time.Duration
-	client      *sns.Client
+	// publish is the client's method value, not the *sns.Client, which
+	// an interface can reach through SNS and would then keep every SNS
+	// operation in the binary (see connect.SDK).
+	snsPublish func(context.Context, *sns.PublishInput, ...func(*sns.Options)) (*sns.PublishOutput, error)
 }
 
 // NewSNS checks o and loads the AWS configuration (no network: the
@@ -81,7 +84,7 @@ func NewSNS(ctx context.Context, o SNSOptions) (*SNS, error) {
 	})
 	return &SNS{
 		name: o.Name, topic: o.TopicARN, fifo: strings.HasSuffix(a.Resource, ".fifo"),
-		timeout: o.Timeout, client: client,
+		timeout: o.Timeout, snsPublish: client.Publish,
 	}, nil
 }
 
@@ -143,7 +146,7 @@ func (s *SNS) publish(ctx context.Context, m Message) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	if _, err := s.client.Publish(ctx, in); err != nil {
+	if _, err := s.snsPublish(ctx, in); err != nil {
 		err = fmt.Errorf("publish to %s: %w", s.topic, err)
 		var api smithy.APIError
 		if errors.As(err, &api) {
