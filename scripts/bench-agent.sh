@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(mktemp -d)/connwatch
-go build -o "$bin" ./cmd/connwatch
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin" ./cmd/connwatch
 CONNWATCH_BIN=$bin CONNWATCH_BENCH_SESSIONS=${1:-200} \
   go test -count=1 -timeout 20m -run '^TestAgentBench$' -v ./cmd/connwatch/ | grep -Ev '^(=== RUN|--- |PASS|ok )'

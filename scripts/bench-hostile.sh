@@ -27,7 +27,7 @@ maddr=${BENCH_METRICS_ADDR:-127.0.0.1:19817}
 bin=${CONNWATCH_BIN:-}
 if [ -z "$bin" ]; then
   bin=$work/connwatch
-  go build -o "$bin" ./cmd/connwatch
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin" ./cmd/connwatch
 fi
 mkdir "$work/u"
 cp "$(command -v bash)" "$work/u/sshd-forker"

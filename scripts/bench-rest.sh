@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-30}
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
-go build -o "$tmp/connwatch" ./cmd/connwatch
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/connwatch" ./cmd/connwatch
 tck=$(getconf CLK_TCK)
 
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }

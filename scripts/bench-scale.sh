@@ -37,7 +37,7 @@ trap cleanup EXIT
 bin=${CONNWATCH_BIN:-}
 if [ -z "$bin" ]; then
   bin=$tmp/connwatch
-  go build -o "$bin" ./cmd/connwatch
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin" ./cmd/connwatch
 fi
 tck=$(getconf CLK_TCK)
 

@@ -12,7 +12,11 @@
 #     time until a probe through the LocalForward (one every 100 ms from
 #     the cut on) gets its echo ("recover");
 #   - the peak RSS of the tool's process tree (sum of VmHWM of the live
-#     processes, sampled every 50 ms).
+#     processes, sampled every 50 ms: start-up included), and once the
+#     forwards answer, the most the tree held resident ("steady": VmRSS)
+#     and of that the most that was anonymous (heap, stacks) and
+#     file-backed (executable and libraries) at one time.
+# connwatch is built as scripts/release.sh builds it: static, stripped.
 # The namespaces and every process in them are removed on exit, however
 # the script ends. Needs root, ip, nft, sshd, ssh, go.
 #
@@ -79,7 +83,7 @@ done
 caddr=${net%.*}.$((${net##*.} + 1)) saddr=${net%.*}.$((${net##*.} + 2))
 
 echo "building..." >&2
-[ -n "$binary" ] || { go build -o "$dir/connwatch" ./cmd/connwatch; binary=$dir/connwatch; }
+[ -n "$binary" ] || { CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dir/connwatch" ./cmd/connwatch; binary=$dir/connwatch; }
 go build -o "$dir/tunnelbench" ./scripts/tunnelbench
 tb=$dir/tunnelbench
 
@@ -168,10 +172,10 @@ bench() { # tool
     autossh) AUTOSSH_GATETIME=0 ip netns exec "$cns" autossh -M 0 -N -F "$dir/ssh_config" bench 2>"$dir/$tool.log" & ;;
   esac
   pid=$!
-  "$tb" rss "$pid" >"$dir/$tool.rss" &
-  rsspid=$!
   waitfor inc "$tb" ping 127.0.0.1:17001
   waitfor ins "$tb" ping 127.0.0.1:17002
+  "$tb" rss "$pid" >"$dir/$tool.rss" &
+  rsspid=$!
   local lu=- ld=- ru=- rd=- bytes=$((size << 20))
   if [ "$throughput" = 1 ]; then
     xf() { local a b c; a=$("$@"); b=$("$@"); c=$("$@"); median "$a" "$b" "$c"; }
@@ -197,8 +201,8 @@ bench() { # tool
     results+=("$row RSSPLACEHOLDER")
   done
   kill "$rsspid" 2>/dev/null; wait "$rsspid" 2>/dev/null || true
-  local peak; peak=$(awk '{printf "%.1f", $1/1024}' "$dir/$tool.rss")
-  results=("${results[@]/RSSPLACEHOLDER/$(printf '%8s' "$peak")}")
+  local peak; peak=$(awk '{printf "%8.1f %6.1f %6.1f %6.1f", $1/1024, $2/1024, $3/1024, $4/1024}' "$dir/$tool.rss")
+  results=("${results[@]/RSSPLACEHOLDER/$peak}")
   kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
   # The next tool needs the forward's port: wait until it is free.
   for _ in $(seq 100); do inc "$tb" ping 127.0.0.1:17001 0.2s >/dev/null 2>&1 || break; sleep 0.1; done
@@ -219,5 +223,5 @@ done
 
 echo
 echo "ServerAliveInterval $interval, ServerAliveCountMax $countmax, ConnectTimeout ${connect_timeout:-unset}; ${size} MiB transfers (MB/s, median of 3); times in s"
-printf '%-10s %6s %8s %8s %8s %8s %8s %8s %8s\n' tool outage notice recover L-up L-down R-up R-down RSS-MB
+printf '%-10s %6s %8s %8s %8s %8s %8s %8s %8s %6s %6s %6s\n' tool outage notice recover L-up L-down R-up R-down RSS-MB steady anon file
 printf '%s\n' "${results[@]}"

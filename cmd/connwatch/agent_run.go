@@ -358,6 +358,7 @@ func (r *agentRun) reloadOnce() error {
 	r.agent.Reconfigure(agent.Reconfig{Policy: np.policy, Actor: np.actor, Holds: np.holds})
 	r.startHold.SetMax(newCfg.StartHoldMax())
 	r.sinks.reload(r.log)
+	trimStartup(r.log)
 	return nil
 }
 
@@ -366,7 +367,10 @@ func (r *agentRun) run(ctx context.Context) error {
 	cfg := r.cfg
 	r.opts.Events = eventFanout{event.NewWriter(r.events), r.sinks.publisher}
 	r.opts.StateDir, r.opts.Clock, r.opts.Logger = cfg.StateDir, clock.Real{}, r.log
-	r.opts.Ready = func() { daemon.SdNotify(false, daemon.SdNotifyReady) }
+	r.opts.Ready = func() {
+		daemon.SdNotify(false, daemon.SdNotifyReady)
+		trimStartup(r.log)
+	}
 	if interval, err := daemon.SdWatchdogEnabled(false); err == nil && interval > 0 {
 		var last time.Time
 		r.opts.Alive = func() {

@@ -192,6 +192,7 @@ func runTunnels(ctx context.Context, f tunnelFlags, hosts []string, cmd *cobra.C
 	if err != nil {
 		return err
 	}
+	set.firstUp = func() { trimStartup(log) }
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -21,6 +23,10 @@ type tunnelSet struct {
 	tunnels []*tunnel.Tunnel
 	status  *tunnel.StatusWriter
 	log     *slog.Logger
+	// firstUp, if set, is called once, when a tunnel is first up.
+	firstUp func()
+	upOnce  sync.Once
+	upSeen  atomic.Bool
 }
 
 // newTunnelSet resolves hosts (ssh -G with -F configFile and -o options)
@@ -36,9 +42,19 @@ func newTunnelSet(ctx context.Context, hosts []string, configFile string, option
 		if len(spec.Forwards) == 0 {
 			log.Warn("host has no forwards; keeping the connection up anyway", "host", h)
 		}
-		set.tunnels = append(set.tunnels, tunnel.New(spec, tunnel.Options{
-			Logger: log.With("source", "tunnel"), OnChange: set.status.Changed, ResolveJump: resolve, ProbeInterval: probe,
-		}))
+		var t *tunnel.Tunnel
+		t = tunnel.New(spec, tunnel.Options{
+			Logger: log.With("source", "tunnel"), ResolveJump: resolve, ProbeInterval: probe,
+			OnChange: func(urgent bool) {
+				set.status.Changed(urgent)
+				// State changes are urgent; counters are not.
+				if urgent && set.firstUp != nil && !set.upSeen.Load() && t.Status().State == tunnel.StateUp {
+					set.upSeen.Store(true)
+					set.upOnce.Do(set.firstUp)
+				}
+			},
+		})
+		set.tunnels = append(set.tunnels, t)
 	}
 	return set, nil
 }

@@ -340,29 +340,34 @@ func rss(pid int) error {
 	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	peak := 0
+	var peak, rss, anon, file int
 	for {
-		total, alive := treeRSS(pid)
-		peak = max(peak, total)
+		m, alive := treeRSS(pid)
+		peak, rss, anon, file = max(peak, m.hwm), max(rss, m.anon+m.file), max(anon, m.anon), max(file, m.file)
 		if !alive {
 			break
 		}
 		select {
 		case <-term:
-			fmt.Println(peak)
+			fmt.Println(peak, rss, anon, file)
 			return nil
 		case <-tick.C:
 		}
 	}
-	fmt.Println(peak)
+	fmt.Println(peak, rss, anon, file)
 	return nil
 }
 
-// treeRSS sums VmHWM (kB) over pid and its descendants.
-func treeRSS(pid int) (int, bool) {
+// treeMem is memory summed over a process tree, in kB: the peaks (VmHWM)
+// and what is resident now, anonymous (heap, stacks) and file-backed (the
+// executable's and libraries' pages).
+type treeMem struct{ hwm, anon, file int }
+
+// treeRSS sums memory over pid and its descendants.
+func treeRSS(pid int) (treeMem, bool) {
 	procs, err := procfs.AllProcs()
 	if err != nil {
-		return 0, false
+		return treeMem{}, false
 	}
 	parent := map[int]int{}
 	for _, p := range procs {
@@ -371,7 +376,7 @@ func treeRSS(pid int) (int, bool) {
 		}
 	}
 	if _, ok := parent[pid]; !ok {
-		return 0, false
+		return treeMem{}, false
 	}
 	in := func(p int) bool {
 		for range 64 {
@@ -385,13 +390,15 @@ func treeRSS(pid int) (int, bool) {
 		}
 		return false
 	}
-	total := 0
+	var m treeMem
 	for _, p := range procs {
 		if in(p.PID) {
 			if st, err := p.NewStatus(); err == nil {
-				total += int(st.VmHWM >> 10)
+				m.hwm += int(st.VmHWM >> 10)
+				m.anon += int(st.RssAnon >> 10)
+				m.file += int(st.RssFile >> 10)
 			}
 		}
 	}
-	return total, true
+	return m, true
 }
