@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -281,24 +282,32 @@ func journalValue(raw json.RawMessage) string {
 // valid account, so its user is the shortest match: a certificate ID in
 // the key part cannot move the address.
 var (
-	reAccepted = regexp.MustCompile(`^Accepted (\S+) for (.+?) from (\S+) port (\d+) ssh2(?:: (.*))?$`)
-	reAuthStep = regexp.MustCompile(`^(?:Failed|Postponed|Partial) (\S+) for (?:invalid user )?(.*) from (\S+) port (\d+) ssh2(?:: .*)?$`)
-	reInvalid  = regexp.MustCompile(`^Invalid user (.*) from (\S+) port (\d+)$`)
+	reAccepted = lazyRegexp(`^Accepted (\S+) for (.+?) from (\S+) port (\d+) ssh2(?:: (.*))?$`)
+	reAuthStep = lazyRegexp(`^(?:Failed|Postponed|Partial) (\S+) for (?:invalid user )?(.*) from (\S+) port (\d+) ssh2(?:: .*)?$`)
+	reInvalid  = lazyRegexp(`^Invalid user (.*) from (\S+) port (\d+)$`)
 	// The rest of "Connection closed by ", "Connection reset by ",
 	// "Disconnected from " and "Timeout, client not responding from ":
 	// sshpkt_fmt_connection_id's "[preamble ]ADDR port PORT".
-	reConnID    = regexp.MustCompile(`^(?:(authenticating user|invalid user|user) (.*) )?(\S+) port (\d+)$`)
-	reReadError = regexp.MustCompile(`^Read error from remote host (\S+) port (\d+): .*$`)
-	reClosing   = regexp.MustCompile(`^Closing connection to (\S+) port (\d+)$`)
-	reTimeout   = regexp.MustCompile(`^Timeout before authentication for (\S+) port (\d+)$`)
-	reConnFrom  = regexp.MustCompile(`^Connection from (\S+) port (\d+) on \S+ port \d+(?: rdomain .*)?$`)
-	reStarting  = regexp.MustCompile(`^Starting session: (.*) for (\S+) from (\S+) port (\d+) id \d+$`)
-	reOnTTY     = regexp.MustCompile(`^(.*) on (\S+)$`)
-	reClose     = regexp.MustCompile(`^Close session: user (\S+) from (\S+) port (\d+) id \d+$`)
-	rePAMOpen   = regexp.MustCompile(`^pam_unix\([^:()]+:session\): session opened for user (\S+?)(?:\(uid=\d+\))? by `)
-	rePAMClose  = regexp.MustCompile(`^pam_unix\([^:()]+:session\): session closed for user (\S+)$`)
-	reAddrPort  = regexp.MustCompile(`(\S+) port (\d+)`)
+	reConnID    = lazyRegexp(`^(?:(authenticating user|invalid user|user) (.*) )?(\S+) port (\d+)$`)
+	reReadError = lazyRegexp(`^Read error from remote host (\S+) port (\d+): .*$`)
+	reClosing   = lazyRegexp(`^Closing connection to (\S+) port (\d+)$`)
+	reTimeout   = lazyRegexp(`^Timeout before authentication for (\S+) port (\d+)$`)
+	reConnFrom  = lazyRegexp(`^Connection from (\S+) port (\d+) on \S+ port \d+(?: rdomain .*)?$`)
+	reStarting  = lazyRegexp(`^Starting session: (.*) for (\S+) from (\S+) port (\d+) id \d+$`)
+	reOnTTY     = lazyRegexp(`^(.*) on (\S+)$`)
+	reClose     = lazyRegexp(`^Close session: user (\S+) from (\S+) port (\d+) id \d+$`)
+	rePAMOpen   = lazyRegexp(`^pam_unix\([^:()]+:session\): session opened for user (\S+?)(?:\(uid=\d+\))? by `)
+	rePAMClose  = lazyRegexp(`^pam_unix\([^:()]+:session\): session closed for user (\S+)$`)
+	reAddrPort  = lazyRegexp(`(\S+) port (\d+)`)
 )
+
+// lazyRegexp compiles expr at its first use: most connwatch processes
+// (status, tunnel, connect) never parse an sshd log line, and compiled at
+// start the patterns above cost every one of them some 200 kB of heap
+// and over a millisecond.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
 
 // parseMessage classifies an sshd message and takes out its fields.
 func parseMessage(msg string) (Event, bool) {
@@ -318,7 +327,7 @@ func parseMessage(msg string) (Event, bool) {
 	// says, nobody has authenticated.
 	if !ok {
 		ev = Event{}
-		if m := reAddrPort.FindAllStringSubmatch(msg, -1); m != nil {
+		if m := reAddrPort().FindAllStringSubmatch(msg, -1); m != nil {
 			last := m[len(m)-1]
 			if port, ok := parsePort(last[2]); ok {
 				ev.Addr, ev.Port = last[1], port
@@ -332,7 +341,7 @@ func parseMessage(msg string) (Event, bool) {
 func parseBody(msg string) (Event, bool) {
 	switch {
 	case strings.HasPrefix(msg, "Accepted "):
-		if m := reAccepted.FindStringSubmatch(msg); m != nil {
+		if m := reAccepted().FindStringSubmatch(msg); m != nil {
 			ev, ok := withAddr(Event{Kind: Accepted, User: m[2], Method: m[1], Key: m[5]}, m[3], m[4])
 			if ok && m[1] != "key" && m[1] != "certificate" {
 				return ev, true
@@ -345,11 +354,11 @@ func parseBody(msg string) (Event, bool) {
 		}
 		return Event{}, false
 	case strings.HasPrefix(msg, "Failed "), strings.HasPrefix(msg, "Postponed "), strings.HasPrefix(msg, "Partial "):
-		if m := reAuthStep.FindStringSubmatch(msg); m != nil {
+		if m := reAuthStep().FindStringSubmatch(msg); m != nil {
 			return withAddr(Event{Kind: Preauth, User: m[2], Method: m[1]}, m[3], m[4])
 		}
 	case strings.HasPrefix(msg, "Invalid user "):
-		if m := reInvalid.FindStringSubmatch(msg); m != nil {
+		if m := reInvalid().FindStringSubmatch(msg); m != nil {
 			return withAddr(Event{Kind: Preauth, User: m[1]}, m[2], m[3])
 		}
 	case strings.HasPrefix(msg, "Disconnected from "):
@@ -363,38 +372,38 @@ func parseBody(msg string) (Event, bool) {
 		// which only happens after authentication.
 		return connEnd(msg[len("Timeout, client not responding from "):], ConnectionClosed)
 	case strings.HasPrefix(msg, "Read error from remote host "):
-		if m := reReadError.FindStringSubmatch(msg); m != nil {
+		if m := reReadError().FindStringSubmatch(msg); m != nil {
 			return withAddr(Event{Kind: ConnectionClosed}, m[1], m[2])
 		}
 	case strings.HasPrefix(msg, "Closing connection to "):
-		if m := reClosing.FindStringSubmatch(msg); m != nil {
+		if m := reClosing().FindStringSubmatch(msg); m != nil {
 			return withAddr(Event{Kind: ConnectionClosed}, m[1], m[2])
 		}
 	case strings.HasPrefix(msg, "Timeout before authentication "):
-		if m := reTimeout.FindStringSubmatch(msg); m != nil {
+		if m := reTimeout().FindStringSubmatch(msg); m != nil {
 			return withAddr(Event{Kind: Preauth}, m[1], m[2])
 		}
 	case strings.HasPrefix(msg, "Connection from "):
-		if m := reConnFrom.FindStringSubmatch(msg); m != nil {
+		if m := reConnFrom().FindStringSubmatch(msg); m != nil {
 			return withAddr(Event{Kind: Preauth}, m[1], m[2])
 		}
 	case strings.HasPrefix(msg, "Starting session: "):
-		if m := reStarting.FindStringSubmatch(msg); m != nil {
+		if m := reStarting().FindStringSubmatch(msg); m != nil {
 			ev := Event{Kind: StartingSession, User: m[2], SessionType: m[1]}
-			if t := reOnTTY.FindStringSubmatch(m[1]); t != nil {
+			if t := reOnTTY().FindStringSubmatch(m[1]); t != nil {
 				ev.SessionType, ev.TTY = t[1], t[2]
 			}
 			return withAddr(ev, m[3], m[4])
 		}
 	case strings.HasPrefix(msg, "Close session: "):
-		if m := reClose.FindStringSubmatch(msg); m != nil {
+		if m := reClose().FindStringSubmatch(msg); m != nil {
 			return withAddr(Event{Kind: CloseSession, User: m[1]}, m[2], m[3])
 		}
 	case strings.HasPrefix(msg, "pam_unix("):
-		if m := rePAMOpen.FindStringSubmatch(msg); m != nil {
+		if m := rePAMOpen().FindStringSubmatch(msg); m != nil {
 			return Event{Kind: SessionOpened, User: m[1]}, true
 		}
-		if m := rePAMClose.FindStringSubmatch(msg); m != nil {
+		if m := rePAMClose().FindStringSubmatch(msg); m != nil {
 			return Event{Kind: SessionClosed, User: m[1]}, true
 		}
 	}
@@ -407,7 +416,7 @@ func parseBody(msg string) (Event, bool) {
 // port PORT" too; the pre-auth ones carry "[preauth]", handled by the
 // caller. A preamble of a user still authenticating makes it Preauth.
 func connEnd(rest string, kind Kind) (Event, bool) {
-	m := reConnID.FindStringSubmatch(rest)
+	m := reConnID().FindStringSubmatch(rest)
 	if m == nil {
 		return Event{}, false
 	}
