@@ -128,7 +128,7 @@ func TestAgentWebhookURLFile(t *testing.T) {
 	events := filepath.Join(dir, "events.jsonl")
 	cmd := connwatchCmd(t, "agent", "--proc", emptyProc(t, dir), "--state-dir", filepath.Join(dir, "state"), "--events", events,
 		"--period", "1s", "--idle-after", "4s", "--boot-grace", "0", "--warn-before", "1s", "--wall=false", "--metrics-addr", "", "--sshd-log", "",
-		"--webhook-url-file", urlFile, "--notify-events", "idle_start,stop_warning,stop")
+		"--webhook-url-file", urlFile, "--notify-events", "idle_start,stop_warning,stop", "--log-level", "debug")
 	var stderr testproc.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -160,6 +160,11 @@ func TestAgentWebhookURLFile(t *testing.T) {
 	}
 	if got(first) != "idle_start" {
 		t.Errorf("the first URL got %q after SIGHUP", got(first))
+	}
+	// Ready, and again after the reload, the agent gave back the pages
+	// of its binary that starting (reloading) mapped.
+	if n := strings.Count(stderr.String(), "gave back start-up pages"); n != 2 {
+		t.Errorf("the agent says %d times that it gave back its start-up pages, want 2 (ready, reload)", n)
 	}
 	if strings.Contains(stderr.String(), "XXXX") || strings.Contains(readFile(events), "XXXX") {
 		t.Errorf("the log or the events show the URL:\n%s", stderr.String())

@@ -197,8 +197,10 @@ func TestTunnelStatusAndRetry(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan int, 1)
+	var tunnelLog string
 	go func() {
-		code, _, _ := runCLIContext(ctx, []string{"tunnel", "--state-dir", state, "-F", cfg, "up"})
+		code, _, stderr := runCLIContext(ctx, []string{"tunnel", "--log-level", "debug", "--state-dir", state, "-F", cfg, "up"})
+		tunnelLog = stderr
 		done <- code
 	}()
 	var files []tunnel.StatusFile
@@ -242,6 +244,11 @@ func TestTunnelStatusAndRetry(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("tunnel did not stop on cancel")
+	}
+	// Once up, the tunnel gave back its start-up pages, once (the retry
+	// above may bring it up again).
+	if n := strings.Count(tunnelLog, "gave back start-up pages"); n != 1 {
+		t.Errorf("the tunnel's log says %d times that it gave back its start-up pages, want once:\n%s", n, tunnelLog)
 	}
 	if _, err := os.Stat(tunnel.StatusPath(filepath.Join(state, tunnel.StatusDir), "up")); !os.IsNotExist(err) {
 		t.Errorf("status file left after exit: %v", err)
