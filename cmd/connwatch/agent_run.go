@@ -155,14 +155,13 @@ func (r *agentRun) startPolicy(context.Context) error {
 	// which only asks it what it last read.
 	r.startHold = hold.NewStartHold(hold.StartHoldOptions{
 		Reader: &hold.IMDSTag{Key: hold.StartHoldTag}, Clock: clock.Real{}, Boot: r.boot,
-		Logger: r.log.With("hold", policy.HoldStart),
+		Max: cfg.StartHoldMax(), Logger: r.log.With("hold", policy.HoldStart),
 	})
 	r.beside = append(r.beside, r.startHold.Run)
 	pp, err := buildParts(cfg, r.rejectLock, r.startHold)
 	if err != nil {
 		return err
 	}
-	r.startHold.SetMax(cfg.StartHoldMax())
 	if cfg.StartHold() {
 		r.log.Info("start hold: reading the instance tag from instance metadata", "tag", hold.StartHoldTag,
 			"every", hold.DefaultStartHoldEvery, "start_hold_max", cfg.Idle.StartHoldMax.Duration)

@@ -20,11 +20,10 @@ import (
 // tags/instance/KEY once its metadata options turn them on.
 type IMDSTag struct {
 	Key string
-	// AWSConfig are extra options for config.LoadDefaultConfig.
-	AWSConfig []func(*config.LoadOptions) error
 
 	mu     sync.Mutex
 	client *imds.Client
+	id     string // this instance's id, for the hint when tags are off
 }
 
 var _ TagReader = (*IMDSTag)(nil)
@@ -45,16 +44,31 @@ func (t *IMDSTag) ReadTag(ctx context.Context) (string, error) {
 		if !notFound(err) {
 			return "", err
 		}
-		id, _ := get(ctx, c, "instance-id", 64)
-		if !instanceID.MatchString(id) {
-			id = "INSTANCE_ID"
-		}
-		return "", fmt.Errorf("%w: enable them with `aws ec2 modify-instance-metadata-options --instance-id %s --instance-metadata-tags enabled`", ErrTagsDisabled, id)
+		return "", fmt.Errorf("%w: enable them with `aws ec2 modify-instance-metadata-options --instance-id %s --instance-metadata-tags enabled`", ErrTagsDisabled, t.instanceID(ctx, c))
 	}
 	return "", fmt.Errorf("read instance tag %s: %w", t.Key, ErrTagAbsent)
 }
 
-var instanceID = regexp.MustCompile(`^i-[0-9a-f]{8,17}$`)
+var instanceIDPattern = regexp.MustCompile(`^i-[0-9a-f]{8,17}$`)
+
+// instanceID reads this instance's id once ("INSTANCE_ID" until a read
+// gives one): while tags stay off the hint repeats every read.
+func (t *IMDSTag) instanceID(ctx context.Context, c *imds.Client) string {
+	t.mu.Lock()
+	id := t.id
+	t.mu.Unlock()
+	if id != "" {
+		return id
+	}
+	id, _ = get(ctx, c, "instance-id", 64)
+	if !instanceIDPattern.MatchString(id) {
+		return "INSTANCE_ID"
+	}
+	t.mu.Lock()
+	t.id = id
+	t.mu.Unlock()
+	return id
+}
 
 // metadataClient makes the client at the first read, so an agent started
 // before the network is up still starts.
@@ -64,7 +78,7 @@ func (t *IMDSTag) metadataClient(ctx context.Context) (*imds.Client, error) {
 	if t.client != nil {
 		return t.client, nil
 	}
-	cfg, err := config.LoadDefaultConfig(ctx, t.AWSConfig...)
+	cfg, err := config.LoadDefaultConfig(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load AWS config: %w", err)
 	}
