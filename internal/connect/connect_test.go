@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/google/go-cmp/cmp"
 
@@ -275,16 +276,16 @@ func TestByName(t *testing.T) {
 // Without --address the public address is used, else the private one.
 func TestAddress(t *testing.T) {
 	in := types.Instance{
-		PublicIpAddress:  ptr("203.0.113.7"),
-		PrivateIpAddress: ptr("10.0.0.7"),
+		PublicIpAddress:  aws.String("203.0.113.7"),
+		PrivateIpAddress: aws.String("10.0.0.7"),
 		NetworkInterfaces: []types.InstanceNetworkInterface{
-			{Attachment: &types.InstanceNetworkInterfaceAttachment{DeviceIndex: ptr(int32(1))}, Ipv6Addresses: []types.InstanceIpv6Address{{Ipv6Address: ptr("2001:db8::1")}}},
-			{Attachment: &types.InstanceNetworkInterfaceAttachment{DeviceIndex: ptr(int32(0))}, Ipv6Addresses: []types.InstanceIpv6Address{{Ipv6Address: ptr("2001:db8::2")}}},
+			{Attachment: &types.InstanceNetworkInterfaceAttachment{DeviceIndex: aws.Int32(1)}, Ipv6Addresses: []types.InstanceIpv6Address{{Ipv6Address: aws.String("2001:db8::1")}}},
+			{Attachment: &types.InstanceNetworkInterfaceAttachment{DeviceIndex: aws.Int32(0)}, Ipv6Addresses: []types.InstanceIpv6Address{{Ipv6Address: aws.String("2001:db8::2")}}},
 		},
 	}
-	privateOnly := types.Instance{PrivateIpAddress: ptr("10.0.0.7")}
+	privateOnly := types.Instance{PrivateIpAddress: aws.String("10.0.0.7")}
 	primary6 := types.Instance{NetworkInterfaces: []types.InstanceNetworkInterface{{Ipv6Addresses: []types.InstanceIpv6Address{
-		{Ipv6Address: ptr("2001:db8::a")}, {Ipv6Address: ptr("2001:db8::b"), IsPrimaryIpv6: ptr(true)}}}}}
+		{Ipv6Address: aws.String("2001:db8::a")}, {Ipv6Address: aws.String("2001:db8::b"), IsPrimaryIpv6: aws.Bool(true)}}}}}
 	tests := []struct {
 		in       types.Instance
 		want     Address
@@ -310,8 +311,6 @@ func TestAddress(t *testing.T) {
 	}
 }
 
-func ptr[T any](v T) *T { return &v }
-
 // A cancelled context ends the wait at once.
 func TestInterrupted(t *testing.T) {
 	clk := clock.NewFake(t0)
@@ -323,5 +322,21 @@ func TestInterrupted(t *testing.T) {
 	_, err := Dial(ctx, o)
 	if err == nil || !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "interrupted") {
 		t.Errorf("Dial: %v, want interrupted", err)
+	}
+}
+
+// A Name is sent as a literal: EC2's wildcards and their escape are
+// escaped (TestByName cannot see this: the exact Name is checked again on
+// the answer).
+func TestEscapeFilter(t *testing.T) {
+	for in, want := range map[string]string{
+		"dev":      "dev",
+		"dev*":     `dev\*`,
+		"a?b":      `a\?b`,
+		`back\sl*`: `back\\sl\*`,
+	} {
+		if got := escapeFilter(in); got != want {
+			t.Errorf("escapeFilter(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -41,17 +41,16 @@ func (c autoClock) NewTimer(d time.Duration) clock.Timer {
 // clock: pending turns running pendingFor after the start, stopping
 // turns stopped at stoppedAt.
 type fakeInstance struct {
-	id, name, typ           string
-	state                   types.InstanceStateName
-	reason                  string // StateReason code
-	public, private         string
-	pendingFor              time.Duration
-	startedAt, stoppedAt    time.Time
-	failStart               string // after pendingFor, back to stopped with this reason
-	tags                    map[string]string
-	runningAt               time.Time
-	sshdDelay               time.Duration // sshd accepts this long after running
-	startedByFake, resolved bool
+	id, name, typ        string
+	state                types.InstanceStateName
+	reason               string // StateReason code
+	public, private      string
+	pendingFor           time.Duration
+	startedAt, stoppedAt time.Time
+	failStart            string // after pendingFor, back to stopped with this reason
+	tags                 map[string]string
+	runningAt            time.Time
+	sshdDelay            time.Duration // sshd accepts this long after running
 }
 
 // fakeEC2 implements EC2 over fakeInstances and counts calls.
@@ -187,7 +186,7 @@ func (f *fakeEC2) StartInstances(ctx context.Context, in *ec2.StartInstancesInpu
 		if i.state != types.InstanceStateNameStopped {
 			return nil, apiErr("IncorrectInstanceState", fmt.Sprintf("The instance '%s' is not in a state from which it can be started.", i.id))
 		}
-		i.state, i.reason, i.startedAt, i.startedByFake = types.InstanceStateNamePending, "", f.clock.Now(), true
+		i.state, i.reason, i.startedAt = types.InstanceStateNamePending, "", f.clock.Now()
 		return &ec2.StartInstancesOutput{}, nil
 	}
 	return nil, apiErr("InvalidInstanceID.NotFound", "no such instance")
