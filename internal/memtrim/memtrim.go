@@ -14,11 +14,14 @@
 // other connwatch processes, reclaimable under memory pressure) instead of
 // counting in this process's RSS and being held as mapped.
 //
-// Only mappings of the executable's own inode that are not writable are
-// touched: its data and bss, the heap and stacks are left alone. It is
-// called once after start-up (and after a config reload), so a debugger's
-// breakpoint or a uprobe set later is not affected; one set before it
-// would be dropped with the page it patched.
+// Only mappings of the executable's own inode that are not writable and
+// hold no private copy of a page are touched. A private copy is a page
+// changed since it was read from the file: in a position-independent
+// build the read-only-after-relocation segment (RELRO), whose pointers
+// the loader fixed up, and a page a debugger or uprobe patched. Dropping
+// those would bring back the file's unpatched bytes, so such a mapping
+// ("Anonymous:" above 0 in smaps) is left alone, as are data, bss, heap
+// and stacks.
 package memtrim
 
 import (
@@ -29,14 +32,14 @@ import (
 	"io"
 	"os"
 	"strconv"
-	"syscall"
 
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 )
 
-// mapsLimit bounds how much of /proc/self/maps is read: a Go process has
-// a few dozen mappings, far below this.
-const mapsLimit = 4 << 20
+// smapsLimit bounds how much of /proc/self/smaps is read: a Go process
+// has a few dozen mappings of some 25 lines each, far below this.
+const smapsLimit = 4 << 20
 
 // Result is what one Executable call did.
 type Result struct {
@@ -54,17 +57,17 @@ func Executable() (Result, error) {
 	if err := unix.Stat("/proc/self/exe", &st); err != nil {
 		return Result{}, fmt.Errorf("stat executable: %w", err)
 	}
-	f, err := os.Open("/proc/self/maps")
+	f, err := os.Open("/proc/self/smaps")
 	if err != nil {
 		return Result{}, fmt.Errorf("read mappings: %w", err)
 	}
 	defer f.Close()
-	ranges, err := readOnlyMappings(io.LimitReader(f, mapsLimit), uint64(st.Dev), st.Ino)
+	ranges, err := cleanReadOnlyMappings(io.LimitReader(f, smapsLimit), uint64(st.Dev), st.Ino)
 	if err != nil {
 		return Result{}, fmt.Errorf("read mappings: %w", err)
 	}
 	if len(ranges) == 0 {
-		return Result{}, errors.New("read mappings: no read-only mapping of the executable")
+		return Result{}, errors.New("read mappings: no clean read-only mapping of the executable")
 	}
 	res := Result{Ranges: len(ranges), RSSBefore: rss()}
 	for _, r := range ranges {
@@ -81,16 +84,42 @@ func Executable() (Result, error) {
 
 type span struct{ start, end uintptr }
 
-// readOnlyMappings parses /proc/PID/maps text and returns the mappings of
-// the file dev:ino that are neither writable nor shared. Lines look like
+// cleanReadOnlyMappings parses /proc/PID/smaps text and returns the
+// mappings of the file dev:ino that are neither writable nor shared and
+// hold no private (changed) page. A mapping is a header line, like
 //
 //	00400000-00b83000 r-xp 00000000 fe:01 1234567   /usr/bin/connwatch
-func readOnlyMappings(r io.Reader, dev, ino uint64) ([]span, error) {
-	var out []span
+//
+// followed by "Key: value" lines, among them "Anonymous: N kB".
+func cleanReadOnlyMappings(r io.Reader, dev, ino uint64) ([]span, error) {
+	var (
+		out  []span
+		cur  span
+		want bool // cur is a candidate
+		anon = -1 // cur's Anonymous kB, -1 until read
+	)
+	flush := func() {
+		if want && anon == 0 {
+			out = append(out, cur)
+		}
+		want, anon = false, -1
+	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), 64<<10)
 	for sc.Scan() {
 		fields := bytes.Fields(sc.Bytes())
+		if len(fields) == 0 {
+			continue
+		}
+		if key, ok := bytes.CutSuffix(fields[0], []byte{':'}); ok {
+			if want && string(key) == "Anonymous" && len(fields) >= 2 {
+				if n, err := strconv.Atoi(string(fields[1])); err == nil {
+					anon = n
+				}
+			}
+			continue
+		}
+		flush()
 		if len(fields) < 6 {
 			continue // anonymous
 		}
@@ -113,8 +142,9 @@ func readOnlyMappings(r io.Reader, dev, ino uint64) ([]span, error) {
 		if err1 != nil || err2 != nil || e <= s {
 			return nil, fmt.Errorf("bad address range %q", fields[0])
 		}
-		out = append(out, span{uintptr(s), uintptr(e)})
+		cur, want = span{uintptr(s), uintptr(e)}, true
 	}
+	flush()
 	return out, sc.Err()
 }
 
@@ -131,17 +161,13 @@ func sameDev(field string, dev uint64) bool {
 
 // rss returns VmRSS of this process in bytes, 0 when unknown.
 func rss() int64 {
-	b, err := os.ReadFile("/proc/self/statm")
+	p, err := procfs.Self()
 	if err != nil {
 		return 0
 	}
-	fields := bytes.Fields(b)
-	if len(fields) < 2 {
-		return 0
-	}
-	pages, err := strconv.ParseInt(string(fields[1]), 10, 64)
+	st, err := p.Statm()
 	if err != nil {
 		return 0
 	}
-	return pages * int64(syscall.Getpagesize())
+	return int64(st.Resident) * int64(os.Getpagesize())
 }

@@ -3,41 +3,67 @@ package memtrim
 import (
 	"bufio"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
+
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
-// Captured from `connwatch tunnel` (static build, /tmp/cws on fe:00), with
-// lines added for a shared mapping, another file, the same inode on
-// another device and a replaced executable.
-const capturedMaps = `00400000-00e45000 r-xp 00000000 fe:00 9978113                            /tmp/cws
+// The header lines are captured from `connwatch tunnel` (static build,
+// /tmp/cws on fe:00), with lines added for a shared mapping, another
+// file, the same inode on another device, a replaced executable and a
+// read-only mapping with changed pages (a PIE build's RELRO); each is
+// followed by smaps lines, of which only Anonymous counts.
+const capturedSmaps = `00400000-00e45000 r-xp 00000000 fe:00 9978113                            /tmp/cws
+Size:              10516 kB
+Rss:                2304 kB
+Anonymous:             0 kB
+VmFlags: rd ex mr mw me
 00e45000-0193a000 r--p 00a45000 fe:00 9978113                            /tmp/cws
+Rss:                4588 kB
+Anonymous:             0 kB
 0193a000-019b8000 rw-p 0153a000 fe:00 9978113                            /tmp/cws
+Anonymous:           440 kB
 019b8000-03a01000 rw-p 00000000 00:00 0 
+Anonymous:          3588 kB
 2e3790000000-2e3791c00000 ---p 00000000 00:00 0 
 7f2a30000000-7f2a30001000 r--s 00000000 fe:00 9978113                    /tmp/cws
+Anonymous:             0 kB
 7f2a30001000-7f2a30002000 r--p 00000000 fe:00 9978114                    /tmp/other
+Anonymous:             0 kB
 7f2a30002000-7f2a30003000 r--p 00000000 fe:01 9978113                    /other-fs/file
+Anonymous:             0 kB
 7f2a30003000-7f2a30004000 r--p 00001000 fe:00 9978113                    /tmp/cws (deleted)
+Anonymous:             0 kB
+7f2a30004000-7f2a30080000 r--p 00002000 fe:00 9978113                    /tmp/cws
+Rss:                 496 kB
+Anonymous:           484 kB
+7f2a30080000-7f2a30090000 r--p 00080000 fe:00 9978113                    /tmp/cws
+Rss:                   0 kB
 7f2a78a5b000-7f2a78a5f000 r--p 00000000 00:00 0                          [vvar]
 7f2a78a61000-7f2a78a63000 r-xp 00000000 00:00 0                          [vdso]
 7ffe6100a000-7ffe6102b000 rw-p 00000000 00:00 0                          [stack]
 `
 
-func TestReadOnlyMappings(t *testing.T) {
-	got, err := readOnlyMappings(strings.NewReader(capturedMaps), unix.Mkdev(0xfe, 0), 9978113)
+func TestCleanReadOnlyMappings(t *testing.T) {
+	got, err := cleanReadOnlyMappings(strings.NewReader(capturedSmaps), unix.Mkdev(0xfe, 0), 9978113)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Not the one with changed pages, nor the one whose Anonymous is
+	// not known.
 	want := []span{{0x400000, 0xe45000}, {0xe45000, 0x193a000}, {0x7f2a30003000, 0x7f2a30004000}}
 	if diff := cmp.Diff(want, got, cmp.AllowUnexported(span{})); diff != "" {
-		t.Errorf("readOnlyMappings (-want +got):\n%s", diff)
+		t.Errorf("cleanReadOnlyMappings (-want +got):\n%s", diff)
 	}
-	if _, err := readOnlyMappings(strings.NewReader("0040zz00-00e45000 r-xp 00000000 fe:00 9978113 /tmp/cws\n"), unix.Mkdev(0xfe, 0), 9978113); err == nil {
+	if _, err := cleanReadOnlyMappings(strings.NewReader("0040zz00-00e45000 r-xp 00000000 fe:00 9978113 /tmp/cws\n"), unix.Mkdev(0xfe, 0), 9978113); err == nil {
 		t.Error("a bad address range of the executable is not an error")
 	}
 }
@@ -108,5 +134,25 @@ func TestExecutableGivesBackPages(t *testing.T) {
 	}
 	if res.RSSBefore <= 0 || res.RSSAfter <= 0 || res.RSSAfter >= res.RSSBefore {
 		t.Errorf("VmRSS %d -> %d bytes, want it lower after", res.RSSBefore, res.RSSAfter)
+	}
+}
+
+// A position-independent build (as distributions build Go programs) has
+// a read-only segment the loader relocated (RELRO): its pages are private
+// copies, and dropping them would bring back unrelocated pointers and
+// crash the process at its next allocation. The test binary, built PIE,
+// runs the test above.
+func TestExecutableInPIEBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a PIE test binary")
+	}
+	goBin := testproc.RequireBinary(t, "memtrim", filepath.Join(runtime.GOROOT(), "bin", "go"))
+	bin := filepath.Join(t.TempDir(), "memtrim-pie.test")
+	if out, err := exec.Command(goBin, "test", "-c", "-buildmode=pie", "-o", bin, "github.com/connwatch/connwatch/internal/memtrim").CombinedOutput(); err != nil {
+		t.Fatalf("go test -c -buildmode=pie: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "-test.run", "^TestExecutableGivesBackPages$", "-test.v").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestExecutableGivesBackPages") {
+		t.Fatalf("the PIE build: %v\n%s", err, out)
 	}
 }
