@@ -188,11 +188,10 @@ func runTunnels(ctx context.Context, f tunnelFlags, hosts []string, cmd *cobra.C
 	if stateDir == "" {
 		stateDir = config.DefaultStateDir()
 	}
-	set, err := newTunnelSet(ctx, hosts, f.configFile, f.options, stateDir, f.probe, log)
+	set, err := newTunnelSet(ctx, hosts, f.configFile, f.options, stateDir, f.probe, log, func() { trimStartup(log) })
 	if err != nil {
 		return err
 	}
-	set.firstUp = func() { trimStartup(log) }
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -23,15 +22,15 @@ type tunnelSet struct {
 	tunnels []*tunnel.Tunnel
 	status  *tunnel.StatusWriter
 	log     *slog.Logger
-	// firstUp, if set, is called once, when a tunnel is first up.
-	firstUp func()
-	upOnce  sync.Once
-	upSeen  atomic.Bool
 }
 
 // newTunnelSet resolves hosts (ssh -G with -F configFile and -o options)
-// and builds their tunnels.
-func newTunnelSet(ctx context.Context, hosts []string, configFile string, options []string, stateDir string, probe time.Duration, log *slog.Logger) (*tunnelSet, error) {
+// and builds their tunnels. firstUp, if not nil, is called once, when a
+// tunnel is first up.
+func newTunnelSet(ctx context.Context, hosts []string, configFile string, options []string, stateDir string, probe time.Duration, log *slog.Logger, firstUp func()) (*tunnelSet, error) {
+	if firstUp != nil {
+		firstUp = sync.OnceFunc(firstUp)
+	}
 	resolve := specResolver(sshOptions{r: sshconfig.Exec{}, options: options}, configFile)
 	set := &tunnelSet{status: tunnel.NewStatusWriter(filepath.Join(stateDir, tunnel.StatusDir), log.With("source", "tunnel-status")), log: log}
 	for _, h := range hosts {
@@ -48,9 +47,8 @@ func newTunnelSet(ctx context.Context, hosts []string, configFile string, option
 			OnChange: func(urgent bool) {
 				set.status.Changed(urgent)
 				// State changes are urgent; counters are not.
-				if urgent && set.firstUp != nil && !set.upSeen.Load() && t.Status().State == tunnel.StateUp {
-					set.upSeen.Store(true)
-					set.upOnce.Do(set.firstUp)
+				if urgent && firstUp != nil && t.Status().State == tunnel.StateUp {
+					firstUp()
 				}
 			},
 		})
@@ -85,7 +83,7 @@ func agentTunnels(ctx context.Context, cfg config.Agent, log *slog.Logger) (*tun
 	if len(cfg.Tunnels.Hosts) == 0 {
 		return nil, nil
 	}
-	set, err := newTunnelSet(ctx, cfg.Tunnels.Hosts, cfg.Tunnels.SSHConfig, cfg.Tunnels.Options, cfg.StateDir, cfg.Tunnels.ProbeInterval.Duration, log)
+	set, err := newTunnelSet(ctx, cfg.Tunnels.Hosts, cfg.Tunnels.SSHConfig, cfg.Tunnels.Options, cfg.StateDir, cfg.Tunnels.ProbeInterval.Duration, log, nil)
 	if err != nil {
 		return nil, fmt.Errorf("tunnel: %w", err)
 	}

@@ -52,7 +52,7 @@ type SNS struct {
 	name, topic string
 	fifo        bool
 	timeout     time.Duration
-	// publish is the client's method value, not the *sns.Client, which
+	// snsPublish is the client's method value, not the *sns.Client, which
 	// an interface can reach through SNS and would then keep every SNS
 	// operation in the binary (see connect.SDK).
 	snsPublish func(context.Context, *sns.PublishInput, ...func(*sns.Options)) (*sns.PublishOutput, error)

@@ -23,8 +23,11 @@ type EC2 struct {
 	mu sync.Mutex
 	// describe is the client's method value, not the *ec2.Client: see
 	// connect.SDK for the 19 MB a reachable *ec2.Client costs.
-	describe func(context.Context, *ec2.DescribeClientVpnConnectionsInput, ...func(*ec2.Options)) (*ec2.DescribeClientVpnConnectionsOutput, error)
+	describe describeFunc
 }
+
+// describeFunc is (*ec2.Client).DescribeClientVpnConnections.
+type describeFunc = func(context.Context, *ec2.DescribeClientVpnConnectionsInput, ...func(*ec2.Options)) (*ec2.DescribeClientVpnConnectionsOutput, error)
 
 var _ API = (*EC2)(nil)
 
@@ -34,7 +37,7 @@ func NewEC2(region string) *EC2 { return &EC2{region: region} }
 // regionTimeout bounds the IMDS region lookup.
 const regionTimeout = 5 * time.Second
 
-func (l *EC2) get(ctx context.Context) (func(context.Context, *ec2.DescribeClientVpnConnectionsInput, ...func(*ec2.Options)) (*ec2.DescribeClientVpnConnectionsOutput, error), error) {
+func (l *EC2) get(ctx context.Context) (describeFunc, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.describe != nil {
