@@ -352,7 +352,7 @@ func (st *cvpnState) describe(s *Server, r *Request) Response {
 	}
 	var after uint64
 	if tok := r.Params.Get("NextToken"); tok != "" {
-		seq, ok := parseCVPNToken(tok, id)
+		seq, ok := parseSeqToken(tok, id)
 		if !ok {
 			return ec2Error(r, ec2Failure{"InvalidPaginationToken", "The specified pagination token is not valid or is expired."})
 		}
@@ -379,7 +379,7 @@ func (st *cvpnState) describe(s *Server, r *Request) Response {
 	}
 	inner := "<connections>" + items.String() + "</connections>"
 	if more {
-		inner += "<nextToken>" + xmlText(cvpnToken(id, last)) + "</nextToken>"
+		inner += "<nextToken>" + xmlText(seqToken(id, last)) + "</nextToken>"
 	}
 	return QueryResponse(r, EC2Namespace, inner)
 }
@@ -462,20 +462,20 @@ func cvpnFilters(r *Request) (cvpnFilter, Response, bool) {
 	}
 }
 
-// cvpnToken is an opaque NextToken: the endpoint and the position of the
-// last connection returned, so that pages stay right when connections
-// come and go between requests.
-func cvpnToken(endpoint string, seq uint64) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(endpoint + "/" + strconv.FormatUint(seq, 10)))
+// seqToken is an opaque NextToken: a scope (a Client VPN endpoint, or
+// "instances") and the position of the last item returned, so that pages
+// stay right when items come and go between requests.
+func seqToken(scope string, seq uint64) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(scope + "/" + strconv.FormatUint(seq, 10)))
 }
 
-func parseCVPNToken(tok, endpoint string) (uint64, bool) {
+func parseSeqToken(tok, scope string) (uint64, bool) {
 	b, err := base64.RawURLEncoding.DecodeString(tok)
 	if err != nil {
 		return 0, false
 	}
 	ep, seq, ok := strings.Cut(string(b), "/")
-	if !ok || ep != endpoint {
+	if !ok || ep != scope {
 		return 0, false
 	}
 	n, err := strconv.ParseUint(seq, 10, 64)

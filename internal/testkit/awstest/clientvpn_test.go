@@ -1,7 +1,6 @@
 package awstest_test
 
 import (
-	"errors"
 	"net/http"
 	"testing"
 	"time"
@@ -9,7 +8,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/aws/smithy-go"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
@@ -180,15 +178,7 @@ func TestClientVPNFilters(t *testing.T) {
 	}
 	_, err := client.DescribeClientVpnConnections(t.Context(), &ec2.DescribeClientVpnConnectionsInput{
 		ClientVpnEndpointId: aws.String(ep), Filters: []types.Filter{{Name: aws.String("common-name"), Values: []string{"x"}}}})
-	wantCode(t, err, "InvalidParameterValue")
-}
-
-func wantCode(t *testing.T, err error, code string) {
-	t.Helper()
-	var api smithy.APIError
-	if !errors.As(err, &api) || api.ErrorCode() != code {
-		t.Errorf("error = %v, want code %s", err, code)
-	}
+	apiError(t, err, "InvalidParameterValue", "")
 }
 
 func TestClientVPNErrors(t *testing.T) {
@@ -223,7 +213,7 @@ func TestClientVPNErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			n := len(s.Requests())
-			wantCode(t, call(tt.in), tt.code)
+			apiError(t, call(tt.in), tt.code, "")
 			reqs := s.Requests()[n:]
 			if len(reqs) != 1 || reqs[0].Status != tt.status || reqs[0].ErrorCode != tt.code {
 				t.Errorf("recorded %+v, want one with status %d", reqs, tt.status)
@@ -238,12 +228,12 @@ func TestClientVPNErrors(t *testing.T) {
 
 	// Injected failures are per endpoint.
 	s.SetClientVPNFailure(ep, awstest.CodeUnauthorizedOperation, "You are not authorized to perform this operation.")
-	wantCode(t, call(ec2.DescribeClientVpnConnectionsInput{ClientVpnEndpointId: aws.String(ep)}), awstest.CodeUnauthorizedOperation)
+	apiError(t, call(ec2.DescribeClientVpnConnectionsInput{ClientVpnEndpointId: aws.String(ep)}), awstest.CodeUnauthorizedOperation, "")
 	if err := call(ec2.DescribeClientVpnConnectionsInput{ClientVpnEndpointId: aws.String(other)}); err != nil {
 		t.Errorf("other endpoint: %v", err)
 	}
 	s.SetClientVPNFailure(ep, awstest.CodeRequestLimitExceeded, "Request limit exceeded.")
-	wantCode(t, call(ec2.DescribeClientVpnConnectionsInput{ClientVpnEndpointId: aws.String(ep)}), awstest.CodeRequestLimitExceeded)
+	apiError(t, call(ec2.DescribeClientVpnConnectionsInput{ClientVpnEndpointId: aws.String(ep)}), awstest.CodeRequestLimitExceeded, "")
 	if r := s.Requests(); r[len(r)-1].Status != http.StatusServiceUnavailable {
 		t.Errorf("throttling answered %d, want 503", r[len(r)-1].Status)
 	}
@@ -253,7 +243,7 @@ func TestClientVPNErrors(t *testing.T) {
 	}
 	// SetEC2Failure covers every EC2 action, this one too.
 	s.SetEC2Failure("AuthFailure", "AWS was not able to validate the provided access credentials")
-	wantCode(t, call(ec2.DescribeClientVpnConnectionsInput{ClientVpnEndpointId: aws.String(other)}), "AuthFailure")
+	apiError(t, call(ec2.DescribeClientVpnConnectionsInput{ClientVpnEndpointId: aws.String(other)}), "AuthFailure", "")
 }
 
 // TestClientVPNRetention: a terminated connection is listed, with its end

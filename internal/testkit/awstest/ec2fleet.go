@@ -2,7 +2,6 @@ package awstest
 
 import (
 	"cmp"
-	"encoding/base64"
 	"fmt"
 	"maps"
 	"slices"
@@ -631,7 +630,7 @@ func (s *Server) describeInstances(r *Request) Response {
 	}
 	var after uint64
 	if tok := r.Params.Get("NextToken"); tok != "" {
-		seq, ok := parseInstancesToken(tok)
+		seq, ok := parseSeqToken(tok, "instances")
 		if !ok {
 			return ec2Error(r, ec2Failure{CodeInvalidPaginationToken, "The specified pagination token is not valid or is expired."})
 		}
@@ -679,7 +678,7 @@ func (s *Server) describeInstances(r *Request) Response {
 		}
 		b.WriteString("</reservationSet>")
 		if more {
-			b.WriteString("<nextToken>" + xmlText(instancesToken(list[len(list)-1].seq)) + "</nextToken>")
+			b.WriteString("<nextToken>" + xmlText(seqToken("instances", list[len(list)-1].seq)) + "</nextToken>")
 		}
 		return QueryResponse(r, EC2Namespace, b.String())
 	}()
@@ -727,26 +726,6 @@ func (s *Server) writeReservation(b *strings.Builder, fi *fleetInstance) {
 	}
 	b.WriteString("<virtualizationType>hvm</virtualizationType><hypervisor>xen</hypervisor>")
 	b.WriteString("</item></instancesSet></item>")
-}
-
-// instancesToken is an opaque NextToken: the position of the last
-// instance returned, so that pages stay right when instances are added
-// between requests.
-func instancesToken(seq uint64) string {
-	return base64.RawURLEncoding.EncodeToString([]byte("instances/" + strconv.FormatUint(seq, 10)))
-}
-
-func parseInstancesToken(tok string) (uint64, bool) {
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil {
-		return 0, false
-	}
-	seq, ok := strings.CutPrefix(string(b), "instances/")
-	if !ok {
-		return 0, false
-	}
-	n, err := strconv.ParseUint(seq, 10, 64)
-	return n, err == nil
 }
 
 // instanceFilter is one Filter.N: an instance matches if any value
