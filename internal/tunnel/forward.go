@@ -91,11 +91,8 @@ func (t *Tunnel) serveRemote(ctx context.Context, wg *sync.WaitGroup, i int, cli
 	// session it has not yet noticed is dead; ExitOnForwardFailure then
 	// gives it that long before the connection goes.
 	// By the elapsed time, which wall-clock steps do not move.
-	t.mu.Lock()
-	reconnected := t.st.Reconnects > 0
-	t.mu.Unlock()
 	var graceEnd time.Duration
-	if reconnected {
+	if t.Status().Reconnects > 0 {
 		graceEnd = t.clk.Elapsed() + RemoteRebindGrace
 	}
 	for ctx.Err() == nil {
