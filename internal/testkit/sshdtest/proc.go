@@ -172,29 +172,47 @@ func reapAdopted() {
 
 // sessionLeftovers returns the live processes whose environment says they
 // were started by an SSH session to addr:port (SSH_CONNECTION ends
-// in " ADDR PORT"): commands that outlived their connection, which
-// sshd does not kill for sessions without a pty.
-func sessionLeftovers(addr string, port int) []procStat {
+// in " ADDR PORT"), in sshd's network namespace netNS: commands that
+// outlived their connection, which sshd does not kill for sessions
+// without a pty. For an sshd on every address (0.0.0.0, ::) any server
+// address on port counts, but only in netNS, and only if it is known: a
+// port alone would also match sessions of the machine's own sshd.
+func sessionLeftovers(addr string, port int, netNS string) []procStat {
+	wildcard := addr == "0.0.0.0" || addr == "::"
+	if wildcard && netNS == "" {
+		return nil
+	}
 	stats, err := allStats()
 	if err != nil {
 		return nil
 	}
-	suffix := " " + addr + " " + strconv.Itoa(port)
+	portField := []byte(strconv.Itoa(port))
 	var out []procStat
 	for pid, st := range stats {
 		if st.state == "Z" {
 			continue
 		}
-		env, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "environ"))
+		dir := filepath.Join("/proc", strconv.Itoa(pid))
+		env, err := os.ReadFile(filepath.Join(dir, "environ"))
 		if err != nil {
 			continue
 		}
 		for _, kv := range bytes.Split(env, []byte{0}) {
-			if v, ok := bytes.CutPrefix(kv, []byte("SSH_CONNECTION=")); ok && bytes.HasSuffix(v, []byte(suffix)) {
-				out = append(out, st)
-				out = append(out, descendants(stats, pid)...)
+			v, ok := bytes.CutPrefix(kv, []byte("SSH_CONNECTION="))
+			if !ok {
+				continue
+			}
+			// CLIENT_ADDR CLIENT_PORT SERVER_ADDR SERVER_PORT
+			f := bytes.Fields(v)
+			if len(f) != 4 || !bytes.Equal(f[3], portField) || (!wildcard && string(f[2]) != addr) {
 				break
 			}
+			if ns, _ := os.Readlink(filepath.Join(dir, "ns", "net")); netNS != "" && ns != netNS {
+				break
+			}
+			out = append(out, st)
+			out = append(out, descendants(stats, pid)...)
+			break
 		}
 	}
 	return out

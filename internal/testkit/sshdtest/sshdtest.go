@@ -127,6 +127,7 @@ type Server struct {
 
 	t        testing.TB
 	netns    string
+	netNS    string // sshd's network namespace (/proc/PID/ns/net), "" if unknown
 	config   string
 	askpass  string
 	cmd      *exec.Cmd
@@ -280,6 +281,7 @@ func (s *Server) launch(sshd string, port int) error {
 		close(exited)
 	}()
 	s.cmd, s.exited, s.PID, s.Port = cmd, exited, cmd.Process.Pid, port
+	s.netNS, _ = os.Readlink(filepath.Join("/proc", strconv.Itoa(s.PID), "ns", "net"))
 
 	listening := func() bool {
 		rows, err := tcpOf(s.PID, []int{s.PID})
@@ -325,7 +327,7 @@ func (s *Server) Stop() {
 			procs = freezeTree(s.PID)
 		}
 		procs = append(procs, s.forget()...)
-		procs = append(procs, sessionLeftovers(s.Addr, s.Port)...)
+		procs = append(procs, sessionLeftovers(s.Addr, s.Port, s.netNS)...)
 		for _, p := range procs {
 			if _, ok := same(p); ok {
 				_ = syscall.Kill(p.pid, syscall.SIGKILL)

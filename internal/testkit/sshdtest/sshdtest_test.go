@@ -418,3 +418,36 @@ func checkGoroutines(t *testing.T) {
 		}
 	})
 }
+
+// sessionLeftovers finds the command of a session to an sshd on every
+// address (its SSH_CONNECTION names the address the client came in on,
+// not 0.0.0.0), and only in sshd's network namespace.
+func TestSessionLeftoversWildcard(t *testing.T) {
+	s := Start(t, Options{ListenAddress: "0.0.0.0"})
+	c := s.SSH(t, nil, "sleep", "600")
+	ps := s.WaitProcs(t, "the session's sleep", 15*time.Second, func(ps []Proc) bool { return countPrefix(ps, "sleep 600") == 1 })
+	var sleep int
+	for _, p := range ps {
+		if strings.HasPrefix(p.Title, "sleep 600") {
+			sleep = p.PID
+		}
+	}
+	found := func(netNS string) bool {
+		for _, st := range sessionLeftovers(s.Addr, s.Port, netNS) {
+			if st.pid == sleep {
+				return true
+			}
+		}
+		return false
+	}
+	if !found(s.netNS) {
+		t.Errorf("sessionLeftovers(%s, %d, %s) misses the session's sleep %d", s.Addr, s.Port, s.netNS, sleep)
+	}
+	if found("net:[1]") {
+		t.Error("sessionLeftovers finds the sleep in another network namespace")
+	}
+	if found("") {
+		t.Error("sessionLeftovers matches by port alone when sshd's namespace is unknown")
+	}
+	c.Stop()
+}
