@@ -106,7 +106,6 @@ func Dial(ctx context.Context, o Options) (net.Conn, error) {
 type run struct {
 	Options
 	begin time.Duration // mono() at the start
-	last  string        // the address lastAddr read, "" if none
 }
 
 func newRun(o Options) (*run, error) {
@@ -225,12 +224,7 @@ func (r *run) connect(ctx context.Context) (net.Conn, error) {
 // reach finds the instance, wakes it if need be, and connects to its SSH
 // port, using pre when it dialled the address the instance has.
 func (r *run) reach(ctx context.Context, pre *early) (net.Conn, error) {
-	used := false
-	defer func() {
-		if !used {
-			pre.drop()
-		}
-	}()
+	defer pre.drop() // unless taken
 	cctx, cancel := r.call(ctx)
 	var in types.Instance
 	var err error
@@ -259,8 +253,11 @@ func (r *run) reach(ctx context.Context, pre *early) (net.Conn, error) {
 	}
 	hostport := net.JoinHostPort(addr, strconv.Itoa(r.Port))
 	id := aws.ToString(in.InstanceId)
-	if pre != nil && !woke && pre.hostport == hostport {
-		used = true
+	known := ""
+	if pre != nil {
+		known = pre.hostport
+	}
+	if !woke && hostport == known {
 		if conn := pre.take(); conn != nil {
 			return conn, nil
 		}
@@ -270,7 +267,7 @@ func (r *run) reach(ctx context.Context, pre *early) (net.Conn, error) {
 	}
 	conn, err := r.dialSSH(ctx, hostport, woke)
 	if err == nil {
-		r.remember(id, hostport)
+		r.remember(id, hostport, known)
 	}
 	return conn, err
 }

@@ -37,15 +37,14 @@ func (r *run) lastAddr(id string) string {
 	if err != nil || int(ap.Port()) != r.Port {
 		return ""
 	}
-	r.last = ap.String()
-	return r.last
+	return ap.String()
 }
 
-// remember records hostport as where id answered, unless lastAddr read
-// just that.
-func (r *run) remember(id, hostport string) {
+// remember records hostport as where id answered, unless it is known:
+// what lastAddr read.
+func (r *run) remember(id, hostport, known string) {
 	path, err := instanceFile(r.LockDir, id, ".addr")
-	if err != nil || hostport == r.last {
+	if err != nil || hostport == known {
 		return
 	}
 	_ = atomicfile.Write(path, []byte(hostport), 0o600)
@@ -71,18 +70,14 @@ func (r *run) dialEarly(ctx context.Context, hostport string) *early {
 	return e
 }
 
-// take waits for the dial and returns its connection, or nil if it
-// failed.
+// take waits for the dial and hands over its connection (nil if it
+// failed): drop then leaves it open.
 func (e *early) take() net.Conn {
-	if e == nil {
-		return nil
-	}
 	<-e.done
 	e.cancel()
-	if e.err != nil {
-		return nil
-	}
-	return e.conn
+	conn := e.conn
+	e.conn = nil
+	return conn
 }
 
 // drop abandons the dial and closes its connection unused.
