@@ -17,6 +17,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -106,6 +107,16 @@ func Dial(ctx context.Context, o Options) (net.Conn, error) {
 type run struct {
 	Options
 	begin time.Duration // mono() at the start
+
+	dirOnce sync.Once
+	dirErr  error // prepareLockDir's answer, asked once
+}
+
+// lockDirOK tells whether the lock directory is there and this user's
+// alone (asked once a run: the address file is read and written there).
+func (r *run) lockDirOK() bool {
+	r.dirOnce.Do(func() { r.dirErr = prepareLockDir(r.LockDir) })
+	return r.dirErr == nil
 }
 
 func newRun(o Options) (*run, error) {

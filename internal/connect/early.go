@@ -26,7 +26,7 @@ const maxAddrFile = 64
 // this port. It is also what remember compares with.
 func (r *run) lastAddr(id string) string {
 	path, err := instanceFile(r.LockDir, id, ".addr")
-	if err != nil || prepareLockDir(r.LockDir) != nil {
+	if err != nil || !r.lockDirOK() {
 		return ""
 	}
 	b, _, err := safefile.Read(path, maxAddrFile)
@@ -44,7 +44,7 @@ func (r *run) lastAddr(id string) string {
 // what lastAddr read.
 func (r *run) remember(id, hostport, known string) {
 	path, err := instanceFile(r.LockDir, id, ".addr")
-	if err != nil || hostport == known {
+	if err != nil || hostport == known || !r.lockDirOK() {
 		return
 	}
 	_ = atomicfile.Write(path, []byte(hostport), 0o600)

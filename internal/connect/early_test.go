@@ -132,3 +132,25 @@ func TestLastAddrRefusesBadFiles(t *testing.T) {
 		t.Errorf("lastAddr of a good file = %q", got)
 	}
 }
+
+// remember writes only into a lock directory that is this user's alone
+// (a connect by name: reads no address first, so remember checks).
+func TestRememberRefusesOpenDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	r := &run{Options: Options{LockDir: dir, Port: 22}}
+	r.remember(id, "192.0.2.1:22", "")
+	if _, err := os.Lstat(filepath.Join(dir, id+".addr")); !os.IsNotExist(err) {
+		t.Errorf("remember wrote into a directory others can write: %v", err)
+	}
+	ok := &run{Options: Options{LockDir: t.TempDir(), Port: 22}}
+	ok.remember(id, "192.0.2.1:22", "")
+	if got := ok.lastAddr(id); got != "192.0.2.1:22" {
+		t.Errorf("lastAddr after remember = %q", got)
+	}
+}
