@@ -288,7 +288,7 @@ func (r *run) reach(ctx context.Context, pre *early) (net.Conn, error) {
 func (r *run) wake(ctx context.Context, in types.Instance) (types.Instance, error) {
 	id := aws.ToString(in.InstanceId)
 	if s := state(in); gone(s) {
-		return in, fmt.Errorf("connect %s: the instance is %s: %w", id, s, ErrTerminated)
+		return in, terminated(id, s)
 	}
 	waitFrom := r.mono()
 	unlock, err := r.lock(ctx, id)
@@ -358,13 +358,13 @@ func (r *run) wake(ctx context.Context, in types.Instance) (types.Instance, erro
 				told = s
 			}
 		case types.InstanceStateNameTerminated, types.InstanceStateNameShuttingDown:
-			return in, fmt.Errorf("connect %s: the instance is %s: %w", id, s, ErrTerminated)
+			return in, terminated(id, s)
 		}
 		what := fmt.Sprintf("%s to run", id)
 		switch s {
 		case types.InstanceStateNameStopping:
 			what = fmt.Sprintf("%s to stop (it was stopping) before starting it", id)
-		case "":
+		case "": // not known: the last describe failed
 		default:
 			what = fmt.Sprintf("%s to run (it is %s)", id, s)
 		}
@@ -372,6 +372,11 @@ func (r *run) wake(ctx context.Context, in types.Instance) (types.Instance, erro
 			return in, err
 		}
 	}
+}
+
+// terminated is the error for an instance in state s, which is gone.
+func terminated(id string, s types.InstanceStateName) error {
+	return fmt.Errorf("connect %s: the instance is %s: %w", id, s, ErrTerminated)
 }
 
 // start sends StartInstances. retry is true when EC2 says the instance
