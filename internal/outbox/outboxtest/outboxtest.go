@@ -5,12 +5,12 @@ package outboxtest
 
 import (
 	"context"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/connwatch/connwatch/internal/clock"
 	"github.com/connwatch/connwatch/internal/outbox"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // Run starts b.Run(ctx, d) and returns a function that cancels it and
@@ -46,13 +46,7 @@ func Run(t testing.TB, b *outbox.Outbox, d outbox.Deliver) (stop func()) {
 // and fails the test after ten seconds.
 func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		runtime.Gosched()
-	}
+	testproc.WaitFor(t, what, 10*time.Second, cond)
 }
 
 // NextTimer waits until a timer of fake is armed (Run's backoff wait) and
