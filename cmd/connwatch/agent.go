@@ -320,9 +320,9 @@ type parts struct {
 	holds  []agent.HoldSource
 }
 
-// buildParts makes the parts of cfg; startHold, kept across reloads (its
-// cap is set by the caller, cfg.StartHoldMax()), is one of the holds.
-func buildParts(cfg config.Agent, reject func(name string, err error), startHold *hold.StartHold) (parts, error) {
+// buildParts makes the parts of cfg. The start hold, kept across
+// reloads, is added by agentRun.parts.
+func buildParts(cfg config.Agent, reject func(name string, err error)) (parts, error) {
 	act, err := action.New(cfg.Action.Type, action.Options{Command: cfg.Action.Command, Timeout: cfg.Action.Timeout.Duration})
 	if err != nil {
 		return parts{}, usageError{err}
@@ -350,7 +350,6 @@ func buildParts(cfg config.Agent, reject func(name string, err error), startHold
 			locks.Holds,
 			hold.Every(5*time.Second, func(time.Time) ([]policy.Hold, error) { return hold.Processes(cfg.Proc, patterns) }),
 			func(time.Time) ([]policy.Hold, error) { return hold.Load(cfg.Proc, cfg.Idle.KeepAwakeLoad) },
-			startHold.Holds,
 		},
 	}, nil
 }

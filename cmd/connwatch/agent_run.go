@@ -146,6 +146,18 @@ func (r *agentRun) startMetrics(ctx context.Context) error {
 	return nil
 }
 
+// parts makes the parts of cfg (buildParts) with the start hold, which
+// lives across reloads, among the holds and its cap set from cfg.
+func (r *agentRun) parts(cfg config.Agent) (parts, error) {
+	p, err := buildParts(cfg, r.rejectLock)
+	if err != nil {
+		return parts{}, err
+	}
+	p.holds = append(p.holds, r.startHold.Holds)
+	r.startHold.SetMax(cfg.StartHoldMax())
+	return p, nil
+}
+
 // startPolicy makes the idle policy, the stop action and the holds, and
 // the warnings before a stop.
 func (r *agentRun) startPolicy(context.Context) error {
@@ -158,7 +170,7 @@ func (r *agentRun) startPolicy(context.Context) error {
 		Max: cfg.StartHoldMax(), Logger: r.log.With("hold", policy.HoldStart),
 	})
 	r.beside = append(r.beside, r.startHold.Run)
-	pp, err := buildParts(cfg, r.rejectLock, r.startHold)
+	pp, err := r.parts(cfg)
 	if err != nil {
 		return err
 	}
@@ -350,12 +362,11 @@ func (r *agentRun) reloadOnce() error {
 		}
 		r.log.Warn("reload: these settings take effect only after a restart", "changed", fixed)
 	}
-	np, err := buildParts(newCfg, r.rejectLock, r.startHold)
+	np, err := r.parts(newCfg)
 	if err != nil {
 		return err
 	}
 	r.agent.Reconfigure(agent.Reconfig{Policy: np.policy, Actor: np.actor, Holds: np.holds})
-	r.startHold.SetMax(newCfg.StartHoldMax())
 	r.sinks.reload(r.log)
 	trimStartup(r.log)
 	return nil
