@@ -312,7 +312,7 @@ func (ep *cvpnEndpoint) expire(now time.Time) {
 func (st *cvpnState) describe(s *Server, r *Request) Response {
 	id := r.Params.Get("ClientVpnEndpointId")
 	if id == "" {
-		return ec2Error(r, ec2Failure{"MissingParameter", "The request must contain the parameter ClientVpnEndpointId"})
+		return ec2Error(r, ec2Failure{CodeMissingParameter, "The request must contain the parameter ClientVpnEndpointId"})
 	}
 	limit, f := maxResults(r, ClientVPNMinResults, ClientVPNMaxResults)
 	if f != nil {
@@ -327,7 +327,7 @@ func (st *cvpnState) describe(s *Server, r *Request) Response {
 	}
 	dryRun, err := boolParam(r, "DryRun")
 	if err != nil {
-		return ec2Error(r, ec2Failure{"InvalidParameterValue", err.Error()})
+		return ec2Error(r, ec2Failure{CodeInvalidParameterValue, err.Error()})
 	}
 	if s != nil {
 		s.mu.Lock()
@@ -348,13 +348,13 @@ func (st *cvpnState) describe(s *Server, r *Request) Response {
 		return ec2Error(r, ec2Failure{CodeClientVPNEndpointNotFound, fmt.Sprintf("The clientVpnEndpoint ID '%s' does not exist", id)})
 	}
 	if dryRun {
-		return ec2Error(r, ec2Failure{"DryRunOperation", "Request would have succeeded, but DryRun flag is set."})
+		return dryRunError(r)
 	}
 	var after uint64
 	if tok := r.Params.Get("NextToken"); tok != "" {
 		seq, ok := parseSeqToken(tok, id)
 		if !ok {
-			return ec2Error(r, ec2Failure{"InvalidPaginationToken", "The specified pagination token is not valid or is expired."})
+			return ec2Error(r, ec2Failure{CodeInvalidPaginationToken, "The specified pagination token is not valid or is expired."})
 		}
 		after = seq
 	}
@@ -451,12 +451,12 @@ func cvpnFilters(r *Request) (cvpnFilter, Response, bool) {
 		name := r.Params.Get(p + ".Name")
 		if name == "" {
 			if r.Params.Has(p + ".Value.1") {
-				return nil, ec2Error(r, ec2Failure{"InvalidParameterValue", "The filter 'null' is invalid"}), false
+				return nil, ec2Error(r, ec2Failure{CodeInvalidParameterValue, "The filter 'null' is invalid"}), false
 			}
 			return f, Response{}, true
 		}
 		if name != "connection-id" && name != "username" {
-			return nil, ec2Error(r, ec2Failure{"InvalidParameterValue", fmt.Sprintf("The filter '%s' is invalid", name)}), false
+			return nil, ec2Error(r, ec2Failure{CodeInvalidParameterValue, fmt.Sprintf("The filter '%s' is invalid", name)}), false
 		}
 		f[name] = append(f[name], indexedParams(r, p+".Value")...)
 	}
