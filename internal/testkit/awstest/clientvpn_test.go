@@ -15,9 +15,9 @@ import (
 	"github.com/connwatch/connwatch/internal/testkit/awstest"
 )
 
-// newClientVPN starts a server on a fake clock and an EC2 client for it,
-// built the way production code builds one.
-func newClientVPN(t *testing.T, start time.Time, opts ...func(*ec2.Options)) (*awstest.Server, *clock.Fake, *ec2.Client) {
+// newEC2 starts a server on a fake clock at start and an EC2 client for
+// it, built the way production code builds one.
+func newEC2(t *testing.T, start time.Time, opts ...func(*ec2.Options)) (*awstest.Server, *clock.Fake, *ec2.Client) {
 	t.Helper()
 	fc := clock.NewFake(start)
 	s := awstest.New(t, awstest.WithClock(fc))
@@ -43,7 +43,7 @@ var ignoreSDK = cmpopts.IgnoreUnexported(types.ClientVpnConnection{}, types.Clie
 // "-" as the end time of a live connection.
 func TestClientVPNDocumentedExample(t *testing.T) {
 	const ep = "cvpn-endpoint-123456789123abcde"
-	s, fc, client := newClientVPN(t, time.Date(2019, 8, 12, 7, 57, 14, 0, time.UTC))
+	s, fc, client := newEC2(t, time.Date(2019, 8, 12, 7, 57, 14, 0, time.UTC))
 	s.AddClientVPNEndpoint(ep)
 	id1 := s.ConnectClientVPN(ep, awstest.ClientVPNConnection{ID: "cvpn-connection-0e03eb24267165acd",
 		ClientIP: "172.31.0.225", CommonName: "client1.domain.tld",
@@ -99,7 +99,7 @@ func TestClientVPNDocumentedExample(t *testing.T) {
 
 func TestClientVPNOptionalFields(t *testing.T) {
 	const ep = "cvpn-endpoint-0123456789abcdef0"
-	s, _, client := newClientVPN(t, time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	s, _, client := newEC2(t, time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	s.AddClientVPNEndpoint(ep)
 	s.ConnectClientVPN(ep, awstest.ClientVPNConnection{ID: "cvpn-connection-0123456789abcdef0",
 		ClientIPv6: "2001:db8::7", CommonName: "alice", Username: "alice@example.com",
@@ -118,7 +118,7 @@ func TestClientVPNOptionalFields(t *testing.T) {
 
 func TestClientVPNPagination(t *testing.T) {
 	const ep = "cvpn-endpoint-0123456789abcdef0"
-	s, fc, client := newClientVPN(t, time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	s, fc, client := newEC2(t, time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	s.AddClientVPNEndpoint(ep)
 	var want []string
 	for range 12 {
@@ -157,7 +157,7 @@ func TestClientVPNPagination(t *testing.T) {
 
 func TestClientVPNFilters(t *testing.T) {
 	const ep = "cvpn-endpoint-0123456789abcdef0"
-	s, _, client := newClientVPN(t, time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	s, _, client := newEC2(t, time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	s.AddClientVPNEndpoint(ep)
 	a := s.ConnectClientVPN(ep, awstest.ClientVPNConnection{Username: "alice"})
 	b := s.ConnectClientVPN(ep, awstest.ClientVPNConnection{Username: "bob"})
@@ -185,7 +185,7 @@ func TestClientVPNErrors(t *testing.T) {
 	const ep, other = "cvpn-endpoint-0123456789abcdef0", "cvpn-endpoint-0fedcba9876543210"
 	// One attempt: the throttling error is retried by the standard
 	// retryer otherwise, with real sleeps.
-	s, _, client := newClientVPN(t, time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC),
+	s, _, client := newEC2(t, time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC),
 		func(o *ec2.Options) { o.RetryMaxAttempts = 1 })
 	s.AddClientVPNEndpoint(ep)
 	s.AddClientVPNEndpoint(other)
@@ -251,7 +251,7 @@ func TestClientVPNErrors(t *testing.T) {
 func TestClientVPNRetention(t *testing.T) {
 	const ep = "cvpn-endpoint-0123456789abcdef0"
 	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	s, fc, client := newClientVPN(t, start)
+	s, fc, client := newEC2(t, start)
 	s.AddClientVPNEndpoint(ep)
 	id := s.ConnectClientVPN(ep, awstest.ClientVPNConnection{CommonName: "c"})
 	s.AddClientVPNTraffic(ep, id, 4000, 9000)

@@ -26,14 +26,10 @@ var ignoreTag = cmpopts.IgnoreUnexported(types.Tag{})
 
 var fleetStart = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// newFleet starts a server on a fake clock and an EC2 client for it, built
-// the way production code builds one.
+// newFleet is newEC2 at fleetStart.
 func newFleet(t *testing.T, opts ...func(*ec2.Options)) (*awstest.Server, *clock.Fake, *ec2.Client) {
 	t.Helper()
-	fc := clock.NewFake(fleetStart)
-	s := awstest.New(t, awstest.WithClock(fc))
-	s.Env(t)
-	return s, fc, ec2.NewFromConfig(loadConfig(t), opts...)
+	return newEC2(t, fleetStart, opts...)
 }
 
 // noBackoff makes the SDK's standard retryer retry at once instead of
