@@ -194,6 +194,8 @@ func (f *agentFlags) register(fs *pflag.FlagSet) {
 	bind("tunnel-option", func(d *config.Agent) { d.Tunnels.Options = tu.Options })
 	fs.DurationVar(&tu.ProbeInterval.Duration, "tunnel-probe-interval", 0, "check each LocalForward's destination through the server this often (0: off)")
 	bind("tunnel-probe-interval", func(d *config.Agent) { d.Tunnels.ProbeInterval = tu.ProbeInterval })
+	fs.DurationVar(&tu.StandbyAfter.Duration, "tunnel-standby-after", tu.StandbyAfter.Duration, "when a tunnel's keepalive reply is this late, dial a standby connection and move to it if it answers first (0: off)")
+	bind("tunnel-standby-after", func(d *config.Agent) { d.Tunnels.StandbyAfter = tu.StandbyAfter })
 
 	a := &v.Action
 	fs.StringVar(&a.Type, "action", a.Type, "what to do when idle: "+strings.Join(config.Actions, ", "))

@@ -6,9 +6,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/spf13/pflag"
+
+	"github.com/connwatch/connwatch/internal/tunnel"
 )
 
 // complete asks connwatch for completions as the shell scripts do (the
@@ -128,14 +131,38 @@ func TestAgentTunnelFlags(t *testing.T) {
 	f := &agentFlags{}
 	fs2 := pflag.NewFlagSet("agent", pflag.ContinueOnError)
 	f.register(fs2)
-	if err := fs2.Parse([]string{"--tunnel", "mqtt", "--tunnel", "db", "--tunnel-ssh-config", "/etc/connwatch/ssh_config", "--tunnel-option", "User=tunnel", "--tunnel-probe-interval", "30s"}); err != nil {
+	if err := fs2.Parse([]string{"--tunnel", "mqtt", "--tunnel", "db", "--tunnel-ssh-config", "/etc/connwatch/ssh_config", "--tunnel-option", "User=tunnel", "--tunnel-probe-interval", "30s", "--tunnel-standby-after", "5s"}); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := f.resolve(fs2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := cmp.Diff([]string{"mqtt", "db"}, cfg.Tunnels.Hosts); d != "" || cfg.Tunnels.SSHConfig != "/etc/connwatch/ssh_config" || !slices.Equal(cfg.Tunnels.Options, []string{"User=tunnel"}) || cfg.Tunnels.ProbeInterval.Seconds() != 30 {
+	if d := cmp.Diff([]string{"mqtt", "db"}, cfg.Tunnels.Hosts); d != "" || cfg.Tunnels.SSHConfig != "/etc/connwatch/ssh_config" || !slices.Equal(cfg.Tunnels.Options, []string{"User=tunnel"}) || cfg.Tunnels.ProbeInterval.Seconds() != 30 || cfg.Tunnels.StandbyAfter.Seconds() != 5 {
 		t.Errorf("tunnels from flags: %+v", cfg.Tunnels)
+	}
+	// Without the flag: the default; "0s": off.
+	for _, c := range []struct {
+		args []string
+		conf time.Duration
+		opt  time.Duration
+	}{
+		{nil, tunnel.DefaultStandbyAfter, tunnel.DefaultStandbyAfter},
+		{[]string{"--tunnel-standby-after", "0s"}, 0, -1},
+	} {
+		f := &agentFlags{}
+		fs := pflag.NewFlagSet("agent", pflag.ContinueOnError)
+		f.register(fs)
+		if err := fs.Parse(c.args); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := f.resolve(fs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tt := tunnelTuning{standby: cfg.Tunnels.StandbyAfter.Duration}
+		if cfg.Tunnels.StandbyAfter.Duration != c.conf || tt.standbyAfter() != c.opt {
+			t.Errorf("%q: standby_after %s (option %s), want %s (%s)", c.args, cfg.Tunnels.StandbyAfter, tt.standbyAfter(), c.conf, c.opt)
+		}
 	}
 }

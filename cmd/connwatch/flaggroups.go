@@ -39,7 +39,7 @@ var agentFlagGroups = []flagGroup{
 	{"Publishing: notifications", []string{
 		"notify-events", "webhook", "webhook-url-file", "webhook-slack", "sns-topic", "notify-command", "spool-dir",
 	}},
-	{"Tunnels", []string{"tunnel", "tunnel-ssh-config", "tunnel-option", "tunnel-probe-interval"}},
+	{"Tunnels", []string{"tunnel", "tunnel-ssh-config", "tunnel-option", "tunnel-probe-interval", "tunnel-standby-after"}},
 	{"Help", []string{"help"}},
 }
 

@@ -493,8 +493,10 @@ func TestAgentKeepsDeclaredTunnel(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(body), `connwatch_tunnel_up{host="broker"} 1`) {
-		t.Errorf("metrics lack connwatch_tunnel_up for broker:\n%s", grepLines(string(body), "connwatch_tunnel"))
+	for _, want := range []string{`connwatch_tunnel_up{host="broker"} 1`, `connwatch_tunnel_handovers_total{host="broker"} 0`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s:\n%s", want, grepLines(string(body), "connwatch_tunnel"))
+		}
 	}
 }
 

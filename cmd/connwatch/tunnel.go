@@ -63,6 +63,17 @@ patterns) applies. From the result connwatch uses:
                                 per hop; keepalives run on the last hop.
                                 ProxyCommand is not supported
 
+Make before break: once a keepalive reply is --standby-after late (2 s;
+never later than ServerAliveInterval; 0 turns it off), a standby
+connection is dialled beside the silent one and must answer a keepalive
+of its own. If the old one answers first the standby is dropped; if the
+standby does, it takes over at once: new forwarded connections, and
+those opened while the old one was silent, go through it, remote
+forwards are bound on it, and the old connection drains (it keeps what
+it carries until its keepalives run out or, if it answers again, until
+it carries nothing). The tunnel stays up throughout. This rescues a
+tunnel whose TCP flow a NAT or firewall forgot while the network works.
+
 Reconnects never give up. While the server cannot be reached (a dead
 link, a refused or unreachable port, DNS) there is no growing backoff: a
 new TCP attempt starts every 250-500 ms while earlier ones still wait for
@@ -111,6 +122,7 @@ type tunnelFlags struct {
 	logLevel   string
 	stateDir   string
 	probe      time.Duration
+	standby    time.Duration
 }
 
 func newTunnelCmd() *cobra.Command {
@@ -140,6 +152,9 @@ func newTunnelCmd() *cobra.Command {
 			if err := checkSSHOptions("tunnel", f.options); err != nil {
 				return err
 			}
+			if f.standby < 0 {
+				return usagef("tunnel: --standby-after %s: must not be negative (0 turns standby connections off)", f.standby)
+			}
 			switch f.logFormat {
 			case "text", "json":
 			default:
@@ -159,6 +174,7 @@ func newTunnelCmd() *cobra.Command {
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fl.StringVar(&f.stateDir, "state-dir", "", "write status files to DIR/tunnels (default: the agent's state directory)")
 	fl.DurationVar(&f.probe, "probe-interval", 0, "check each LocalForward's destination through the server this often, marking the forward down when unreachable (0: off)")
+	fl.DurationVar(&f.standby, "standby-after", tunnel.DefaultStandbyAfter, "when a keepalive reply is this late, dial a standby connection and move to it if it answers first (0: off)")
 	cmd.AddCommand(newTunnelStatusCmd(), newTunnelRetryCmd(), newTunnelKeygenCmd())
 	return cmd
 }
@@ -188,7 +204,7 @@ func runTunnels(ctx context.Context, f tunnelFlags, hosts []string, cmd *cobra.C
 	if stateDir == "" {
 		stateDir = config.DefaultStateDir()
 	}
-	set, err := newTunnelSet(ctx, hosts, f.configFile, f.options, stateDir, f.probe, log, func() { trimStartup(log) })
+	set, err := newTunnelSet(ctx, hosts, f.configFile, f.options, stateDir, tunnelTuning{probe: f.probe, standby: f.standby}, log, func() { trimStartup(log) })
 	if err != nil {
 		return err
 	}
@@ -258,7 +274,7 @@ func tunnelTable(w io.Writer, files []tunnel.StatusFile, now time.Time) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tSTATE\tFOR\tRTT\tRECONNECTS\tPID\tLAST ERROR")
+	fmt.Fprintln(tw, "HOST\tSTATE\tFOR\tRTT\tRECONNECTS\tHANDOVERS\tPID\tLAST ERROR")
 	for _, f := range files {
 		state := string(f.State)
 		if f.Stale {
@@ -268,7 +284,7 @@ func tunnelTable(w io.Writer, files []tunnel.StatusFile, now time.Time) error {
 		if f.KeepaliveRTT > 0 {
 			rtt = f.KeepaliveRTT.Round(time.Millisecond).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", f.Host, state, ago(now, f.Since), rtt, f.Reconnects, f.PID, f.LastError)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", f.Host, state, ago(now, f.Since), rtt, f.Reconnects, f.Handovers, f.PID, f.LastError)
 		for _, fw := range f.Forwards {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d conns\t\t\t%s\n", fw.Forward, fw.State, ago(now, fw.Since), fw.Conns, fw.LastError)
 		}

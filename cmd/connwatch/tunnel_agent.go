@@ -27,7 +27,7 @@ type tunnelSet struct {
 // newTunnelSet resolves hosts (ssh -G with -F configFile and -o options)
 // and builds their tunnels. firstUp, if not nil, is called once, when a
 // tunnel is first up.
-func newTunnelSet(ctx context.Context, hosts []string, configFile string, options []string, stateDir string, probe time.Duration, log *slog.Logger, firstUp func()) (*tunnelSet, error) {
+func newTunnelSet(ctx context.Context, hosts []string, configFile string, options []string, stateDir string, tuning tunnelTuning, log *slog.Logger, firstUp func()) (*tunnelSet, error) {
 	if firstUp != nil {
 		firstUp = sync.OnceFunc(firstUp)
 	}
@@ -43,7 +43,8 @@ func newTunnelSet(ctx context.Context, hosts []string, configFile string, option
 		}
 		var t *tunnel.Tunnel
 		t = tunnel.New(spec, tunnel.Options{
-			Logger: log.With("source", "tunnel"), ResolveJump: resolve, ProbeInterval: probe,
+			Logger: log.With("source", "tunnel"), ResolveJump: resolve,
+			ProbeInterval: tuning.probe, StandbyAfter: tuning.standbyAfter(),
 			OnChange: func(urgent bool) {
 				set.status.Changed(urgent)
 				// State changes are urgent; counters are not.
@@ -55,6 +56,20 @@ func newTunnelSet(ctx context.Context, hosts []string, configFile string, option
 		set.tunnels = append(set.tunnels, t)
 	}
 	return set, nil
+}
+
+// tunnelTuning is what the flags and config set of every tunnel.
+type tunnelTuning struct {
+	probe   time.Duration // LocalForward probes (0: off)
+	standby time.Duration // StandbyAfter (0: off)
+}
+
+// standbyAfter is Options.StandbyAfter: negative for off.
+func (tt tunnelTuning) standbyAfter() time.Duration {
+	if tt.standby <= 0 {
+		return -1
+	}
+	return tt.standby
 }
 
 // retry retries every tunnel now.
@@ -83,7 +98,8 @@ func agentTunnels(ctx context.Context, cfg config.Agent, log *slog.Logger) (*tun
 	if len(cfg.Tunnels.Hosts) == 0 {
 		return nil, nil
 	}
-	set, err := newTunnelSet(ctx, cfg.Tunnels.Hosts, cfg.Tunnels.SSHConfig, cfg.Tunnels.Options, cfg.StateDir, cfg.Tunnels.ProbeInterval.Duration, log, nil)
+	tuning := tunnelTuning{probe: cfg.Tunnels.ProbeInterval.Duration, standby: cfg.Tunnels.StandbyAfter.Duration}
+	set, err := newTunnelSet(ctx, cfg.Tunnels.Hosts, cfg.Tunnels.SSHConfig, cfg.Tunnels.Options, cfg.StateDir, tuning, log, nil)
 	if err != nil {
 		return nil, fmt.Errorf("tunnel: %w", err)
 	}

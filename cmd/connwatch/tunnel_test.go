@@ -35,7 +35,7 @@ func runTunnelCmd(ctx context.Context, args []string) (string, error) {
 }
 
 func TestTunnelUsage(t *testing.T) {
-	for _, args := range [][]string{{}, {"-o", "NoEquals", "h"}, {"--log-format", "xml", "h"}} {
+	for _, args := range [][]string{{}, {"-o", "NoEquals", "h"}, {"--log-format", "xml", "h"}, {"--standby-after", "-1s", "h"}} {
 		_, err := runTunnelCmd(context.Background(), args)
 		var ue usageError
 		if !errors.As(err, &ue) {
@@ -43,7 +43,7 @@ func TestTunnelUsage(t *testing.T) {
 		}
 	}
 	out, err := runTunnelCmd(context.Background(), []string{"--help"})
-	for _, want := range []string{"ssh -G", "ServerAliveInterval", "SIGUSR1", "accept-new", "--option"} {
+	for _, want := range []string{"ssh -G", "ServerAliveInterval", "SIGUSR1", "accept-new", "--option", "--standby-after", "standby connection"} {
 		if err != nil || !strings.Contains(out, want) {
 			t.Errorf("--help lacks %q (err %v)", want, err)
 		}

@@ -30,6 +30,7 @@ import (
 	"github.com/connwatch/connwatch/internal/sink/notify"
 	promsink "github.com/connwatch/connwatch/internal/sink/prometheus"
 	"github.com/connwatch/connwatch/internal/source/openvpn"
+	"github.com/connwatch/connwatch/internal/tunnel"
 )
 
 // Sentinels callers branch on.
@@ -202,6 +203,10 @@ type Tunnels struct {
 	// ProbeInterval checks each LocalForward's destination through the
 	// server this often (0: off).
 	ProbeInterval Duration `toml:"probe_interval"`
+	// StandbyAfter is how late a keepalive reply may be before a standby
+	// connection is dialled to take over if it answers first (0: off,
+	// keep a silent connection until its keepalives run out).
+	StandbyAfter Duration `toml:"standby_after"`
 }
 
 // CloudWatch publishes the session count, by default exactly as the
@@ -362,6 +367,7 @@ func Default() Agent {
 		WireGuard:    WireGuard{PollInterval: Duration{5 * time.Second}, HandshakeTimeout: Duration{3 * time.Minute}},
 		OpenVPN:      OpenVPN{PollInterval: Duration{5 * time.Second}},
 		AWSClientVPN: AWSClientVPN{PollInterval: Duration{time.Minute}},
+		Tunnels:      Tunnels{StandbyAfter: Duration{tunnel.DefaultStandbyAfter}},
 	}
 }
 

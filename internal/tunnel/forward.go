@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
 	"github.com/connwatch/connwatch/internal/backoff"
 )
 
@@ -53,17 +51,16 @@ func (t *Tunnel) serveLocal(ctx context.Context, wg *sync.WaitGroup, i int, ln n
 }
 
 func (t *Tunnel) handleLocal(ctx context.Context, i int, c net.Conn, dest string) error {
-	client, cctx, err := t.waitClient(ctx)
+	l, r, err := t.open(ctx, dest)
 	if err != nil {
 		c.Close()
-		return fmt.Errorf("forward to %s: %w", dest, err)
-	}
-	r, err := client.Dial("tcp", dest)
-	if err != nil {
-		c.Close()
+		if errors.Is(err, ErrLinkDown) || errors.Is(err, context.Canceled) {
+			return fmt.Errorf("forward to %s: %w", dest, err)
+		}
 		return fmt.Errorf("open channel to %s: %w", dest, err)
 	}
-	pipe(cctx, c, r)
+	defer l.carry()()
+	pipe(l.ctx, c, r)
 	return nil
 }
 
@@ -75,12 +72,13 @@ func (t *Tunnel) handleLocal(ctx context.Context, i int, c net.Conn, dest string
 // not wait for that.
 const RemoteRebindGrace = time.Minute
 
-// serveRemote binds a RemoteForward on the server and carries what
-// arrives to its destination, until the connection ends. A refused bind
-// is retried with a short backoff (or, with ExitOnForwardFailure, ends
-// the connection so that it is retried with the tunnel's backoff; after
-// RemoteRebindGrace on a reconnection).
-func (t *Tunnel) serveRemote(ctx context.Context, wg *sync.WaitGroup, i int, client *ssh.Client) error {
+// serveRemote binds a RemoteForward on the server over l and carries
+// what arrives to its destination, until ctx ends (the connection ends
+// or hands over; what it carries lasts as long as l). A refused bind is
+// retried with a short backoff (or, with ExitOnForwardFailure, ends the
+// connection so that it is retried with the tunnel's backoff; after
+// RemoteRebindGrace on a reconnection or handover).
+func (t *Tunnel) serveRemote(ctx context.Context, wg *sync.WaitGroup, i int, l *link) error {
 	f := t.spec.Forwards[i]
 	bind := f.BindAddr()
 	if f.BindHost == "*" {
@@ -92,11 +90,11 @@ func (t *Tunnel) serveRemote(ctx context.Context, wg *sync.WaitGroup, i int, cli
 	// gives it that long before the connection goes.
 	// By the elapsed time, which wall-clock steps do not move.
 	var graceEnd time.Duration
-	if t.Status().Reconnects > 0 {
+	if st := t.Status(); st.Reconnects > 0 || st.Handovers > 0 {
 		graceEnd = t.clk.Elapsed() + RemoteRebindGrace
 	}
 	for ctx.Err() == nil {
-		ln, err := client.Listen("tcp", bind)
+		ln, err := l.client.Listen("tcp", bind)
 		if err != nil {
 			err = fmt.Errorf("remote listen on %s: %w", bind, err)
 			t.setForward(i, StateRemoteBindFailed, err)
@@ -116,15 +114,17 @@ func (t *Tunnel) serveRemote(ctx context.Context, wg *sync.WaitGroup, i int, cli
 			if err != nil {
 				break
 			}
+			done := l.carry()
 			wg.Go(func() {
+				defer done()
 				var d net.Dialer
-				l, err := d.DialContext(ctx, "tcp", f.DestAddr())
+				dc, err := d.DialContext(l.ctx, "tcp", f.DestAddr())
 				if err != nil {
 					c.Close()
 					t.forwardEvent(i, fmt.Errorf("connect to %s: %w", f.DestAddr(), err))
 					return
 				}
-				pipe(ctx, c, l)
+				pipe(l.ctx, c, dc)
 				t.forwardEvent(i, nil)
 			})
 		}
@@ -142,25 +142,24 @@ func (t *Tunnel) handleSOCKS(ctx context.Context, i int, c net.Conn) error {
 		c.Close()
 		return fmt.Errorf("socks: %w", err)
 	}
-	client, cctx, err := t.waitClient(ctx)
+	l, r, err := t.open(ctx, dest)
 	if err != nil {
-		socksReply(c, 1) // general failure
+		code := byte(5) // connection refused
+		if errors.Is(err, ErrLinkDown) || errors.Is(err, context.Canceled) {
+			code = 1 // general failure
+		}
+		socksReply(c, code)
 		c.Close()
 		return fmt.Errorf("socks connect to %s: %w", dest, err)
 	}
-	r, err := client.Dial("tcp", dest)
-	if err != nil {
-		socksReply(c, 5) // connection refused
-		c.Close()
-		return fmt.Errorf("socks connect to %s: %w", dest, err)
-	}
+	defer l.carry()()
 	if err := socksReply(c, 0); err != nil {
 		c.Close()
 		r.Close()
 		return fmt.Errorf("socks reply: %w", err)
 	}
 	_ = c.SetDeadline(time.Time{})
-	pipe(cctx, c, r)
+	pipe(l.ctx, c, r)
 	return nil
 }
 

@@ -120,6 +120,71 @@ func TestTunnelSurvivesBlackhole(t *testing.T) {
 	}
 }
 
+// TestStandbyTakesOverDroppedFlow drops only the tunnel's own TCP flow
+// (an nftables rule on its client port, both ways, inside the server's
+// namespace: what a NAT or stateful firewall that lost the flow does)
+// while new connections still get through, against a real sshd. New
+// forwarded connections must flow again through a standby connection
+// well before the keepalives would have run out, with the tunnel up
+// throughout.
+func TestStandbyTakesOverDroppedFlow(t *testing.T) {
+	sshdtest.RequireRoot(t)
+	for _, b := range []string{"ip", "nft", "/usr/sbin/sshd", "ssh-keygen"} {
+		sshdtest.RequireBinary(t, b)
+	}
+	const (
+		interval = 2 * time.Second
+		countMax = 3
+		standby  = 500 * time.Millisecond
+	)
+	ns := newNetns(t)
+	ns.startSSHD(t)
+	echo := ns.echoServer(t)
+	eh, ep, _ := net.SplitHostPort(echo)
+	epn, _ := strconv.Atoi(ep)
+	lport := freeLocalPort(t)
+	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(lport))
+	tun := New(Spec{
+		Host: "netns", HostName: ns.Addr, Port: 22, User: "root",
+		IdentityFiles: []string{ns.clientKey}, IdentitiesOnly: true,
+		UserKnownHostsFiles:   []string{ns.knownHosts},
+		StrictHostKeyChecking: HostKeyStrict,
+		ServerAliveInterval:   interval, ServerAliveCountMax: countMax,
+		Forwards: []Forward{{Kind: Local, BindHost: "127.0.0.1", BindPort: lport, DestHost: eh, DestPort: epn}},
+	}, Options{
+		Logger:       slog.New(slog.NewTextHandler(t.Output(), nil)),
+		AgentSocket:  "/nonexistent",
+		StandbyAfter: standby,
+	})
+	runTunnel(t, tun)
+	within(t, 10*time.Second, "tunnel up", func() bool { return tun.Status().State == StateUp })
+	if err := roundTrip(local, "before the drop"); err != nil {
+		t.Fatalf("round trip before the drop: %v\nsshd log:\n%s", err, ns.sshdLog())
+	}
+	tun.mu.Lock()
+	_, cport, _ := net.SplitHostPort(tun.cur.conn.LocalAddr().String())
+	tun.mu.Unlock()
+	since := tun.Status().Since
+
+	rules := fmt.Sprintf("table inet %[1]s {\n chain in {\n  type filter hook input priority -300; policy accept;\n  tcp sport %[2]s drop\n }\n chain out {\n  type filter hook output priority -300; policy accept;\n  tcp dport %[2]s drop\n }\n}\n", nftTable, cport)
+	netnstest.Run(t, rules, "ip", "netns", "exec", ns.Name, "nft", "-f", "-")
+	t.Cleanup(func() { ns.restore(t) })
+	dropped := time.Now()
+	if err := roundTripWithin(local, "after the drop", 3*interval); err != nil {
+		t.Fatalf("no echo through a new connection after the flow was dropped: %v\nstatus %+v", err, tun.Status())
+	}
+	d := time.Since(dropped)
+	st := tun.Status()
+	t.Logf("flow dropped: new connections flow again after %s (keepalive every %s, standby after %s; keepalives alone would take %d × %s and a reconnect); status %+v",
+		d.Round(time.Millisecond), interval, standby, countMax, interval, st)
+	if lim := interval + standby + 1500*time.Millisecond; d > lim {
+		t.Errorf("took %s, want within %s", d, lim)
+	}
+	if st.State != StateUp || !st.Since.Equal(since) || st.Handovers != 1 || st.Reconnects != 0 {
+		t.Errorf("status %+v: want up since %s throughout, 1 handover, 0 reconnects", st, since)
+	}
+}
+
 // roundTripWithin is roundTrip with a deadline of d for the whole
 // exchange, for a connection that waits for the link to come back.
 func roundTripWithin(addr, msg string, d time.Duration) error {

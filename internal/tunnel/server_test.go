@@ -35,10 +35,14 @@ type testServer struct {
 	// ended, as sshd does until it notices a dead client, until
 	// releaseStale.
 	stale atomic.Bool
+	// stallNew makes every connection accepted from now on stalled from
+	// its start (see stallExisting) until the test ends or stop.
+	stallNew atomic.Bool
+	accepted atomic.Int64 // TCP connections accepted so far
 
 	mu    sync.Mutex
 	ln    net.Listener
-	conns map[net.Conn]bool
+	conns map[*stallConn]bool
 	held  []net.Listener // kept by stale
 	wg    sync.WaitGroup
 }
@@ -94,7 +98,7 @@ func newTestServerWithHostKey(t testing.TB, authorized ssh.PublicKey, hk ssh.Sig
 		},
 	}
 	cfg.AddHostKey(hk)
-	s := &testServer{t: t, config: cfg, hostPK: hk.PublicKey(), conns: map[net.Conn]bool{}}
+	s := &testServer{t: t, config: cfg, hostPK: hk.PublicKey(), conns: map[*stallConn]bool{}}
 	s.start("127.0.0.1:0")
 	t.Cleanup(s.stop)
 	return s
@@ -126,9 +130,14 @@ func (s *testServer) start(addr string) {
 	s.mu.Unlock()
 	s.wg.Go(func() {
 		for {
-			c, err := ln.Accept()
+			nc, err := ln.Accept()
 			if err != nil {
 				return
+			}
+			s.accepted.Add(1)
+			c := &stallConn{Conn: nc}
+			if s.stallNew.Load() {
+				c.stall()
 			}
 			s.mu.Lock()
 			s.conns[c] = true
@@ -136,6 +145,82 @@ func (s *testServer) start(addr string) {
 			s.wg.Go(func() { s.serve(c) })
 		}
 	})
+}
+
+// stallExisting stalls every connection open now, as a path that
+// silently drops their packets (a NAT or firewall that lost its state)
+// would, while new connections go through; resume undoes it.
+func (s *testServer) stallExisting() (resume func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var cs []*stallConn
+	for c := range s.conns {
+		c.stall()
+		cs = append(cs, c)
+	}
+	return func() {
+		for _, c := range cs {
+			c.resume()
+		}
+	}
+}
+
+// open returns the number of connections being served.
+func (s *testServer) open() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// stallConn is a server connection a test can stall: what it reads is
+// then held back and its writes wait, until resume (or Close, which
+// resumes it first so that nothing waits forever).
+type stallConn struct {
+	net.Conn
+	mu   sync.Mutex
+	gate chan struct{} // nil while flowing; closed on resume
+}
+
+func (c *stallConn) stall() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gate == nil {
+		c.gate = make(chan struct{})
+	}
+}
+
+func (c *stallConn) resume() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gate != nil {
+		close(c.gate)
+		c.gate = nil
+	}
+}
+
+func (c *stallConn) wait() {
+	c.mu.Lock()
+	g := c.gate
+	c.mu.Unlock()
+	if g != nil {
+		<-g
+	}
+}
+
+func (c *stallConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.wait()
+	return n, err
+}
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	c.wait()
+	return c.Conn.Write(p)
+}
+
+func (c *stallConn) Close() error {
+	c.resume()
+	return c.Conn.Close()
 }
 
 // restart starts listening again on the same port.
@@ -166,7 +251,7 @@ func (s *testServer) stop() {
 	s.wg.Wait()
 }
 
-func (s *testServer) serve(c net.Conn) {
+func (s *testServer) serve(c *stallConn) {
 	defer func() {
 		c.Close()
 		s.mu.Lock()

@@ -119,6 +119,12 @@ type Options struct {
 	// is needed only when the Spec has ProxyJump. Jump hosts are resolved
 	// on the first connection attempt that needs them and then kept.
 	ResolveJump Resolver
+	// StandbyAfter is how late a keepalive reply may be before a standby
+	// connection is dialled beside the silent one, to take over if it
+	// answers first (see DefaultStandbyAfter; never later than
+	// ServerAliveInterval). Negative: no standby, a silent connection is
+	// kept until its keepalives run out.
+	StandbyAfter time.Duration
 	// OnChange, if set, is called after the Status changed: urgent for a
 	// tunnel or forward state change, not urgent for a new keepalive RTT,
 	// connection count or per-connection error. It is called without locks held and must not block.
@@ -133,6 +139,7 @@ type Status struct {
 	LastError    string          `json:"last_error,omitempty"` // the error that ended the last connection or attempt
 	KeepaliveRTT time.Duration   `json:"keepalive_rtt_ns"`
 	Reconnects   int             `json:"reconnects"` // times the link came back up after it was lost
+	Handovers    int             `json:"handovers"`  // times a standby connection took over from a silent one
 	Forwards     []ForwardStatus `json:"forwards"`
 }
 
@@ -161,12 +168,12 @@ type Tunnel struct {
 
 	life context.Context // Run's; bounds background lookups
 
-	mu       sync.Mutex
-	st       Status
-	everUp   bool
-	client   *ssh.Client
-	clientCx context.Context // ends with the client's connection
-	ready    chan struct{}   // closed when client is set
+	mu        sync.Mutex
+	st        Status
+	everUp    bool
+	cur       *link         // the connection new forwarded ones take
+	ready     chan struct{} // closed when cur is set
+	drainStop func()        // closes the connection draining now, if any
 }
 
 // New returns a Tunnel for spec; nothing happens until Run.
@@ -192,6 +199,9 @@ func New(spec Spec, opt Options) *Tunnel {
 	def(&opt.LocalBindRetry, 5*time.Second)
 	def(&opt.WaitWhileDown, 15*time.Second)
 	def(&opt.DialInterval, DefaultDialInterval)
+	if opt.StandbyAfter == 0 {
+		opt.StandbyAfter = DefaultStandbyAfter
+	}
 	if opt.Dial == nil {
 		opt.Dial = (&net.Dialer{}).DialContext
 	}
@@ -370,7 +380,13 @@ func (t *Tunnel) Run(ctx context.Context) error {
 		if err == nil {
 			upAt := t.clk.Now()
 			t.setState(StateUp, nil, "addr", t.spec.Addr())
-			err = t.session(ctx, &wg, client, conn)
+			l := newLink(client, conn)
+			for l != nil {
+				l, err = t.session(ctx, &wg, l)
+				if l != nil {
+					t.handedOver(l)
+				}
+			}
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -582,25 +598,32 @@ func (t *Tunnel) handshake(h hop, conn net.Conn) (*ssh.Client, error) {
 	return ssh.NewClient(c, chans, reqs), nil
 }
 
-// session serves one connection until it dies or ctx ends.
-func (t *Tunnel) session(ctx context.Context, wg *sync.WaitGroup, client *ssh.Client, conn net.Conn) error {
+// session serves the connection l until it dies or ctx ends, or until
+// a standby connection takes over (see standby.go): that one is returned,
+// and l drains in the background.
+func (t *Tunnel) session(ctx context.Context, wg *sync.WaitGroup, l *link) (*link, error) {
 	sctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	l.ctx = sctx
+	client, conn := l.client, l.conn
 	context.AfterFunc(sctx, func() { client.Close(); conn.Close() })
+	// What only the current connection does: serve the remote forwards,
+	// probe, answer Retry, dial a standby.
+	fctx, stopServing := context.WithCancel(sctx)
 	t.mu.Lock()
-	t.client, t.clientCx = client, sctx
+	t.cur = l
 	close(t.ready)
 	t.mu.Unlock()
-	defer func() {
+	detach := func() {
 		t.mu.Lock()
-		t.client, t.clientCx = nil, nil
+		t.cur = nil
 		t.ready = make(chan struct{})
 		t.mu.Unlock()
-	}()
+		close(l.gone)
+	}
 
 	var swg sync.WaitGroup
 	swg.Go(func() {
-		if err := t.keepalive(sctx, client); err != nil {
+		if err := t.keepalive(sctx, l); err != nil {
 			cancel(err) // the cause first: closing makes client.Wait return
 			conn.Close()
 		}
@@ -608,11 +631,11 @@ func (t *Tunnel) session(ctx context.Context, wg *sync.WaitGroup, client *ssh.Cl
 	swg.Go(func() { // Retry while up: probe at once
 		for {
 			select {
-			case <-sctx.Done():
+			case <-fctx.Done():
 				return
 			case <-t.retry:
 			}
-			if err := t.probe(sctx, client); err != nil {
+			if err := t.probe(fctx, client); err != nil {
 				cancel(err)
 				conn.Close()
 				return
@@ -623,17 +646,48 @@ func (t *Tunnel) session(ctx context.Context, wg *sync.WaitGroup, client *ssh.Cl
 		switch {
 		case f.Kind == Remote:
 			swg.Go(func() {
-				if err := t.serveRemote(sctx, wg, i, client); err != nil {
+				if err := t.serveRemote(fctx, wg, i, l); err != nil {
 					cancel(err)
 				}
 			})
 		case f.Kind == Local && t.opt.ProbeInterval > 0:
-			swg.Go(func() { t.probeForward(sctx, i, client) })
+			swg.Go(func() { t.probeForward(fctx, i, client) })
 		}
 	}
-	err := client.Wait()
+	handover := make(chan *link, 1)
+	if t.opt.StandbyAfter > 0 {
+		swg.Go(func() { t.standby(fctx, l, handover) })
+	}
+	closed := make(chan struct{})
+	var err error
+	go func() {
+		err = client.Wait()
+		close(closed)
+	}()
+
+	select {
+	case next := <-handover:
+		detach()
+		stopServing()
+		wg.Go(func() {
+			t.drain(l, closed, cancel, func() {
+				cancel(nil)
+				swg.Wait()
+				<-closed
+			})
+		})
+		return next, nil
+	case <-closed:
+	}
+	detach()
 	cancel(nil)
+	stopServing()
 	swg.Wait()
+	select {
+	case next := <-handover: // ready as the old one died: take it
+		return next, nil
+	default:
+	}
 	for i, f := range t.spec.Forwards {
 		switch f.Kind {
 		case Remote:
@@ -643,12 +697,22 @@ func (t *Tunnel) session(ctx context.Context, wg *sync.WaitGroup, client *ssh.Cl
 		}
 	}
 	if cause := context.Cause(sctx); cause != nil && !errors.Is(cause, context.Canceled) {
-		return cause
+		return nil, cause
 	}
 	if err == nil {
 		err = errors.New("closed")
 	}
-	return fmt.Errorf("connection lost: %w", err)
+	return nil, fmt.Errorf("connection lost: %w", err)
+}
+
+// handedOver records that the standby l took over.
+func (t *Tunnel) handedOver(l *link) {
+	t.mu.Lock()
+	t.st.Handovers++
+	t.st.KeepaliveRTT = l.rtt
+	t.mu.Unlock()
+	t.changed(true)
+	t.log.Info("standby connection took over; the silent one drains", "addr", l.conn.RemoteAddr().String())
 }
 
 func isState(want State) func(State) bool { return func(s State) bool { return s == want } }
@@ -683,12 +747,13 @@ func (t *Tunnel) probeForward(ctx context.Context, i int, client *ssh.Client) {
 	}
 }
 
-// keepalive sends keepalive@openssh.com every ServerAliveInterval and
-// waits at most an interval for each reply. After ServerAliveCountMax
-// missed replies in a row the connection must go (SendRequest alone
-// would block forever on a dead link): it returns ErrKeepalive and the
-// caller closes the underlying net.Conn.
-func (t *Tunnel) keepalive(ctx context.Context, client *ssh.Client) error {
+// keepalive sends keepalive@openssh.com on l every ServerAliveInterval
+// and waits at most an interval for each reply; l is marked late while a
+// reply is StandbyAfter overdue, and again on time once one comes. After
+// ServerAliveCountMax missed replies in a row the connection must go
+// (SendRequest alone would block forever on a dead link): it returns
+// ErrKeepalive and the caller closes the underlying net.Conn.
+func (t *Tunnel) keepalive(ctx context.Context, l *link) error {
 	iv := t.spec.ServerAliveInterval
 	tick := t.clk.NewTicker(iv)
 	defer tick.Stop()
@@ -700,35 +765,66 @@ func (t *Tunnel) keepalive(ctx context.Context, client *ssh.Client) error {
 		case <-tick.C():
 		}
 		sent := t.clk.Now()
-		reply := make(chan error, 1)
-		go func() {
-			_, _, err := client.SendRequest("keepalive@openssh.com", true, nil)
-			reply <- err
-		}()
+		reply := sendKeepalive(l.client)
 		tm := t.clk.NewTimer(iv)
+		lateC, stopLate := t.lateTimer(iv)
+		var (
+			err    error
+			missed bool
+		)
+	wait:
 		select {
-		case err := <-reply:
-			tm.Stop()
-			if err != nil {
-				return nil // the connection is gone; client.Wait says why
-			}
-			misses = 0
-			rtt := t.clk.Now().Sub(sent)
-			t.mu.Lock()
-			t.st.KeepaliveRTT = rtt
-			t.mu.Unlock()
-			t.changed(false)
+		case err = <-reply:
+		case <-lateC:
+			l.setLate(true)
+			lateC = nil
+			goto wait
 		case <-tm.C():
+			missed = true
+		case <-ctx.Done():
+			tm.Stop()
+			stopLate()
+			return nil
+		}
+		tm.Stop()
+		stopLate()
+		switch {
+		case missed:
 			misses++
+			l.setLate(true)
 			t.log.Warn("keepalive unanswered", "missed", misses, "max", t.spec.ServerAliveCountMax)
 			if misses >= t.spec.ServerAliveCountMax {
 				return fmt.Errorf("%w: %d × %s", ErrKeepalive, misses, iv)
 			}
-		case <-ctx.Done():
-			tm.Stop()
-			return nil
+		case err != nil:
+			return nil // the connection is gone; client.Wait says why
+		default:
+			misses = 0
+			l.setLate(false)
+			rtt := t.clk.Now().Sub(sent)
+			t.mu.Lock()
+			cur := t.cur == l
+			if cur {
+				t.st.KeepaliveRTT = rtt
+			}
+			t.mu.Unlock()
+			if cur {
+				t.changed(false)
+			}
 		}
 	}
+}
+
+// lateTimer returns a channel that fires when a keepalive reply is
+// StandbyAfter late (nil when that is off or not sooner than iv, the
+// reply's deadline), and a func that stops it.
+func (t *Tunnel) lateTimer(iv time.Duration) (<-chan time.Time, func()) {
+	sa := t.opt.StandbyAfter
+	if sa <= 0 || sa >= iv {
+		return nil, func() {}
+	}
+	lt := t.clk.NewTimer(sa)
+	return lt.C(), func() { lt.Stop() }
 }
 
 // probe sends one keepalive and waits at most probeTimeout (or
@@ -739,15 +835,10 @@ func (t *Tunnel) probe(ctx context.Context, client *ssh.Client) error {
 		d = iv
 	}
 	sent := t.clk.Now()
-	reply := make(chan error, 1)
-	go func() {
-		_, _, err := client.SendRequest("keepalive@openssh.com", true, nil)
-		reply <- err
-	}()
 	tm := t.clk.NewTimer(d)
 	defer tm.Stop()
 	select {
-	case err := <-reply:
+	case err := <-sendKeepalive(client):
 		if err != nil {
 			return nil // the connection is gone; client.Wait says why
 		}
@@ -767,17 +858,17 @@ func (t *Tunnel) probe(ctx context.Context, client *ssh.Client) error {
 
 // waitClient returns the current connection, waiting at most
 // WaitWhileDown for one.
-func (t *Tunnel) waitClient(ctx context.Context) (*ssh.Client, context.Context, error) {
+func (t *Tunnel) waitClient(ctx context.Context) (*link, error) {
 	var tm clock.Timer
 	for {
 		t.mu.Lock()
-		c, cctx, ready := t.client, t.clientCx, t.ready
+		l, ready := t.cur, t.ready
 		t.mu.Unlock()
-		if c != nil {
+		if l != nil {
 			if tm != nil {
 				tm.Stop()
 			}
-			return c, cctx, nil
+			return l, nil
 		}
 		if tm == nil {
 			tm = t.clk.NewTimer(t.opt.WaitWhileDown)
@@ -785,10 +876,10 @@ func (t *Tunnel) waitClient(ctx context.Context) (*ssh.Client, context.Context, 
 		select {
 		case <-ready:
 		case <-tm.C():
-			return nil, nil, ErrLinkDown
+			return nil, ErrLinkDown
 		case <-ctx.Done():
 			tm.Stop()
-			return nil, nil, ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
 }

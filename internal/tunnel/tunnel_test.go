@@ -144,6 +144,11 @@ func TestKeepaliveDetectsDeafServer(t *testing.T) {
 	if st := f.tun.Status(); !strings.Contains(st.LastError, ErrKeepalive.Error()) {
 		t.Errorf("last error = %q, want the keepalive error", st.LastError)
 	}
+	// Standbys connect to a deaf server too, but none answers its
+	// keepalive, so none takes over.
+	if st := f.tun.Status(); st.Handovers != 0 {
+		t.Errorf("handovers = %d, want 0: a standby must answer before it takes over", st.Handovers)
+	}
 	f.srv.mute.Store(false)
 	within(t, 15*time.Second, "reconnected", func() bool { return f.tun.Status().State == StateUp })
 	t.Logf("up again %s after going deaf", time.Since(muted))

@@ -1,0 +1,187 @@
+package tunnel
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// standbyFixture runs the fixture with keepalives every iv, CountMax 5
+// and StandbyAfter sa, and returns it once up with a keepalive answered.
+func standbyFixture(t *testing.T, iv, sa time.Duration) *fixture {
+	t.Helper()
+	f := runFixture(t, iv, func(s *Spec, o *Options) {
+		s.ServerAliveCountMax = 5
+		o.StandbyAfter = sa
+	})
+	// Before the echo server's cleanup, which waits for connections the
+	// stalled server would keep open.
+	t.Cleanup(f.srv.stop)
+	within(t, 5*time.Second, "tunnel up", func() bool { return f.tun.Status().State == StateUp })
+	within(t, 3*iv, "first keepalive reply", func() bool { return f.tun.Status().KeepaliveRTT > 0 })
+	return f
+}
+
+// held is a connection through the LocalForward that a test keeps open.
+type held struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func holdOpen(t *testing.T, addr string) *held {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	h := &held{c: c, r: bufio.NewReader(c)}
+	if err := h.echo("opened", 3*time.Second); err != nil {
+		t.Fatalf("held connection: %v", err)
+	}
+	return h
+}
+
+// echo sends msg on the held connection and waits at most d for it back.
+func (h *held) echo(msg string, d time.Duration) error {
+	_ = h.c.SetDeadline(time.Now().Add(d))
+	if _, err := io.WriteString(h.c, msg+"\n"); err != nil {
+		return err
+	}
+	got, err := h.r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if got != msg+"\n" {
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+
+// A connection that goes silent while new ones still get through (a
+// NAT that lost the flow's state) is replaced by a standby connection
+// soon after a keepalive reply is StandbyAfter late, well before the
+// keepalives run out, without the tunnel going down; a connection it
+// carries stays on it, and works again when it answers again; once that
+// one is closed the old connection is closed too.
+func TestStandbyTakesOverFromSilentConnection(t *testing.T) {
+	const (
+		iv = time.Second
+		sa = 200 * time.Millisecond
+	)
+	f := standbyFixture(t, iv, sa)
+	old := holdOpen(t, f.local)
+	since := f.tun.Status().Since
+
+	resume := f.srv.stallExisting()
+	stalled := time.Now()
+	if err := roundTripWithin(f.local, "through the standby", 5*time.Second); err != nil {
+		t.Fatalf("new connection after the old one went silent: %v\nstatus %+v", err, f.tun.Status())
+	}
+	d := time.Since(stalled)
+	st := f.tun.Status()
+	t.Logf("new connections flow again %s after the link went silent (keepalive every %s, standby after %s; keepalives alone: %d × %s); status %+v",
+		d.Round(time.Millisecond), iv, sa, 5, iv, st)
+	if lim := iv + sa + time.Second; d > lim { // a keepalive's turn, its lateness, room for CI
+		t.Errorf("standby took over after %s, want within %s", d, lim)
+	}
+	if st.State != StateUp || !st.Since.Equal(since) || st.Reconnects != 0 || st.Handovers != 1 {
+		t.Errorf("status %+v: want up since %s throughout, 0 reconnects, 1 handover", st, since)
+	}
+	if st.KeepaliveRTT <= 0 || st.KeepaliveRTT > time.Second {
+		t.Errorf("keepalive RTT %s after the handover, want the standby's answer", st.KeepaliveRTT)
+	}
+	if n := f.srv.open(); n != 2 {
+		t.Errorf("server has %d connections, want 2 (the silent one drains)", n)
+	}
+
+	resume()
+	if err := old.echo("old connection still works", 3*time.Second); err != nil {
+		t.Fatalf("connection carried by the drained link, after it answers again: %v", err)
+	}
+	time.Sleep(3 * iv) // it answers again, but still carries one
+	if n := f.srv.open(); n != 2 {
+		t.Errorf("server has %d connections while the drained one still carries one, want 2", n)
+	}
+	old.c.Close()
+	within(t, 4*iv, "drained connection closed once it carries nothing", func() bool { return f.srv.open() == 1 })
+	if err := roundTrip(f.local, "after the drain"); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.tun.Status(); st.State != StateUp || st.Handovers != 1 || st.Reconnects != 0 {
+		t.Errorf("final status %+v: want up, 1 handover, 0 reconnects", st)
+	}
+}
+
+// A drained connection that never answers again is closed when its
+// keepalives run out, with what it carries.
+func TestDrainedConnectionEndsWithItsKeepalives(t *testing.T) {
+	const iv = 500 * time.Millisecond
+	f := standbyFixture(t, iv, 100*time.Millisecond)
+	old := holdOpen(t, f.local)
+	f.srv.stallExisting()
+	within(t, 3*time.Second, "handover", func() bool { return f.tun.Status().Handovers == 1 })
+	_ = old.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	_, err := old.r.ReadString('\n') // the tunnel closes it: EOF
+	d := time.Since(start)
+	t.Logf("connection on the silent link closed %s after the handover (%d × %s keepalives): %v", d.Round(time.Millisecond), 5, iv, err)
+	if err == nil || d > 5*iv+2*time.Second {
+		t.Errorf("read on the silent link's connection: %v after %s, want closed by the tunnel within 5 × %s", err, d, iv)
+	}
+	if st := f.tun.Status(); st.State != StateUp || st.Reconnects != 0 {
+		t.Errorf("status %+v: want still up, no reconnect", st)
+	}
+}
+
+// When the old connection answers before the standby does, the standby
+// is abandoned and no more are dialled.
+func TestStandbyAbandonedWhenOldAnswers(t *testing.T) {
+	const iv = time.Second
+	f := standbyFixture(t, iv, 100*time.Millisecond)
+	old := holdOpen(t, f.local)
+	f.srv.stallNew.Store(true) // standbys connect but never answer
+	resume := f.srv.stallExisting()
+	before := f.srv.accepted.Load()
+	within(t, 3*time.Second, "standby dialled", func() bool { return f.srv.accepted.Load() > before })
+	resume()
+	if err := old.echo("old answers", 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Within one more keepalive the reply has come; after that no new
+	// standby may be dialled.
+	time.Sleep(iv + 200*time.Millisecond)
+	n := f.srv.accepted.Load()
+	time.Sleep(2 * iv)
+	if m := f.srv.accepted.Load(); m != n {
+		t.Errorf("%d more connections dialled after the old one answered, want none", m-n)
+	}
+	if st := f.tun.Status(); st.State != StateUp || st.Handovers != 0 || st.Reconnects != 0 {
+		t.Errorf("status %+v: want up, no handover, no reconnect", st)
+	}
+	if err := roundTrip(f.local, "new connections use the old link"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// With StandbyAfter negative a silent connection is kept until its
+// keepalives run out, as ssh does.
+func TestStandbyOff(t *testing.T) {
+	const iv = 500 * time.Millisecond
+	f := standbyFixture(t, iv, -1)
+	before := f.srv.accepted.Load()
+	f.srv.stallExisting()
+	d := within(t, 5*iv+2*time.Second, "keepalives ran out", func() bool { return f.tun.Status().State != StateUp })
+	if d < 4*iv {
+		t.Errorf("link dropped after %s, want after 5 × %s keepalives", d, iv)
+	}
+	within(t, 5*time.Second, "reconnected", func() bool { return f.tun.Status().State == StateUp })
+	if st := f.tun.Status(); st.Handovers != 0 || st.Reconnects != 1 {
+		t.Errorf("status %+v: want no handover, 1 reconnect", st)
+	}
+	if n := f.srv.accepted.Load() - before; n != 1 {
+		t.Errorf("%d connections dialled, want 1 (the reconnect)", n)
+	}
+}
