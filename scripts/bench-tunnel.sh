@@ -11,6 +11,12 @@
 #     its dead SSH connection ("notice"), and, once the rule is gone, the
 #     time until a probe through the LocalForward (one every 100 ms from
 #     the cut on) gets its echo ("recover");
+#   - with --flow-drop: only the SSH connection's own flow is dropped
+#     (nftables on its client port, both ways, in the server namespace:
+#     what a NAT or stateful firewall that forgot the flow does, while
+#     new connections get through), and the time until a new connection
+#     through the LocalForward (one every 100 ms from the drop on) gets
+#     its echo ("flow");
 #   - the peak RSS of the tool's process tree (sum of VmHWM of the live
 #     processes, sampled every 50 ms: start-up included), and once the
 #     forwards answer, the most the tree held resident ("steady": VmRSS)
@@ -22,11 +28,13 @@
 #
 # Usage: scripts/bench-tunnel.sh [--outage S[,S...]] [--size MiB]
 #          [--tools connwatch,autossh] [--interval S] [--count-max N]
-#          [--connect-timeout S] [--no-throughput] [--binary PATH]
+#          [--connect-timeout S] [--no-throughput] [--flow-drop]
+#          [--binary PATH]
 #   --outage 20,120,600   outage lengths in seconds (default 120)
 #   --size 256            MiB per transfer (default 256)
 #   --interval/--count-max  ServerAliveInterval/CountMax (default 5 and 2)
 #   --connect-timeout S   ConnectTimeout in ssh_config (default: unset)
+#   --flow-drop           also measure recovery from a dropped flow
 #   --binary PATH         connwatch binary to measure (default: built from
 #                         this tree)
 #   --logs DIR            keep the tools' and sshd's logs in DIR
@@ -34,7 +42,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 outages=120 size=256 tools=connwatch,autossh interval=5 countmax=2
-connect_timeout= throughput=1 binary= logs=
+connect_timeout= throughput=1 flowdrop=0 binary= logs=
 while [ $# -gt 0 ]; do
   case $1 in
     --outage) outages=$2; shift 2 ;;
@@ -44,6 +52,7 @@ while [ $# -gt 0 ]; do
     --count-max) countmax=$2; shift 2 ;;
     --connect-timeout) connect_timeout=$2; shift 2 ;;
     --no-throughput) throughput=0; shift ;;
+    --flow-drop) flowdrop=1; shift ;;
     --binary) binary=$2; shift 2 ;;
     --logs) logs=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -150,6 +159,11 @@ table inet cwbench {
 }
 EOF
 cut="ip netns exec $sns nft -f $dir/cut.nft"
+# {ports} is filled in by tunnelbench flowdrop.
+drop="printf '%s\\n' 'table inet cwbench {' \
+  '  chain in { type filter hook input priority -300; policy accept; tcp sport { {ports} } drop; }' \
+  '  chain out { type filter hook output priority -300; policy accept; tcp dport { {ports} } drop; }' '}' \
+  | ip netns exec $sns nft -f -"
 restore="ip netns exec $sns nft delete table inet cwbench"
 
 # waitfor CMD...: until CMD succeeds, at most 30 s.
@@ -184,6 +198,14 @@ bench() { # tool
     ru=$(xf ins "$tb" xfer 127.0.0.1:17002 down $bytes)
     rd=$(xf ins "$tb" xfer 127.0.0.1:17002 up $bytes)
   fi
+  local flow=-
+  if [ "$flowdrop" = 1 ]; then
+    sleep 2
+    waitfor inc "$tb" ping 127.0.0.1:17001
+    echo "$tool: flow drop..." >&2
+    flow=$(inc "$tb" flowdrop 127.0.0.1:17001 "$saddr:22" "$drop" "$restore")
+    flow=${flow#flow=}
+  fi
   local o out first=1
   for o in ${outages//,/ }; do
     sleep 2
@@ -193,10 +215,10 @@ bench() { # tool
     local notice=${out#notice=}; notice=${notice%% *}
     local rec=${out##*recover=}
     if [ $first = 1 ]; then
-      row=$(printf '%-10s %6s %8s %8s %8s %8s %8s %8s' "$tool" "$o" "$notice" "$rec" "$lu" "$ld" "$ru" "$rd")
+      row=$(printf '%-10s %6s %8s %8s %6s %8s %8s %8s %8s' "$tool" "$o" "$notice" "$rec" "$flow" "$lu" "$ld" "$ru" "$rd")
       first=0
     else
-      row=$(printf '%-10s %6s %8s %8s %8s %8s %8s %8s' "" "$o" "$notice" "$rec" "" "" "" "")
+      row=$(printf '%-10s %6s %8s %8s %6s %8s %8s %8s %8s' "" "$o" "$notice" "$rec" "" "" "" "" "")
     fi
     results+=("$row RSSPLACEHOLDER")
   done
@@ -223,5 +245,5 @@ done
 
 echo
 echo "ServerAliveInterval $interval, ServerAliveCountMax $countmax, ConnectTimeout ${connect_timeout:-unset}; ${size} MiB transfers (MB/s, median of 3); times in s"
-printf '%-10s %6s %8s %8s %8s %8s %8s %8s %8s %6s %6s %6s\n' tool outage notice recover L-up L-down R-up R-down RSS-MB steady anon file
+printf '%-10s %6s %8s %8s %6s %8s %8s %8s %8s %8s %6s %6s %6s\n' tool outage notice recover flow L-up L-down R-up R-down RSS-MB steady anon file
 printf '%s\n' "${results[@]}"

@@ -9,6 +9,7 @@
 //	tunnelbench ping ADDR [TIMEOUT]           one round trip, exit 1 on failure
 //	tunnelbench xfer ADDR up|down BYTES       prints MB/s
 //	tunnelbench outage PROBE SSHADDR HOLD CUTCMD RESTORECMD
+//	tunnelbench flowdrop PROBE SSHADDR DROPCMD RESTORECMD   DROPCMD's {ports}: the flows' client ports
 //	tunnelbench rss PID                       peak summed VmHWM of PID's tree, in kB, on SIGTERM
 package main
 
@@ -69,6 +70,8 @@ func main() {
 		if err == nil {
 			err = outage(arg(a, 0), arg(a, 1), hold, arg(a, 3), arg(a, 4))
 		}
+	case "flowdrop":
+		err = flowdrop(arg(a, 0), arg(a, 1), arg(a, 2), arg(a, 3))
 	case "rss":
 		var pid int
 		pid, err = strconv.Atoi(arg(a, 0))
@@ -85,7 +88,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: tunnelbench serve|ping|xfer|outage|rss ARGS (see the package doc)")
+	fmt.Fprintln(os.Stderr, "usage: tunnelbench serve|ping|xfer|outage|flowdrop|rss ARGS (see the package doc)")
 	os.Exit(2)
 }
 
@@ -294,6 +297,61 @@ func outage(probe, sshAddr string, hold time.Duration, cutCmd, restoreCmd string
 	return nil
 }
 
+// flowdrop drops only the SSH connections to sshAddr that are open now
+// (dropCmd with {ports} replaced by their client ports, comma
+// separated: what a NAT or firewall that forgot the flows does, while
+// new connections get through), and prints how long until a new
+// connection through probe (one every 100 ms from the drop on) gets its
+// echo, at most 180 s; then runs restoreCmd.
+func flowdrop(probe, sshAddr, dropCmd, restoreCmd string) error {
+	if err := ping(probe, 5*time.Second); err != nil {
+		return fmt.Errorf("probe before the drop: %w", err)
+	}
+	ports, err := clientPorts(sshAddr)
+	if err != nil || len(ports) == 0 {
+		return fmt.Errorf("no established connection to %s before the drop (%v)", sshAddr, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	ok := make(chan time.Time, 1024)
+	if err := sh(strings.ReplaceAll(dropCmd, "{ports}", strings.Join(ports, ", "))); err != nil {
+		return fmt.Errorf("drop: %w", err)
+	}
+	dropped := time.Now()
+	defer func() { _ = sh(restoreCmd) }()
+	wg.Go(func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			wg.Go(func() {
+				if ping(probe, 2*time.Second) == nil {
+					select {
+					case ok <- time.Now():
+					default:
+					}
+				}
+			})
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	const bound = 180 * time.Second
+	tm := time.NewTimer(bound)
+	defer tm.Stop()
+	select {
+	case at := <-ok:
+		fmt.Printf("flow=%s\n", secs(at.Sub(dropped)))
+	case <-tm.C:
+		fmt.Printf("flow=>%s\n", secs(bound))
+	}
+	return nil
+}
+
 func secs(d time.Duration) string {
 	if d < 0 {
 		return "-"
@@ -312,24 +370,36 @@ func sh(cmd string) error {
 // established counts the TCP connections of this network namespace to
 // addr (an IPv4 host:port) that are ESTABLISHED.
 func established(addr string) (int, error) {
+	ports, err := clientPorts(addr)
+	return len(ports), err
+}
+
+// clientPorts returns the local ports of the TCP connections of this
+// network namespace to addr (an IPv4 host:port) that are ESTABLISHED.
+func clientPorts(addr string) ([]string, error) {
 	ap, err := net.ResolveTCPAddr("tcp4", addr)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	ip := ap.IP.To4()
 	want := fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], ap.Port)
 	b, err := os.ReadFile("/proc/net/tcp")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	n := 0
+	var ports []string
 	for _, l := range bytes.Split(b, []byte("\n"))[1:] {
 		f := strings.Fields(string(l))
 		if len(f) > 3 && f[2] == want && f[3] == "01" {
-			n++
+			_, hexPort, _ := strings.Cut(f[1], ":")
+			p, err := strconv.ParseUint(hexPort, 16, 16)
+			if err != nil {
+				return nil, fmt.Errorf("/proc/net/tcp: local address %q: %w", f[1], err)
+			}
+			ports = append(ports, strconv.FormatUint(p, 10))
 		}
 	}
-	return n, nil
+	return ports, nil
 }
 
 // rss samples the summed VmHWM (peak RSS) of pid and its live
