@@ -9,7 +9,10 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/connwatch/connwatch/internal/backoff"
 )
@@ -51,10 +54,10 @@ func (t *Tunnel) serveLocal(ctx context.Context, wg *sync.WaitGroup, i int, ln n
 }
 
 func (t *Tunnel) handleLocal(ctx context.Context, i int, c net.Conn, dest string) error {
-	l, r, err := t.open(ctx, dest)
+	l, r, err := t.open(ctx, dest, c)
 	if err != nil {
 		c.Close()
-		if errors.Is(err, ErrLinkDown) || errors.Is(err, context.Canceled) {
+		if errors.Is(err, ErrLinkDown) || errors.Is(err, context.Canceled) || errors.Is(err, errGaveUp) {
 			return fmt.Errorf("forward to %s: %w", dest, err)
 		}
 		return fmt.Errorf("open channel to %s: %w", dest, err)
@@ -142,7 +145,7 @@ func (t *Tunnel) handleSOCKS(ctx context.Context, i int, c net.Conn) error {
 		c.Close()
 		return fmt.Errorf("socks: %w", err)
 	}
-	l, r, err := t.open(ctx, dest)
+	l, r, err := t.open(ctx, dest, c)
 	if err != nil {
 		code := byte(5) // connection refused
 		if errors.Is(err, ErrLinkDown) || errors.Is(err, context.Canceled) {
@@ -228,6 +231,34 @@ func socksRequest(c io.ReadWriter) (string, error) {
 func socksReply(w io.Writer, code byte) error {
 	_, err := w.Write([]byte{5, code, 0, 1, 0, 0, 0, 0, 0, 0})
 	return err
+}
+
+// errGaveUp drops a forwarded connection whose client closed it while
+// it waited for the link.
+var errGaveUp = errors.New("client closed the connection while it waited for the link")
+
+// peerClosed reports whether the peer of c has closed it, or reset it:
+// the TCP connection is no longer established (TCP_INFO; it reads
+// nothing). A client that sent a request and then gave up waiting has
+// usually closed it with the request still unread, so this does not
+// look for the end of the stream. It cannot tell a close from a
+// half-close (shutdown(SHUT_WR), then waiting for the answer), which is
+// taken for a close too. False when unsure.
+func peerClosed(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	closed := false
+	_ = rc.Control(func(fd uintptr) {
+		ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		closed = err == nil && ti.State != unix.BPF_TCP_ESTABLISHED
+	})
+	return closed
 }
 
 type closeWriter interface{ CloseWrite() error }

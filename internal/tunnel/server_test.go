@@ -39,6 +39,7 @@ type testServer struct {
 	// its start (see stallExisting) until the test ends or stop.
 	stallNew atomic.Bool
 	accepted atomic.Int64 // TCP connections accepted so far
+	channels atomic.Int64 // direct-tcpip channels asked for so far
 
 	mu    sync.Mutex
 	ln    net.Listener
@@ -309,6 +310,7 @@ func (s *testServer) serve(c *stallConn) {
 			_ = nc.Reject(ssh.UnknownChannelType, "no")
 			continue
 		}
+		s.channels.Add(1)
 		var m struct {
 			Host     string
 			Port     uint32

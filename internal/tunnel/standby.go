@@ -219,13 +219,20 @@ func (t *Tunnel) drain(l *link, closed <-chan struct{}, closeLink context.Cancel
 // is asked of (see open).
 const maxOpenTries = 3
 
-// open opens a channel to dest for a forwarded connection, on the
-// current connection. A channel asked of a connection that then stops
+// open opens a channel to dest for the forwarded connection c, on the
+// current connection. If c had to wait for the link (or for the next
+// connection, below) and its client closed it meanwhile (an application
+// that gave up and retried while the link was down), it is dropped
+// (errGaveUp) without a channel, so the link's return does not open a
+// burst of channels, and connections to the destination, for clients
+// long gone, and no stale request replayed to the destination (see
+// peerClosed: one that half-closed while it waited is dropped too). A
+// channel asked of a connection that then stops
 // being the current one (it was handed over, or it was lost) is asked
 // of the next one as well, and the first to be confirmed is used: a
 // forwarded connection accepted while the link was silent goes through
 // whichever connection answers. The link returned carries the channel.
-func (t *Tunnel) open(ctx context.Context, dest string) (*link, net.Conn, error) {
+func (t *Tunnel) open(ctx context.Context, dest string, c net.Conn) (*link, net.Conn, error) {
 	type opened struct {
 		l   *link
 		c   net.Conn
@@ -253,9 +260,15 @@ func (t *Tunnel) open(ctx context.Context, dest string) (*link, net.Conn, error)
 			}(pending)
 		}
 	}()
+	t.mu.Lock()
+	waited := t.cur == nil
+	t.mu.Unlock()
 	l, err := t.waitClient(ctx)
 	if err != nil {
 		return nil, nil, err
+	}
+	if waited && peerClosed(c) {
+		return nil, nil, errGaveUp
 	}
 	try(l)
 	var lastErr error
@@ -286,6 +299,9 @@ func (t *Tunnel) open(ctx context.Context, dest string) (*link, net.Conn, error)
 			if l, err = t.waitClient(ctx); err != nil {
 				return nil, nil, err
 			}
+			if peerClosed(c) {
+				return nil, nil, errGaveUp
+			}
 			try(l)
 		case <-gone:
 			if l, err = t.waitClient(ctx); err != nil {
@@ -293,6 +309,9 @@ func (t *Tunnel) open(ctx context.Context, dest string) (*link, net.Conn, error)
 					continue
 				}
 				return nil, nil, err
+			}
+			if peerClosed(c) {
+				return nil, nil, errGaveUp
 			}
 			try(l)
 		case <-ctx.Done():

@@ -324,6 +324,10 @@ func (t *Tunnel) setForwardIf(i int, cond func(State) bool, s State, err error) 
 
 // forwardEvent records one carried connection or a per-connection error.
 func (t *Tunnel) forwardEvent(i int, err error) {
+	if errors.Is(err, errGaveUp) { // the client's doing, not a failure
+		t.log.Debug("forwarded connection dropped", keyForward, t.spec.Forwards[i].String(), keyErr, err)
+		return
+	}
 	t.mu.Lock()
 	fs := &t.st.Forwards[i]
 	if err != nil {

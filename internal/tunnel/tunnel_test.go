@@ -130,6 +130,40 @@ func TestConnectionWhileDownWaitsForLink(t *testing.T) {
 	}
 }
 
+// A connection whose client gives up while it waits for the link is
+// dropped when the link returns, without a channel to its destination;
+// one still waiting is carried.
+func TestGaveUpWhileDownIsDropped(t *testing.T) {
+	f := startFixture(t, time.Second)
+	f.srv.stop()
+	within(t, 5*time.Second, "loss noticed", func() bool { return f.tun.Status().State != StateUp })
+	gaveUp, err := net.Dial("tcp", f.local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(gaveUp, "a request left unread\n"); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- roundTripWithin(f.local, "still waiting", 10*time.Second) }()
+	time.Sleep(200 * time.Millisecond) // both accepted, waiting
+	gaveUp.Close()
+	time.Sleep(100 * time.Millisecond)
+	before := f.srv.channels.Load()
+	f.srv.restart()
+	f.tun.Retry()
+	if err := <-errc; err != nil {
+		t.Fatalf("connection still waiting when the link came back: %v", err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := f.srv.channels.Load() - before; n != 1 {
+		t.Errorf("%d channels opened when the link came back, want 1 (the one still waiting)", n)
+	}
+	if st := f.tun.Status(); st.Forwards[0].LastError != "" {
+		t.Errorf("forward's last error %q: a client giving up is not the forward's failure", st.Forwards[0].LastError)
+	}
+}
+
 func TestKeepaliveDetectsDeafServer(t *testing.T) {
 	const iv = time.Second
 	f := startFixture(t, iv)
