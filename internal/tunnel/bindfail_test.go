@@ -91,6 +91,37 @@ func TestLocalBindRetried(t *testing.T) {
 	}
 }
 
+// Under ExitOnForwardFailure a RemoteForward the server still refuses
+// when RemoteRebindGrace has passed ends the reconnected connection
+// after all (and the next one is made after the backoff).
+func TestRemoteRebindGraceRunsOut(t *testing.T) {
+	const grace = 700 * time.Millisecond
+	rport := freeLocalPort(t)
+	echo := echoServer(t)
+	eh, ep, _ := net.SplitHostPort(echo)
+	epn, _ := strconv.Atoi(ep)
+	f := runFixture(t, time.Second, func(sp *Spec, o *Options) {
+		sp.ExitOnForwardFailure = true
+		o.RemoteBindRetry = 100 * time.Millisecond
+		o.rebindGrace = grace
+	}, Forward{Kind: Remote, BindHost: "127.0.0.1", BindPort: rport, DestHost: eh, DestPort: epn})
+	within(t, 5*time.Second, "remote forward up", func() bool { return f.tun.Status().Forwards[1].State == StateUp })
+	f.srv.stale.Store(true)
+	f.srv.mute.Store(true)
+	f.tun.Retry()
+	within(t, 5*time.Second, "reconnected", func() bool { st := f.tun.Status(); return st.Reconnects == 1 && st.State == StateUp })
+	f.srv.mute.Store(false)
+	refused := within(t, 3*time.Second, "bind refused", func() bool { return f.tun.Status().Forwards[1].State == StateRemoteBindFailed })
+	d := within(t, grace+3*time.Second, "connection dropped once the grace ran out", func() bool { return f.tun.Status().State != StateUp })
+	t.Logf("connection dropped %s after the bind was first refused (grace %s)", (refused + d).Round(time.Millisecond), grace)
+	if d+refused < grace-100*time.Millisecond {
+		t.Errorf("dropped after %s, before the grace of %s ran out", d+refused, grace)
+	}
+	if st := f.tun.Status(); !strings.Contains(st.LastError, "remote listen") {
+		t.Errorf("last error %q, want the refused remote listen", st.LastError)
+	}
+}
+
 // TestExitOnForwardFailureAfterReconnect reconnects while the server
 // still holds the RemoteForward's port for the old session: under
 // ExitOnForwardFailure the new connection stays (the LocalForward

@@ -94,7 +94,7 @@ func (t *Tunnel) serveRemote(ctx context.Context, wg *sync.WaitGroup, i int, l *
 	// By the elapsed time, which wall-clock steps do not move.
 	var graceEnd time.Duration
 	if st := t.Status(); st.Reconnects > 0 || st.Handovers > 0 {
-		graceEnd = t.clk.Elapsed() + RemoteRebindGrace
+		graceEnd = t.clk.Elapsed() + t.opt.rebindGrace
 	}
 	for ctx.Err() == nil {
 		ln, err := l.client.Listen("tcp", bind)

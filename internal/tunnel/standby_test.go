@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -183,5 +184,43 @@ func TestStandbyOff(t *testing.T) {
 	}
 	if n := f.srv.accepted.Load() - before; n != 1 {
 		t.Errorf("%d connections dialled, want 1 (the reconnect)", n)
+	}
+}
+
+// After a handover the old session still holds a RemoteForward's port
+// on the server: under ExitOnForwardFailure the standby keeps trying
+// (RemoteRebindGrace) instead of dropping, and binds once the old
+// connection lets go.
+func TestHandoverMovesRemoteForward(t *testing.T) {
+	const iv = time.Second
+	rport := freeLocalPort(t)
+	echo := echoServer(t)
+	eh, ep, _ := net.SplitHostPort(echo)
+	epn, _ := strconv.Atoi(ep)
+	f := runFixture(t, iv, func(s *Spec, o *Options) {
+		s.ServerAliveCountMax = 5
+		s.ExitOnForwardFailure = true
+		o.StandbyAfter = 200 * time.Millisecond
+		o.RemoteBindRetry = 200 * time.Millisecond
+	}, Forward{Kind: Remote, BindHost: "127.0.0.1", BindPort: rport, DestHost: eh, DestPort: epn})
+	t.Cleanup(f.srv.stop)
+	within(t, 5*time.Second, "remote forward up", func() bool { return f.tun.Status().Forwards[1].State == StateUp })
+	within(t, 3*iv, "first keepalive reply", func() bool { return f.tun.Status().KeepaliveRTT > 0 })
+	resume := f.srv.stallExisting()
+	within(t, 3*time.Second, "handover", func() bool { return f.tun.Status().Handovers == 1 })
+	within(t, 3*time.Second, "bind refused: the old session holds the port", func() bool {
+		return f.tun.Status().Forwards[1].State == StateRemoteBindFailed
+	})
+	time.Sleep(500 * time.Millisecond) // refused again, within the grace
+	if st := f.tun.Status(); st.State != StateUp || st.Reconnects != 0 {
+		t.Fatalf("status %+v: want the standby kept while the old session holds the port", st)
+	}
+	resume() // the old connection answers, drains and closes: the port is free
+	within(t, 5*time.Second, "remote forward bound on the standby", func() bool { return f.tun.Status().Forwards[1].State == StateUp })
+	if err := roundTrip(net.JoinHostPort("127.0.0.1", strconv.Itoa(rport)), "remote after the handover"); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.tun.Status(); st.Handovers != 1 || st.Reconnects != 0 {
+		t.Errorf("status %+v: want 1 handover, 0 reconnects", st)
 	}
 }

@@ -125,6 +125,8 @@ type Options struct {
 	// ServerAliveInterval). Negative: no standby, a silent connection is
 	// kept until its keepalives run out.
 	StandbyAfter time.Duration
+	// rebindGrace replaces RemoteRebindGrace when positive (tests).
+	rebindGrace time.Duration
 	// OnChange, if set, is called after the Status changed: urgent for a
 	// tunnel or forward state change, not urgent for a new keepalive RTT,
 	// connection count or per-connection error. It is called without locks held and must not block.
@@ -199,6 +201,7 @@ func New(spec Spec, opt Options) *Tunnel {
 	def(&opt.LocalBindRetry, 5*time.Second)
 	def(&opt.WaitWhileDown, 15*time.Second)
 	def(&opt.DialInterval, DefaultDialInterval)
+	def(&opt.rebindGrace, RemoteRebindGrace)
 	if opt.StandbyAfter == 0 {
 		opt.StandbyAfter = DefaultStandbyAfter
 	}
