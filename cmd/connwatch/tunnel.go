@@ -91,8 +91,10 @@ network change seen through netlink: a default route or an address added
 or changed (after 200 ms without further changes). Retrying cuts a
 backoff wait short, abandons a connection attempt in progress for a fresh
 one, and checks a connection that is up with a keepalive answered within
-a second (or ServerAliveInterval if shorter): if none comes, the
-connection is made again at once; a healthy one is left alone. Where netlink cannot be
+a second (or ServerAliveInterval if shorter): if none comes, a standby
+connection is dialled at once and takes over if it answers first (with
+--standby-after 0, the connection is made again at once); a healthy one
+is left alone. Where netlink cannot be
 used this is logged once and only SIGUSR1 is left. SIGINT/SIGTERM stop.
 
 Every state change is logged to standard error: the tunnel's (connecting,
@@ -307,8 +309,9 @@ func newTunnelRetryCmd() *cobra.Command {
 		Long: `retry sends SIGUSR1 to every running 'connwatch tunnel' process found
 through its status file in STATE_DIR/tunnels, which makes each tunnel
 retry now: a backoff wait is cut short, an attempt in progress is started
-afresh, and a connection that is up is probed and made again at once if
-it does not answer within a second. Use it
+afresh, and a connection that is up is probed; if it does not answer
+within a second a standby connection is dialled at once (or, with
+standbys off, the connection is made again). Use it
 from a network-up hook when netlink is not available to connwatch.
 
 Exit status: 0 when every live process was signalled (or none runs),

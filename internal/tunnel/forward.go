@@ -98,6 +98,12 @@ func (t *Tunnel) serveRemote(ctx context.Context, wg *sync.WaitGroup, i int, l *
 	}
 	for ctx.Err() == nil {
 		ln, err := l.client.Listen("tcp", bind)
+		if ctx.Err() != nil { // handed over or lost meanwhile: not this one's to report
+			if err == nil {
+				go ln.Close() // asks the server; returns when it answers or the link closes
+			}
+			return nil
+		}
 		if err != nil {
 			err = fmt.Errorf("remote listen on %s: %w", bind, err)
 			t.setForward(i, StateRemoteBindFailed, err)

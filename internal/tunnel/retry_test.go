@@ -26,9 +26,12 @@ func TestRetryKeepsHealthyConnection(t *testing.T) {
 	}
 }
 
+// With standbys off, Retry on a silent connection makes a new one at
+// once.
 func TestRetryProbesDeafServer(t *testing.T) {
 	const iv = 5 * time.Second // keepalives alone would need 3 × 5 s
-	f := startFixture(t, iv)
+	f := runFixture(t, iv, func(_ *Spec, o *Options) { o.StandbyAfter = -1 })
+	within(t, 5*time.Second, "tunnel up", func() bool { return f.tun.Status().State == StateUp })
 	f.srv.mute.Store(true) // TCP stays open, keepalives go unanswered
 	f.tun.Retry()
 	d := within(t, 3*time.Second, "reconnected on Retry", func() bool {
@@ -45,6 +48,25 @@ func TestRetryProbesDeafServer(t *testing.T) {
 	f.srv.mute.Store(false)
 	if err := roundTrip(f.local, "back"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// With standbys on, Retry on a silent connection dials a standby at
+// once, which takes over; the tunnel stays up, and the old connection
+// keeps what it carries.
+func TestRetryHandsOverSilentConnection(t *testing.T) {
+	const iv = 5 * time.Second // keepalives alone would need 3 × 5 s
+	f := startFixture(t, iv)
+	t.Cleanup(f.srv.stop)
+	f.srv.stallExisting() // as after a network change: the old flow is gone
+	f.tun.Retry()
+	d := within(t, 3*time.Second, "handed over on Retry", func() bool { return f.tun.Status().Handovers == 1 })
+	t.Logf("Retry on a silent connection: a standby took over %s later", d)
+	if err := roundTrip(f.local, "through the standby"); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.tun.Status(); st.State != StateUp || st.Reconnects != 0 {
+		t.Errorf("status %+v: want up, no reconnect", st)
 	}
 }
 

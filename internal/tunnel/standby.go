@@ -111,10 +111,10 @@ func (t *Tunnel) standby(ctx context.Context, old *link, out chan<- *link) {
 		t.log.Info("keepalive reply overdue; dialling a standby connection", "after", min(t.opt.StandbyAfter, t.spec.ServerAliveInterval))
 		nl, err := t.standbyAttempt(ctx, old)
 		switch {
-		case ctx.Err() != nil:
-			return
-		case nl != nil:
+		case nl != nil: // sent even if ctx ended meanwhile: session closes or takes it
 			out <- nl
+			return
+		case ctx.Err() != nil:
 			return
 		case err != nil:
 			t.log.Info("standby connection failed", keyErr, err)
@@ -178,20 +178,27 @@ func (t *Tunnel) standbyAttempt(ctx context.Context, old *link) (*link, error) {
 	return nil, err
 }
 
-// drain keeps l, handed over to a newer connection, while what it
-// carries may still need it (see the top of this file); then it closes
-// l and waits for its session's goroutines (wait). closed is closed
-// when l's connection is.
-func (t *Tunnel) drain(l *link, closed <-chan struct{}, closeLink context.CancelCauseFunc, wait func()) {
-	defer wait()
+// takeDrainSlot makes l's the one connection that drains, closing the
+// one that drained before; l's drain ends when stop is closed. Called
+// by the session at the handover, so the slots go in handover order.
+func (t *Tunnel) takeDrainSlot() (stop <-chan struct{}) {
 	mine := make(chan struct{})
 	t.mu.Lock()
 	prev := t.drainStop
 	t.drainStop = sync.OnceFunc(func() { close(mine) })
 	t.mu.Unlock()
 	if prev != nil {
-		prev() // one connection drains at a time
+		prev()
 	}
+	return mine
+}
+
+// drain keeps l, handed over to a newer connection, while what it
+// carries may still need it (see the top of this file); then it closes
+// l and waits for its session's goroutines (wait). closed is closed
+// when l's connection is; mine when a later handover takes the slot.
+func (t *Tunnel) drain(l *link, closed, mine <-chan struct{}, closeLink context.CancelCauseFunc, wait func()) {
+	defer wait()
 	tick := t.clk.NewTicker(max(t.spec.ServerAliveInterval, 100*time.Millisecond))
 	defer tick.Stop()
 	for {
@@ -213,6 +220,20 @@ func (t *Tunnel) drain(l *link, closed <-chan struct{}, closeLink context.Cancel
 			}
 		}
 	}
+}
+
+// waitGone waits until l stops being the current connection, at most
+// WaitWhileDown; false if it did not, or ctx ended.
+func (t *Tunnel) waitGone(ctx context.Context, l *link) bool {
+	tm := t.clk.NewTimer(t.opt.WaitWhileDown)
+	defer tm.Stop()
+	select {
+	case <-l.gone:
+		return true
+	case <-tm.C():
+	case <-ctx.Done():
+	}
+	return false
 }
 
 // maxOpenTries bounds the connections one forwarded connection's channel
@@ -272,9 +293,10 @@ func (t *Tunnel) open(ctx context.Context, dest string, c net.Conn) (*link, net.
 	}
 	try(l)
 	var lastErr error
+	waitMore := false // no next connection came: wait for the results
 	for {
 		gone := l.gone
-		if tries >= maxOpenTries {
+		if tries >= maxOpenTries || waitMore {
 			gone = nil
 		}
 		select {
@@ -287,25 +309,30 @@ func (t *Tunnel) open(ctx context.Context, dest string, c net.Conn) (*link, net.
 			if pending > 0 {
 				continue
 			}
-			if r.l.ctx.Err() == nil || tries >= maxOpenTries {
-				return nil, nil, lastErr // refused by a live connection
+			var refused *ssh.OpenChannelError
+			if errors.As(r.err, &refused) || tries >= maxOpenTries {
+				return nil, nil, lastErr // the server's answer
 			}
-			// Its connection ended meanwhile: ask the next one.
-			select {
-			case <-r.l.gone:
-			case <-ctx.Done():
-				return nil, nil, ctx.Err()
+			// Its connection failed meanwhile: ask the next one, once
+			// that one is gone (at most WaitWhileDown: an error on a
+			// connection that stays is its answer).
+			if !t.waitGone(ctx, r.l) {
+				return nil, nil, lastErr
 			}
-			if l, err = t.waitClient(ctx); err != nil {
+			nl, err := t.waitClient(ctx)
+			if err != nil {
 				return nil, nil, err
 			}
 			if peerClosed(c) {
 				return nil, nil, errGaveUp
 			}
+			l = nl
 			try(l)
 		case <-gone:
-			if l, err = t.waitClient(ctx); err != nil {
-				if pending > 0 { // the old one may yet confirm
+			nl, err := t.waitClient(ctx)
+			if err != nil {
+				if pending > 0 { // an earlier one may yet confirm
+					waitMore = true
 					continue
 				}
 				return nil, nil, err
@@ -313,6 +340,7 @@ func (t *Tunnel) open(ctx context.Context, dest string, c net.Conn) (*link, net.
 			if peerClosed(c) {
 				return nil, nil, errGaveUp
 			}
+			l = nl
 			try(l)
 		case <-ctx.Done():
 			return nil, nil, ctx.Err()

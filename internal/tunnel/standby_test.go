@@ -15,6 +15,7 @@ func standbyFixture(t *testing.T, iv, sa time.Duration) *fixture {
 	t.Helper()
 	f := runFixture(t, iv, func(s *Spec, o *Options) {
 		s.ServerAliveCountMax = 5
+		s.ConnectTimeout = 10 * time.Second // a stalled standby's handshake outlasts the test
 		o.StandbyAfter = sa
 	})
 	// Before the echo server's cleanup, which waits for connections the
@@ -75,6 +76,9 @@ func TestStandbyTakesOverFromSilentConnection(t *testing.T) {
 	f := standbyFixture(t, iv, sa)
 	old := holdOpen(t, f.local)
 	since := f.tun.Status().Since
+	f.tun.mu.Lock()
+	f.tun.st.KeepaliveRTT = time.Hour // so that the standby's own is seen
+	f.tun.mu.Unlock()
 
 	resume := f.srv.stallExisting()
 	stalled := time.Now()
@@ -92,7 +96,7 @@ func TestStandbyTakesOverFromSilentConnection(t *testing.T) {
 		t.Errorf("status %+v: want up since %s throughout, 0 reconnects, 1 handover", st, since)
 	}
 	if st.KeepaliveRTT <= 0 || st.KeepaliveRTT > time.Second {
-		t.Errorf("keepalive RTT %s after the handover, want the standby's answer", st.KeepaliveRTT)
+		t.Errorf("keepalive RTT %s after the handover, want the standby's round trip", st.KeepaliveRTT)
 	}
 	if n := f.srv.open(); n != 2 {
 		t.Errorf("server has %d connections, want 2 (the silent one drains)", n)
@@ -129,8 +133,8 @@ func TestDrainedConnectionEndsWithItsKeepalives(t *testing.T) {
 	_, err := old.r.ReadString('\n') // the tunnel closes it: EOF
 	d := time.Since(start)
 	t.Logf("connection on the silent link closed %s after the handover (%d × %s keepalives): %v", d.Round(time.Millisecond), 5, iv, err)
-	if err == nil || d > 5*iv+2*time.Second {
-		t.Errorf("read on the silent link's connection: %v after %s, want closed by the tunnel within 5 × %s", err, d, iv)
+	if err == nil || d > 5*iv+2*time.Second || d < 3*iv {
+		t.Errorf("read on the silent link's connection: %v after %s, want closed by the tunnel when its 5 × %s keepalives run out", err, d, iv)
 	}
 	if st := f.tun.Status(); st.State != StateUp || st.Reconnects != 0 {
 		t.Errorf("status %+v: want still up, no reconnect", st)
@@ -151,6 +155,9 @@ func TestStandbyAbandonedWhenOldAnswers(t *testing.T) {
 	if err := old.echo("old answers", 3*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	// The stalled standby is closed by the tunnel as soon as the old one
+	// answers (long before any handshake timeout).
+	within(t, 2*time.Second, "standby closed", func() bool { return f.srv.clientConns() == 1 })
 	// Within one more keepalive the reply has come; after that no new
 	// standby may be dialled.
 	time.Sleep(iv + 200*time.Millisecond)
@@ -222,5 +229,54 @@ func TestHandoverMovesRemoteForward(t *testing.T) {
 	}
 	if st := f.tun.Status(); st.Handovers != 1 || st.Reconnects != 0 {
 		t.Errorf("status %+v: want 1 handover, 0 reconnects", st)
+	}
+}
+
+// A forwarded connection whose channel was asked of a connection that
+// is then lost (reset, not refused) is asked of the next connection.
+func TestOpenRetriedOnNextConnection(t *testing.T) {
+	f := runFixture(t, time.Second, func(s *Spec, o *Options) {
+		s.ServerAliveCountMax = 5
+		o.StandbyAfter = -1
+	})
+	t.Cleanup(f.srv.stop)
+	within(t, 5*time.Second, "tunnel up", func() bool { return f.tun.Status().State == StateUp })
+	f.srv.stallExisting()
+	errc := make(chan error, 1)
+	go func() { errc <- roundTripWithin(f.local, "asked twice", 10*time.Second) }()
+	time.Sleep(300 * time.Millisecond) // its channel is asked of the stalled connection
+	f.srv.stop()                        // which is then closed: the open fails
+	f.srv.restart()
+	f.tun.Retry()
+	if err := <-errc; err != nil {
+		t.Fatalf("connection whose channel open met a lost connection: %v\nstatus %+v", err, f.tun.Status())
+	}
+	if st := f.tun.Status(); st.Forwards[0].LastError != "" {
+		t.Errorf("forward's last error %q, want none", st.Forwards[0].LastError)
+	}
+}
+
+// Run may end while a forwarded connection's channel is still asked of
+// a silent connection: the open gives up cleanly.
+func TestStopWhileChannelOpenPending(t *testing.T) {
+	f := runFixture(t, time.Second, func(s *Spec, o *Options) {
+		s.ServerAliveCountMax = 5
+		o.StandbyAfter = -1
+	})
+	t.Cleanup(f.srv.stop)
+	within(t, 5*time.Second, "tunnel up", func() bool { return f.tun.Status().State == StateUp })
+	f.srv.stallExisting()
+	errc := make(chan error, 1)
+	go func() { errc <- roundTripWithin(f.local, "never", 5*time.Second) }()
+	time.Sleep(300 * time.Millisecond) // its channel is asked of the stalled connection
+	f.cancel()
+	select {
+	case err := <-f.done:
+		f.done <- err // for the fixture's cleanup
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	if err := <-errc; err == nil {
+		t.Error("round trip through a stopped tunnel succeeded")
 	}
 }

@@ -57,7 +57,9 @@ var (
 	// the link.
 	ErrLinkDown = errors.New("tunnel is down")
 	// ErrProbe ends a connection that did not answer the keepalive sent
-	// at once on Retry; the next attempt starts without a backoff wait.
+	// at once on Retry, when standby connections are off (with them on,
+	// that dials a standby); the next attempt starts without a backoff
+	// wait.
 	ErrProbe = errors.New("server did not answer the probe on retry")
 )
 
@@ -241,8 +243,10 @@ func New(spec Spec, opt Options) *Tunnel {
 // While connecting, the attempt in progress (dial or handshake) is
 // abandoned and a fresh one starts at once. While up, a keepalive is sent
 // at once with a short reply deadline (at most a second); a healthy
-// connection is left alone, one that does not answer in time is closed
-// and a new connection attempted without a backoff wait.
+// connection is left alone; for one that does not answer in time a
+// standby connection is dialled at once (see standby.go), or, with
+// standbys off, it is closed and a new connection attempted without a
+// backoff wait.
 func (t *Tunnel) Retry() {
 	select {
 	case t.retry <- struct{}{}:
@@ -642,6 +646,10 @@ func (t *Tunnel) session(ctx context.Context, wg *sync.WaitGroup, l *link) (*lin
 				return
 			case <-t.retry:
 			}
+			if t.opt.StandbyAfter > 0 {
+				t.probeLate(fctx, l)
+				continue
+			}
 			if err := t.probe(fctx, client); err != nil {
 				cancel(err)
 				conn.Close()
@@ -676,8 +684,9 @@ func (t *Tunnel) session(ctx context.Context, wg *sync.WaitGroup, l *link) (*lin
 	case next := <-handover:
 		detach()
 		stopServing()
+		slot := t.takeDrainSlot()
 		wg.Go(func() {
-			t.drain(l, closed, cancel, func() {
+			t.drain(l, closed, slot, cancel, func() {
 				cancel(nil)
 				swg.Wait()
 				<-closed
@@ -832,6 +841,52 @@ func (t *Tunnel) lateTimer(iv time.Duration) (<-chan time.Time, func()) {
 	}
 	lt := t.clk.NewTimer(sa)
 	return lt.C(), func() { lt.Stop() }
+}
+
+// probeLate is probe with make before break: a probe left unanswered
+// marks l late, which dials a standby at once, instead of ending l; a
+// reply, even a later one, marks it on time again.
+func (t *Tunnel) probeLate(ctx context.Context, l *link) {
+	d := probeTimeout
+	if iv := t.spec.ServerAliveInterval; iv > 0 && iv < d {
+		d = iv
+	}
+	sent := t.clk.Now()
+	reply := sendKeepalive(l.client)
+	answered := func(err error) {
+		if err != nil {
+			return // the connection is gone; client.Wait says why
+		}
+		l.setLate(false)
+		rtt := t.clk.Now().Sub(sent)
+		t.mu.Lock()
+		cur := t.cur == l
+		if cur {
+			t.st.KeepaliveRTT = rtt
+		}
+		t.mu.Unlock()
+		if cur {
+			t.changed(false)
+		}
+		t.log.Debug("retry probe answered", keyRTT, rtt)
+	}
+	tm := t.clk.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case err := <-reply:
+		answered(err)
+	case <-tm.C():
+		t.log.Info("retry probe unanswered", "within", d)
+		l.setLate(true)
+		go func() { // until the reply, or the link's end
+			select {
+			case err := <-reply:
+				answered(err)
+			case <-l.ctx.Done():
+			}
+		}()
+	case <-ctx.Done():
+	}
 }
 
 // probe sends one keepalive and waits at most probeTimeout (or
