@@ -208,7 +208,8 @@ func (h *StartHold) enabled() bool {
 }
 
 // Run reads the tag at once and every Every while the start hold is on,
-// until ctx ends (a clean exit).
+// until ctx ends (a clean exit). While it is off Run sleeps without a
+// timer until SetMax turns it on.
 func (h *StartHold) Run(ctx context.Context) error {
 	t := h.clock.NewTimer(0)
 	defer t.Stop()
@@ -219,11 +220,13 @@ func (h *StartHold) Run(ctx context.Context) error {
 		case <-t.C():
 		case <-h.kick:
 		}
+		t.Stop()
 		if h.enabled() {
 			h.Refresh(ctx)
+			t.Reset(h.every)
+		} else {
+			h.log.Debug("start hold is off: no reads until it is turned on")
 		}
-		t.Stop()
-		t.Reset(h.every)
 	}
 }
 

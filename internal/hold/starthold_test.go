@@ -312,10 +312,10 @@ func TestStartHoldTagChanges(t *testing.T) {
 }
 
 // Run reads at once and then every 30 s of the clock, not more often;
-// start_hold_max 0 reads nothing and holds nothing, and turning it on
-// reads at once.
+// start_hold_max 0 reads nothing, holds nothing and arms no timer, and
+// turning it on reads at once.
 func TestStartHoldRunRate(t *testing.T) {
-	h, tags, clk, _ := newStartHold(t, 0)
+	h, tags, clk, logs := newStartHold(t, 0)
 	tags.set(stamp(t0.Add(time.Hour)), nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -329,10 +329,15 @@ func TestStartHoldRunRate(t *testing.T) {
 	}
 	armed(t0)
 	clk.Advance(0)
-	armed(t0.Add(DefaultStartHoldEvery))
+	// Off: no timer at all once the first one has fired.
+	testproc.WaitFor(t, "asleep while off", 10*time.Second, func() bool {
+		return strings.Contains(logs.String(), "start hold is off")
+	})
 	for range 4 {
 		clk.Advance(DefaultStartHoldEvery)
-		armed(clk.Now().Add(DefaultStartHoldEvery))
+		if d, ok := clk.NextDeadline(); ok {
+			t.Fatalf("start_hold_max 0: a timer armed for %s", d.Sub(t0))
+		}
 	}
 	if n := tags.count(); n != 0 {
 		t.Errorf("start_hold_max 0: %d reads", n)
