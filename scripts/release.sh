@@ -107,16 +107,16 @@ ldflags="-s -w -X $pkg.Version=$VERSION -X $pkg.Revision=$revision -X $pkg.Date=
 # -buildvcs=false: the version is stamped above, and VCS stamping would
 # make the bytes depend on untracked files. GOAMD64/GOARM64 pinned to the
 # baseline so a setting in the environment cannot change the output.
-build() { # build ARCH FILE
+build() { # build ARCH FILE [TAGS]
   CGO_ENABLED=0 GOOS=linux GOARCH=$1 GOAMD64=v1 GOARM64=v8.0 \
-    go build -trimpath -buildvcs=false -ldflags "$ldflags" -o "$2" ./cmd/connwatch
+    go build -trimpath -buildvcs=false -tags "${3:-}" -ldflags "$ldflags" -o "$2" ./cmd/connwatch
 }
 
 # Completions, man pages and the packaged configuration come from a binary
-# that runs here.
+# that runs here, built with the man page generator the shipped one lacks.
 hostarch=$(go env GOHOSTARCH)
 host=$work/host/connwatch
-build "$hostarch" "$host"
+build "$hostarch" "$host" manpages
 common=$work/common
 mkdir -p "$common/completions" "$common/man/man1"
 "$host" completion bash >"$common/completions/connwatch.bash"

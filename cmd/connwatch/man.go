@@ -1,3 +1,9 @@
+//go:build manpages
+
+// The man page generator (cobra/doc, and the markdown renderer under it,
+// 0.2 MB of tables made at start-up) is built only into the binary that
+// scripts/release.sh runs to write the pages, not into the one shipped.
+
 package main
 
 import (

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 	"github.com/connwatch/connwatch/internal/version"
 )
 
@@ -73,10 +76,23 @@ func TestRootHelpListsCommandsOnce(t *testing.T) {
 	}
 }
 
+// The man pages, from a build with -tags manpages as the release script
+// makes them; a build without says so.
 func TestManPages(t *testing.T) {
+	if code, _, stderr := runCLI(t, []string{"man", t.TempDir()}); code == exitOK || !strings.Contains(stderr, "-tags manpages") {
+		t.Errorf("man without the generator: exit %d, stderr %q; want an error naming -tags manpages", code, stderr)
+	}
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	goBin := testproc.RequireBinary(t, "man", filepath.Join(runtime.GOROOT(), "bin", "go"))
+	bin := filepath.Join(t.TempDir(), "connwatch")
+	if out, err := exec.Command(goBin, "build", "-tags", "manpages", "-o", bin, module+"/cmd/connwatch").CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags manpages: %v\n%s", err, out)
+	}
 	dir := t.TempDir()
-	if code, _, stderr := runCLI(t, []string{"man", dir}); code != exitOK {
-		t.Fatalf("man: exit %d: %s", code, stderr)
+	if out, err := exec.Command(bin, "man", dir).CombinedOutput(); err != nil {
+		t.Fatalf("man: %v\n%s", err, out)
 	}
 	for _, name := range []string{"connwatch.1", "connwatch-agent.1", "connwatch-tunnel-status.1", "connwatch-config-check.1"} {
 		b, err := os.ReadFile(filepath.Join(dir, name))
