@@ -40,6 +40,7 @@ type testServer struct {
 	// its start (see stallExisting) until the test ends or stop.
 	stallNew atomic.Bool
 	accepted atomic.Int64 // TCP connections accepted so far
+	denyAuth atomic.Bool  // refuse every key from now on
 	channels atomic.Int64 // direct-tcpip channels asked for so far
 
 	mu    sync.Mutex
@@ -91,8 +92,12 @@ func newTestServer(t testing.TB, authorized ssh.PublicKey) *testServer {
 // newTestServerWithHostKey is newTestServer presenting hk (which may be
 // a certificate signer) as its only host key.
 func newTestServerWithHostKey(t testing.TB, authorized ssh.PublicKey, hk ssh.Signer) *testServer {
+	var s *testServer
 	cfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
+			if s.denyAuth.Load() {
+				return nil, fmt.Errorf("keys refused")
+			}
 			if string(k.Marshal()) == string(authorized.Marshal()) {
 				return nil, nil
 			}
@@ -100,7 +105,7 @@ func newTestServerWithHostKey(t testing.TB, authorized ssh.PublicKey, hk ssh.Sig
 		},
 	}
 	cfg.AddHostKey(hk)
-	s := &testServer{t: t, config: cfg, hostPK: hk.PublicKey(), conns: map[*stallConn]bool{}}
+	s = &testServer{t: t, config: cfg, hostPK: hk.PublicKey(), conns: map[*stallConn]bool{}}
 	s.start("127.0.0.1:0")
 	t.Cleanup(s.stop)
 	return s

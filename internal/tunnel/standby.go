@@ -116,6 +116,17 @@ func (t *Tunnel) standby(ctx context.Context, old *link, out chan<- *link) {
 			return
 		case ctx.Err() != nil:
 			return
+		case err != nil && isSlow(err):
+			// Retrying soon will not fix it (authentication, host key):
+			// no more standbys until the old one answers again.
+			t.log.Warn("standby connection failed; none until the connection answers again", keyErr, err)
+			for late, change := old.lateness(); late; late, change = old.lateness() {
+				select {
+				case <-ctx.Done():
+					return
+				case <-change:
+				}
+			}
 		case err != nil:
 			t.log.Info("standby connection failed", keyErr, err)
 			if !t.sleep(ctx, t.dial.gap()) {

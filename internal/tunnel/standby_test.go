@@ -280,3 +280,21 @@ func TestStopWhileChannelOpenPending(t *testing.T) {
 		t.Error("round trip through a stopped tunnel succeeded")
 	}
 }
+
+// A standby refused for a reason retrying soon will not fix (the key)
+// is not dialled again while the connection stays silent.
+func TestStandbyNotRetriedAfterAuthFailure(t *testing.T) {
+	const iv = time.Second
+	f := standbyFixture(t, iv, 200*time.Millisecond)
+	f.srv.denyAuth.Store(true)
+	before := f.srv.accepted.Load()
+	f.srv.stallExisting()
+	within(t, 3*time.Second, "standby dialled", func() bool { return f.srv.accepted.Load() > before })
+	time.Sleep(2 * iv) // a retry every 250-500 ms would dial several more
+	if n := f.srv.accepted.Load() - before; n != 1 {
+		t.Errorf("%d standbys dialled after the key was refused, want 1", n)
+	}
+	if st := f.tun.Status(); st.State != StateUp || st.Handovers != 0 {
+		t.Errorf("status %+v: want still up, no handover", st)
+	}
+}
