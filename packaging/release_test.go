@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"debug/buildinfo"
 	"debug/elf"
 	"errors"
 	"io"
@@ -139,6 +140,15 @@ func TestRelease(t *testing.T) {
 		for _, p := range f.Progs {
 			if p.Type == elf.PT_INTERP {
 				t.Errorf("%s has a program interpreter: not a static binary", bin)
+			}
+		}
+		bi, err := buildinfo.ReadFile(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "-tags" && s.Value != "" {
+				t.Errorf("%s was built with -tags %s: the shipped binary has no build tags (the man page generator is the host build's)", bin, s.Value)
 			}
 		}
 	})

@@ -159,11 +159,9 @@ for arch in "${arches[@]}"; do
   name=connwatch_${VERSION}_linux_$arch
   stage=$work/$arch/$name
   mkdir -p "$stage"
-  if [ "$arch" = "$hostarch" ]; then
-    cp "$host" "$stage/connwatch"
-  else
-    build "$arch" "$stage/connwatch"
-  fi
+  # Built again even for the host's architecture: the host binary has
+  # the man page generator, the shipped one does not.
+  build "$arch" "$stage/connwatch"
   chmod 0755 "$stage/connwatch"
   install -m 0644 -D README.md "$stage/README.md"
   install -m 0644 -D LICENSE "$stage/LICENSE"
