@@ -66,7 +66,9 @@ patterns) applies. From the result connwatch uses:
 Make before break: once a keepalive reply is --standby-after late (2 s;
 never later than ServerAliveInterval; 0 turns it off), a standby
 connection is dialled beside the silent one and must answer a keepalive
-of its own. If the old one answers first the standby is dropped; if the
+of its own (a failed standby is dialled again as reconnects are: at once
+after a network failure, after the backoff when the SSH handshake
+failed). If the old one answers first the standby is dropped; if the
 standby does, it takes over at once: new forwarded connections, and
 those opened while the old one was silent, go through it, remote
 forwards are bound on it, and the old connection drains (it keeps what

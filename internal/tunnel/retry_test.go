@@ -58,7 +58,8 @@ func TestRetryHandsOverSilentConnection(t *testing.T) {
 	const iv = 5 * time.Second // keepalives alone would need 3 × 5 s
 	f := startFixture(t, iv)
 	t.Cleanup(f.srv.stop)
-	f.srv.stallExisting() // as after a network change: the old flow is gone
+	old := holdOpen(t, f.local)
+	resume := f.srv.stallExisting() // as after a network change: the old flow is gone
 	f.tun.Retry()
 	d := within(t, 3*time.Second, "handed over on Retry", func() bool { return f.tun.Status().Handovers == 1 })
 	t.Logf("Retry on a silent connection: a standby took over %s later", d)
@@ -67,6 +68,10 @@ func TestRetryHandsOverSilentConnection(t *testing.T) {
 	}
 	if st := f.tun.Status(); st.State != StateUp || st.Reconnects != 0 {
 		t.Errorf("status %+v: want up, no reconnect", st)
+	}
+	resume() // the old flow comes back: what it carried still works
+	if err := old.echo("kept on the old connection", 3*time.Second); err != nil {
+		t.Errorf("connection carried by the old connection after the handover: %v", err)
 	}
 }
 

@@ -3,12 +3,15 @@ package tunnel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/connwatch/connwatch/internal/backoff"
 )
 
 // Make before break.
@@ -68,8 +71,18 @@ func (l *link) setLate(v bool) {
 	}
 }
 
+// nudge wakes whoever waits on lateness without changing it: Retry on
+// a link that is already late (a standby waiting to try again tries
+// now).
+func (l *link) nudge() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	close(l.change)
+	l.change = make(chan struct{})
+}
+
 // lateness returns whether a reply is overdue, and a channel closed at
-// the next change.
+// the next change (or nudge).
 func (l *link) lateness() (bool, <-chan struct{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -96,11 +109,16 @@ func sendKeepalive(client *ssh.Client) <-chan error {
 
 // standby dials a standby connection each time old's keepalive reply is
 // overdue, until one answers before old does; it sends that one on out
-// (buffered) and returns. It returns when ctx ends.
+// (buffered) and returns. It returns when ctx ends. Between failed
+// standbys it waits a DialInterval or two, or, after a failure retrying
+// soon will not fix (the handshake: authentication, host key), the
+// tunnel's backoff; a Retry (nudge) cuts either wait short.
 func (t *Tunnel) standby(ctx context.Context, old *link, out chan<- *link) {
+	bo := backoff.Backoff{Policy: backoff.Policy{Min: t.opt.BackoffMin, Max: t.opt.BackoffMax}}
 	for {
 		late, change := old.lateness()
 		if !late {
+			bo.Reset()
 			select {
 			case <-ctx.Done():
 				return
@@ -116,26 +134,34 @@ func (t *Tunnel) standby(ctx context.Context, old *link, out chan<- *link) {
 			return
 		case ctx.Err() != nil:
 			return
-		case err != nil && isSlow(err):
-			// Retrying soon will not fix it (authentication, host key):
-			// no more standbys until the old one answers again.
-			t.log.Warn("standby connection failed; none until the connection answers again", keyErr, err)
-			for late, change := old.lateness(); late; late, change = old.lateness() {
-				select {
-				case <-ctx.Done():
-					return
-				case <-change:
-				}
-			}
 		case err != nil:
-			t.log.Info("standby connection failed", keyErr, err)
-			if !t.sleep(ctx, t.dial.gap()) {
+			d := t.dial.gap()
+			if isSlow(err) {
+				d = bo.Next()
+			}
+			t.log.Info("standby connection failed", keyErr, err, keyRetryIn, d)
+			if !t.waitChange(ctx, old, d) {
 				return
 			}
 		default:
 			t.log.Info("keepalive answered; standby connection abandoned")
 		}
 	}
+}
+
+// waitChange waits d, or until l's lateness changes or l is nudged;
+// false when ctx ended.
+func (t *Tunnel) waitChange(ctx context.Context, l *link, d time.Duration) bool {
+	_, change := l.lateness()
+	tm := t.clk.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C():
+	case <-change:
+	case <-ctx.Done():
+		return false
+	}
+	return true
 }
 
 // standbyAttempt connects and waits for a keepalive reply on the new
@@ -303,7 +329,7 @@ func (t *Tunnel) open(ctx context.Context, dest string, c net.Conn) (*link, net.
 		return nil, nil, errGaveUp
 	}
 	try(l)
-	var lastErr error
+	var lastErr, refusal error
 	waitMore := false // no next connection came: wait for the results
 	for {
 		gone := l.gone
@@ -317,12 +343,20 @@ func (t *Tunnel) open(ctx context.Context, dest string, c net.Conn) (*link, net.
 				return r.l, r.c, nil
 			}
 			lastErr = r.err
+			var refused *ssh.OpenChannelError
+			if errors.As(r.err, &refused) {
+				refusal = r.err
+			}
 			if pending > 0 {
 				continue
 			}
-			var refused *ssh.OpenChannelError
-			if errors.As(r.err, &refused) || tries >= maxOpenTries {
-				return nil, nil, lastErr // the server's answer
+			switch {
+			case refusal != nil: // a live connection's answer
+				return nil, nil, refusal
+			case waitMore: // no next connection came within WaitWhileDown
+				return nil, nil, fmt.Errorf("%w: %w", ErrLinkDown, lastErr)
+			case tries >= maxOpenTries:
+				return nil, nil, lastErr
 			}
 			// Its connection failed meanwhile: ask the next one, once
 			// that one is gone (at most WaitWhileDown: an error on a

@@ -245,7 +245,7 @@ func TestOpenRetriedOnNextConnection(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- roundTripWithin(f.local, "asked twice", 10*time.Second) }()
 	time.Sleep(300 * time.Millisecond) // its channel is asked of the stalled connection
-	f.srv.stop()                        // which is then closed: the open fails
+	f.srv.stop()                       // which is then closed: the open fails
 	f.srv.restart()
 	f.tun.Retry()
 	if err := <-errc; err != nil {
@@ -282,19 +282,31 @@ func TestStopWhileChannelOpenPending(t *testing.T) {
 }
 
 // A standby refused for a reason retrying soon will not fix (the key)
-// is not dialled again while the connection stays silent.
-func TestStandbyNotRetriedAfterAuthFailure(t *testing.T) {
+// is dialled again only after the tunnel's backoff, and a Retry cuts
+// that wait short.
+func TestStandbyBacksOffAfterAuthFailure(t *testing.T) {
 	const iv = time.Second
-	f := standbyFixture(t, iv, 200*time.Millisecond)
+	f := runFixture(t, iv, func(s *Spec, o *Options) {
+		s.ServerAliveCountMax = 30 // the old connection outlives the test
+		o.StandbyAfter = 200 * time.Millisecond
+		o.BackoffMin, o.BackoffMax = 10*time.Second, 20*time.Second // waits of 5-10 s, then 10-20 s
+	})
+	t.Cleanup(f.srv.stop)
+	within(t, 5*time.Second, "tunnel up", func() bool { return f.tun.Status().State == StateUp })
+	within(t, 3*iv, "first keepalive reply", func() bool { return f.tun.Status().KeepaliveRTT > 0 })
 	f.srv.denyAuth.Store(true)
 	before := f.srv.accepted.Load()
 	f.srv.stallExisting()
 	within(t, 3*time.Second, "standby dialled", func() bool { return f.srv.accepted.Load() > before })
-	time.Sleep(2 * iv) // a retry every 250-500 ms would dial several more
+	time.Sleep(1500 * time.Millisecond) // a redial every 250-500 ms would dial several more
 	if n := f.srv.accepted.Load() - before; n != 1 {
-		t.Errorf("%d standbys dialled after the key was refused, want 1", n)
+		t.Errorf("%d standbys dialled after the key was refused, want 1 within the backoff", n)
 	}
-	if st := f.tun.Status(); st.State != StateUp || st.Handovers != 0 {
-		t.Errorf("status %+v: want still up, no handover", st)
+	f.srv.denyAuth.Store(false)
+	f.tun.Retry()
+	d := within(t, 4*time.Second, "handover after Retry", func() bool { return f.tun.Status().Handovers == 1 })
+	t.Logf("handover %s after Retry (the probe waits a second, then the standby tries at once)", d.Round(time.Millisecond))
+	if d > 4*time.Second {
+		t.Errorf("handover %s after Retry, want within the probe's second and a dial, not the backoff's 5-10 s", d)
 	}
 }

@@ -878,6 +878,7 @@ func (t *Tunnel) probeLate(ctx context.Context, l *link) {
 	case <-tm.C():
 		t.log.Info("retry probe unanswered", "within", d)
 		l.setLate(true)
+		l.nudge()   // a standby waiting to try again tries now
 		go func() { // until the reply, or the link's end
 			select {
 			case err := <-reply:
