@@ -75,6 +75,21 @@ func TestRetryHandsOverSilentConnection(t *testing.T) {
 	}
 }
 
+// A Retry probe that answers late (after its second) starts a standby,
+// but its reply, when it comes, marks the connection on time again, and
+// the standby, which would answer later still, is dropped.
+func TestRetryLateReplyKeepsConnection(t *testing.T) {
+	const iv = 5 * time.Second
+	f := startFixture(t, iv)
+	t.Cleanup(f.srv.stop)
+	f.srv.replyDelay.Store(int64(1500 * time.Millisecond)) // the probe's reply at 1.5 s, a standby's at 1 s + its dial + 1.5 s
+	f.tun.Retry()
+	time.Sleep(3500 * time.Millisecond)
+	if st := f.tun.Status(); st.State != StateUp || st.Handovers != 0 || st.Reconnects != 0 {
+		t.Errorf("status %+v: want up, no handover, no reconnect: the old connection answered first", st)
+	}
+}
+
 func TestRetryAbandonsHungDial(t *testing.T) {
 	// A server that accepts TCP but never speaks SSH.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

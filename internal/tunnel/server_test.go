@@ -41,6 +41,8 @@ type testServer struct {
 	stallNew atomic.Bool
 	accepted atomic.Int64 // TCP connections accepted so far
 	denyAuth atomic.Bool  // refuse every key from now on
+	// replyDelay delays every keepalive reply (nanoseconds; 0: none).
+	replyDelay atomic.Int64
 	channels atomic.Int64 // direct-tcpip channels asked for so far
 
 	mu    sync.Mutex
@@ -304,7 +306,11 @@ func (s *testServer) serve(c *stallConn) {
 		for r := range reqs {
 			switch r.Type {
 			case "keepalive@openssh.com":
-				if !s.mute.Load() {
+				switch d := time.Duration(s.replyDelay.Load()); {
+				case s.mute.Load():
+				case d > 0:
+					s.wg.Go(func() { time.Sleep(d); _ = r.Reply(false, nil) })
+				default:
 					_ = r.Reply(false, nil) // as OpenSSH does
 				}
 			case "tcpip-forward":
