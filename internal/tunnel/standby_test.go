@@ -310,3 +310,36 @@ func TestStandbyBacksOffAfterAuthFailure(t *testing.T) {
 		t.Errorf("handover %s after Retry, want within the probe's second and a dial, not the backoff's 5-10 s", d)
 	}
 }
+
+// A RemoteForward bind still asked of the old connection when it was
+// handed over does not report on the forward once it returns: the
+// forward is the new connection's.
+func TestOldBindAfterHandoverLeavesForwardState(t *testing.T) {
+	const iv = time.Second
+	blocker, err := net.Listen("tcp", "127.0.0.1:0") // holds the port: binds are refused
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Close()
+	rport := blocker.Addr().(*net.TCPAddr).Port
+	echo := echoServer(t)
+	eh, ep, _ := net.SplitHostPort(echo)
+	epn, _ := strconv.Atoi(ep)
+	f := runFixture(t, iv, func(s *Spec, o *Options) {
+		s.ServerAliveCountMax = 30
+		o.StandbyAfter = 200 * time.Millisecond
+		o.RemoteBindRetry = 300 * time.Millisecond
+	}, Forward{Kind: Remote, BindHost: "127.0.0.1", BindPort: rport, DestHost: eh, DestPort: epn})
+	t.Cleanup(f.srv.stop)
+	within(t, 5*time.Second, "bind refused", func() bool { return f.tun.Status().Forwards[1].State == StateRemoteBindFailed })
+	within(t, 3*iv, "first keepalive reply", func() bool { return f.tun.Status().KeepaliveRTT > 0 })
+	resume := f.srv.stallExisting() // the old connection's next bind waits
+	within(t, 3*time.Second, "handover", func() bool { return f.tun.Status().Handovers == 1 })
+	blocker.Close()
+	within(t, 5*time.Second, "bound on the new connection", func() bool { return f.tun.Status().Forwards[1].State == StateUp })
+	resume() // the old bind is answered now: refused, the port is the new one's
+	time.Sleep(500 * time.Millisecond)
+	if st := f.tun.Status(); st.Forwards[1].State != StateUp {
+		t.Errorf("forward %s (%s) after the old connection's bind returned, want up", st.Forwards[1].State, st.Forwards[1].LastError)
+	}
+}
