@@ -15,6 +15,7 @@ import (
 	"github.com/connwatch/connwatch/internal/config"
 	"github.com/connwatch/connwatch/internal/doctor"
 	"github.com/connwatch/connwatch/internal/sshconfig"
+	"github.com/connwatch/connwatch/internal/tunnel"
 )
 
 // exitFindings is doctor's exit status when it found warnings or errors.
@@ -179,7 +180,7 @@ func (d *doctorRun) client(ctx context.Context) ([]doctor.Finding, error) {
 	if err != nil {
 		return nil, err
 	}
-	findings, fix := doctor.CheckClient(doctor.Client{Host: d.flags.host, Settings: s})
+	findings, fix := doctor.CheckClient(doctor.Client{Host: d.flags.host, Settings: s, StandbyAfter: tunnel.DefaultStandbyAfter})
 	if !d.flags.fix {
 		return findings, nil
 	}
@@ -207,7 +208,7 @@ func (d *doctorRun) client(ctx context.Context) ([]doctor.Finding, error) {
 	if s, err = sshconfig.ClientSettings(ctx, d.runner, o); err != nil {
 		return nil, err
 	}
-	findings, _ = doctor.CheckClient(doctor.Client{Host: d.flags.host, Settings: s})
+	findings, _ = doctor.CheckClient(doctor.Client{Host: d.flags.host, Settings: s, StandbyAfter: tunnel.DefaultStandbyAfter})
 	return findings, nil
 }
 

@@ -13,6 +13,9 @@ import (
 type Client struct {
 	Host     string
 	Settings sshconfig.Settings // ssh -G HOST
+	// StandbyAfter is connwatch tunnel's --standby-after, for a Host with
+	// forwards (0: not explained).
+	StandbyAfter time.Duration
 }
 
 // Recommended client keepalive: a dead link is noticed after 45 s.
@@ -119,6 +122,11 @@ func CheckClient(in Client) ([]Finding, []Setting) {
 		for _, v := range s.All(k) {
 			fwds = append(fwds, k+" "+v)
 		}
+	}
+	if sa := in.StandbyAfter; len(fwds) > 0 && sa > 0 && ivErr == nil && cErr == nil && iv > 0 && count > 0 {
+		fs = append(fs, Finding{ID: IDTunnelStandby, Severity: Info, Setting: "ServerAliveInterval", Value: value,
+			Message: fmt.Sprintf("under connwatch tunnel a connection whose keepalive reply is %s late gets a standby, which takes over if it answers first: a connection whose flow a NAT or firewall forgot is replaced after at most %s (a keepalive's turn and its lateness), while ServerAliveInterval x ServerAliveCountMax (%s) still bounds how long a dead connection, and what it carries, is kept",
+				Human(min(sa, iv)), Human(iv+min(sa, iv)), Human(iv*time.Duration(count)))})
 	}
 	if len(fwds) > 0 && !sshconfig.ParseYes(s.Get("exitonforwardfailure")) {
 		fs = append(fs, Finding{ID: IDExitOnForwardFailure, Severity: Warning, Setting: "ExitOnForwardFailure", Value: s.Get("exitonforwardfailure"),

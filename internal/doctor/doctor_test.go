@@ -228,6 +228,31 @@ func TestCheckClient(t *testing.T) {
 	}
 }
 
+// For a Host with forwards, what connwatch tunnel's standby changes.
+func TestCheckClientTunnelStandby(t *testing.T) {
+	tunnel := recorded(t, "ssh-G-9.2-tunnel.txt") // ServerAliveInterval 30, CountMax 3, forwards
+	fs, _ := CheckClient(Client{Host: "h", Settings: tunnel, StandbyAfter: 2 * time.Second})
+	f := find(fs, IDTunnelStandby)
+	if f.Severity != Info {
+		t.Fatalf("findings %+v: want %s as info", fs, IDTunnelStandby)
+	}
+	for _, want := range []string{"2 s late", "after at most 32 s", "(1 min 30 s)"} {
+		if !strings.Contains(f.Message, want) {
+			t.Errorf("message %q lacks %q", f.Message, want)
+		}
+	}
+	// No forwards, or keepalives off: nothing to say.
+	for name, s := range map[string]sshconfig.Settings{
+		"no forwards":    recorded(t, "ssh-G-9.2-default.txt"),
+		"keepalives off": with(tunnel, "serveraliveinterval", "0"),
+	} {
+		fs, _ := CheckClient(Client{Host: "h", Settings: s, StandbyAfter: 2 * time.Second})
+		if f := find(fs, IDTunnelStandby); f.ID != "" {
+			t.Errorf("%s: %+v, want no %s", name, f, IDTunnelStandby)
+		}
+	}
+}
+
 func TestKeepaliveBytes(t *testing.T) {
 	if KeepaliveRoundTripBytes != 236 || KeepaliveRoundTripWireBytes != 350 {
 		t.Errorf("round trip %d B (IP), %d B (Ethernet)", KeepaliveRoundTripBytes, KeepaliveRoundTripWireBytes)

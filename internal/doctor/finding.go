@@ -51,6 +51,7 @@ const (
 	IDServerAlive          = "serveralive"              // info: time to notice a dead link
 	IDExitOnForwardFailure = "exitonforwardfailure-off" // warning: forwards that fail leave ssh running
 	IDKeepaliveTraffic     = "keepalive-traffic"        // info: bytes a day the keepalives cost
+	IDTunnelStandby        = "tunnel-standby"           // info: how soon connwatch tunnel replaces a silent connection
 )
 
 // Worst returns the highest severity among findings ("" when none).

@@ -43,7 +43,7 @@ type testServer struct {
 	denyAuth atomic.Bool  // refuse every key from now on
 	// replyDelay delays every keepalive reply (nanoseconds; 0: none).
 	replyDelay atomic.Int64
-	channels atomic.Int64 // direct-tcpip channels asked for so far
+	channels   atomic.Int64 // direct-tcpip channels asked for so far
 
 	mu    sync.Mutex
 	ln    net.Listener
