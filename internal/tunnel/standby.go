@@ -66,8 +66,7 @@ func (l *link) setLate(v bool) {
 	defer l.mu.Unlock()
 	if l.late != v {
 		l.late = v
-		close(l.change)
-		l.change = make(chan struct{})
+		l.wakeLocked()
 	}
 }
 
@@ -77,6 +76,12 @@ func (l *link) setLate(v bool) {
 func (l *link) nudge() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.wakeLocked()
+}
+
+// wakeLocked closes the channel lateness handed out, for a fresh one;
+// l.mu is held.
+func (l *link) wakeLocked() {
 	close(l.change)
 	l.change = make(chan struct{})
 }
@@ -116,15 +121,11 @@ func sendKeepalive(client *ssh.Client) <-chan error {
 func (t *Tunnel) standby(ctx context.Context, old *link, out chan<- *link) {
 	bo := backoff.Backoff{Policy: backoff.Policy{Min: t.opt.BackoffMin, Max: t.opt.BackoffMax}}
 	for {
-		late, change := old.lateness()
-		if !late {
+		if late, _ := old.lateness(); !late {
 			bo.Reset()
-			select {
-			case <-ctx.Done():
+			if !waitLateness(ctx, old, true) {
 				return
-			case <-change:
 			}
-			continue
 		}
 		t.log.Info("keepalive reply overdue; dialling a standby connection", "after", min(t.opt.StandbyAfter, t.spec.ServerAliveInterval))
 		nl, err := t.standbyAttempt(ctx, old)
@@ -145,6 +146,22 @@ func (t *Tunnel) standby(ctx context.Context, old *link, out chan<- *link) {
 			}
 		default:
 			t.log.Info("keepalive answered; standby connection abandoned")
+		}
+	}
+}
+
+// waitLateness waits until l's lateness is want; false when ctx ended
+// first.
+func waitLateness(ctx context.Context, l *link, want bool) bool {
+	for {
+		late, change := l.lateness()
+		if late == want {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-change:
 		}
 	}
 }
@@ -171,18 +188,9 @@ func (t *Tunnel) standbyAttempt(ctx context.Context, old *link) (*link, error) {
 	defer cancel()
 	var answered atomic.Bool
 	go func() { // old's reply cancels the attempt
-		for {
-			late, change := old.lateness()
-			if !late {
-				answered.Store(true)
-				cancel()
-				return
-			}
-			select {
-			case <-actx.Done():
-				return
-			case <-change:
-			}
+		if waitLateness(actx, old, false) {
+			answered.Store(true)
+			cancel()
 		}
 	}()
 	client, conn, err := t.connect(actx)

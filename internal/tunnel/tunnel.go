@@ -646,11 +646,7 @@ func (t *Tunnel) session(ctx context.Context, wg *sync.WaitGroup, l *link) (*lin
 				return
 			case <-t.retry:
 			}
-			if t.opt.StandbyAfter > 0 {
-				t.probeLate(fctx, l)
-				continue
-			}
-			if err := t.probe(fctx, client); err != nil {
+			if err := t.probe(fctx, l); err != nil {
 				cancel(err)
 				conn.Close()
 				return
@@ -816,19 +812,27 @@ func (t *Tunnel) keepalive(ctx context.Context, l *link) error {
 			return nil // the connection is gone; client.Wait says why
 		default:
 			misses = 0
-			l.setLate(false)
-			rtt := t.clk.Now().Sub(sent)
-			t.mu.Lock()
-			cur := t.cur == l
-			if cur {
-				t.st.KeepaliveRTT = rtt
-			}
-			t.mu.Unlock()
-			if cur {
-				t.changed(false)
-			}
+			t.answered(l, sent)
 		}
 	}
+}
+
+// answered records the reply to a keepalive sent on l at sent: l is on
+// time, and the round trip is the tunnel's if l is the current
+// connection. It returns the round trip.
+func (t *Tunnel) answered(l *link, sent time.Time) time.Duration {
+	l.setLate(false)
+	rtt := t.clk.Now().Sub(sent)
+	t.mu.Lock()
+	cur := t.cur == l
+	if cur {
+		t.st.KeepaliveRTT = rtt
+	}
+	t.mu.Unlock()
+	if cur {
+		t.changed(false)
+	}
+	return rtt
 }
 
 // lateTimer returns a channel that fires when a keepalive reply is
@@ -843,80 +847,45 @@ func (t *Tunnel) lateTimer(iv time.Duration) (<-chan time.Time, func()) {
 	return lt.C(), func() { lt.Stop() }
 }
 
-// probeLate is probe with make before break: a probe left unanswered
-// marks l late, which dials a standby at once, instead of ending l; a
-// reply, even a later one, marks it on time again.
-func (t *Tunnel) probeLate(ctx context.Context, l *link) {
+// probe sends one keepalive on l, on Retry, and waits at most
+// probeTimeout (or ServerAliveInterval if shorter) for the reply. With
+// standbys on, a probe left unanswered marks l late, which dials a
+// standby at once, and its reply, even a later one, marks l on time
+// again; with them off it is ErrProbe, and l goes.
+func (t *Tunnel) probe(ctx context.Context, l *link) error {
 	d := probeTimeout
 	if iv := t.spec.ServerAliveInterval; iv > 0 && iv < d {
 		d = iv
 	}
 	sent := t.clk.Now()
 	reply := sendKeepalive(l.client)
-	answered := func(err error) {
-		if err != nil {
-			return // the connection is gone; client.Wait says why
+	answer := func(err error) {
+		if err == nil { // else the connection is gone; client.Wait says why
+			t.log.Debug("retry probe answered", keyRTT, t.answered(l, sent))
 		}
-		l.setLate(false)
-		rtt := t.clk.Now().Sub(sent)
-		t.mu.Lock()
-		cur := t.cur == l
-		if cur {
-			t.st.KeepaliveRTT = rtt
-		}
-		t.mu.Unlock()
-		if cur {
-			t.changed(false)
-		}
-		t.log.Debug("retry probe answered", keyRTT, rtt)
 	}
 	tm := t.clk.NewTimer(d)
 	defer tm.Stop()
 	select {
 	case err := <-reply:
-		answered(err)
+		answer(err)
 	case <-tm.C():
+		if t.opt.StandbyAfter <= 0 {
+			return fmt.Errorf("%w within %s", ErrProbe, d)
+		}
 		t.log.Info("retry probe unanswered", "within", d)
 		l.setLate(true)
 		l.nudge()   // a standby waiting to try again tries now
 		go func() { // until the reply, or the link's end
 			select {
 			case err := <-reply:
-				answered(err)
+				answer(err)
 			case <-l.ctx.Done():
 			}
 		}()
 	case <-ctx.Done():
 	}
-}
-
-// probe sends one keepalive and waits at most probeTimeout (or
-// ServerAliveInterval if shorter) for the reply: ErrProbe when none came.
-func (t *Tunnel) probe(ctx context.Context, client *ssh.Client) error {
-	d := probeTimeout
-	if iv := t.spec.ServerAliveInterval; iv > 0 && iv < d {
-		d = iv
-	}
-	sent := t.clk.Now()
-	tm := t.clk.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case err := <-sendKeepalive(client):
-		if err != nil {
-			return nil // the connection is gone; client.Wait says why
-		}
-		rtt := t.clk.Now().Sub(sent)
-		t.mu.Lock()
-		t.st.KeepaliveRTT = rtt
-		t.mu.Unlock()
-		t.changed(false)
-		t.log.Debug("retry probe answered", keyRTT, rtt)
-		return nil
-	case <-tm.C():
-		return fmt.Errorf("%w within %s", ErrProbe, d)
-	case <-ctx.Done():
-		return nil
-	}
+	return nil
 }
 
 // waitClient returns the current connection, waiting at most
