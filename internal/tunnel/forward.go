@@ -57,7 +57,7 @@ func (t *Tunnel) handleLocal(ctx context.Context, i int, c net.Conn, dest string
 	l, r, err := t.open(ctx, dest, c)
 	if err != nil {
 		c.Close()
-		if errors.Is(err, ErrLinkDown) || errors.Is(err, context.Canceled) || errors.Is(err, errGaveUp) {
+		if noAnswer(err) {
 			return fmt.Errorf("forward to %s: %w", dest, err)
 		}
 		return fmt.Errorf("open channel to %s: %w", dest, err)
@@ -154,7 +154,7 @@ func (t *Tunnel) handleSOCKS(ctx context.Context, i int, c net.Conn) error {
 	l, r, err := t.open(ctx, dest, c)
 	if err != nil {
 		code := byte(5) // connection refused
-		if errors.Is(err, ErrLinkDown) || errors.Is(err, context.Canceled) {
+		if noAnswer(err) {
 			code = 1 // general failure
 		}
 		socksReply(c, code)
@@ -237,6 +237,12 @@ func socksRequest(c io.ReadWriter) (string, error) {
 func socksReply(w io.Writer, code byte) error {
 	_, err := w.Write([]byte{5, code, 0, 1, 0, 0, 0, 0, 0, 0})
 	return err
+}
+
+// noAnswer reports whether open failed without the server answering the
+// channel open: no link, stopping, or the client gone.
+func noAnswer(err error) bool {
+	return errors.Is(err, ErrLinkDown) || errors.Is(err, context.Canceled) || errors.Is(err, errGaveUp)
 }
 
 // errGaveUp drops a forwarded connection whose client closed it while
