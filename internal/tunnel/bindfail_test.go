@@ -91,27 +91,39 @@ func TestLocalBindRetried(t *testing.T) {
 	}
 }
 
+// reconnectWhilePortHeld runs the fixture with a RemoteForward (port
+// rport) under ExitOnForwardFailure, then makes a new connection while
+// the server keeps holding the port for the old session (Retry on a
+// server deaf to keepalives, standbys off so that Retry reconnects at
+// once), and returns once the new connection's bind was refused
+// (refused: how long after the reconnect that took).
+func reconnectWhilePortHeld(t *testing.T, tweak func(*Options)) (f *fixture, rport int, refused time.Duration) {
+	t.Helper()
+	rport = freeLocalPort(t)
+	f = runFixture(t, time.Second, func(sp *Spec, o *Options) {
+		sp.ExitOnForwardFailure = true
+		o.StandbyAfter = -1
+		tweak(o)
+	}, toEcho(t, Remote, rport))
+	within(t, 5*time.Second, "remote forward up", func() bool { return f.tun.Status().Forwards[1].State == StateUp })
+	f.srv.stale.Store(true)
+	f.srv.mute.Store(true)
+	f.tun.Retry() // the probe goes unanswered: a new connection
+	within(t, 5*time.Second, "reconnected", func() bool { st := f.tun.Status(); return st.Reconnects == 1 && st.State == StateUp })
+	f.srv.mute.Store(false)
+	refused = within(t, 3*time.Second, "bind refused", func() bool { return f.tun.Status().Forwards[1].State == StateRemoteBindFailed })
+	return f, rport, refused
+}
+
 // Under ExitOnForwardFailure a RemoteForward the server still refuses
 // when RemoteRebindGrace has passed ends the reconnected connection
 // after all (and the next one is made after the backoff).
 func TestRemoteRebindGraceRunsOut(t *testing.T) {
 	const grace = 700 * time.Millisecond
-	rport := freeLocalPort(t)
-	echo := echoServer(t)
-	eh, ep, _ := net.SplitHostPort(echo)
-	epn, _ := strconv.Atoi(ep)
-	f := runFixture(t, time.Second, func(sp *Spec, o *Options) {
-		sp.ExitOnForwardFailure = true
+	f, _, refused := reconnectWhilePortHeld(t, func(o *Options) {
 		o.RemoteBindRetry = 100 * time.Millisecond
 		o.rebindGrace = grace
-	}, Forward{Kind: Remote, BindHost: "127.0.0.1", BindPort: rport, DestHost: eh, DestPort: epn})
-	within(t, 5*time.Second, "remote forward up", func() bool { return f.tun.Status().Forwards[1].State == StateUp })
-	f.srv.stale.Store(true)
-	f.srv.mute.Store(true)
-	f.tun.Retry()
-	within(t, 5*time.Second, "reconnected", func() bool { st := f.tun.Status(); return st.Reconnects == 1 && st.State == StateUp })
-	f.srv.mute.Store(false)
-	refused := within(t, 3*time.Second, "bind refused", func() bool { return f.tun.Status().Forwards[1].State == StateRemoteBindFailed })
+	})
 	d := within(t, grace+3*time.Second, "connection dropped once the grace ran out", func() bool { return f.tun.Status().State != StateUp })
 	t.Logf("connection dropped %s after the bind was first refused (grace %s)", (refused + d).Round(time.Millisecond), grace)
 	if d+refused < grace-100*time.Millisecond {
@@ -127,21 +139,7 @@ func TestRemoteRebindGraceRunsOut(t *testing.T) {
 // ExitOnForwardFailure the new connection stays (the LocalForward
 // carries data at once) and the bind is retried until the port is free.
 func TestExitOnForwardFailureAfterReconnect(t *testing.T) {
-	rport := freeLocalPort(t)
-	echo := echoServer(t)
-	eh, ep, _ := net.SplitHostPort(echo)
-	epn, _ := strconv.Atoi(ep)
-	f := runFixture(t, time.Second, func(sp *Spec, o *Options) {
-		sp.ExitOnForwardFailure = true
-		o.RemoteBindRetry = 200 * time.Millisecond
-	}, Forward{Kind: Remote, BindHost: "127.0.0.1", BindPort: rport, DestHost: eh, DestPort: epn})
-	within(t, 5*time.Second, "remote forward up", func() bool { return f.tun.Status().Forwards[1].State == StateUp })
-	f.srv.stale.Store(true)
-	f.srv.mute.Store(true)
-	f.tun.Retry() // the probe goes unanswered: a new connection
-	within(t, 5*time.Second, "reconnected", func() bool { st := f.tun.Status(); return st.Reconnects == 1 && st.State == StateUp })
-	f.srv.mute.Store(false)
-	within(t, 3*time.Second, "bind refused", func() bool { return f.tun.Status().Forwards[1].State == StateRemoteBindFailed })
+	f, rport, _ := reconnectWhilePortHeld(t, func(o *Options) { o.RemoteBindRetry = 200 * time.Millisecond })
 	if err := roundTrip(f.local, "local while the remote port is held"); err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -172,25 +171,6 @@ func (s *testServer) stallExisting() (resume func()) {
 			c.resume()
 		}
 	}
-}
-
-// clientConns returns the number of this process's TCP connections to
-// the server that are established on the client's side (the server's
-// side of a stalled one does not see the client close it).
-func (s *testServer) clientConns() int {
-	b, err := os.ReadFile("/proc/net/tcp")
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	want := fmt.Sprintf("0100007F:%04X", s.port())
-	n := 0
-	for _, l := range strings.Split(string(b), "\n")[1:] {
-		f := strings.Fields(l)
-		if len(f) > 3 && f[2] == want && f[3] == "01" {
-			n++
-		}
-	}
-	return n
 }
 
 // open returns the number of connections being served.

@@ -2,28 +2,68 @@ package tunnel
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // standbyFixture runs the fixture with keepalives every iv, CountMax 5
-// and StandbyAfter sa, and returns it once up with a keepalive answered.
-func standbyFixture(t *testing.T, iv, sa time.Duration) *fixture {
+// and StandbyAfter sa (then tweak, if not nil, and the extra forwards),
+// and returns it once up with a keepalive answered. dialed counts the
+// tunnel's TCP connections to the server that it has not closed.
+func standbyFixture(t *testing.T, iv, sa time.Duration, tweak func(*Spec, *Options), extra ...Forward) (f *fixture, dialed *atomic.Int64) {
 	t.Helper()
-	f := runFixture(t, iv, func(s *Spec, o *Options) {
+	dialed = &atomic.Int64{}
+	f = runFixture(t, iv, func(s *Spec, o *Options) {
 		s.ServerAliveCountMax = 5
 		s.ConnectTimeout = 10 * time.Second // a stalled standby's handshake outlasts the test
 		o.StandbyAfter = sa
-	})
+		o.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			dialed.Add(1)
+			return &countedConn{Conn: c, open: dialed}, nil
+		}
+		if tweak != nil {
+			tweak(s, o)
+		}
+	}, extra...)
 	// Before the echo server's cleanup, which waits for connections the
 	// stalled server would keep open.
 	t.Cleanup(f.srv.stop)
 	within(t, 5*time.Second, "tunnel up", func() bool { return f.tun.Status().State == StateUp })
 	within(t, 3*iv, "first keepalive reply", func() bool { return f.tun.Status().KeepaliveRTT > 0 })
-	return f
+	return f, dialed
+}
+
+// countedConn takes itself off open when first closed.
+type countedConn struct {
+	net.Conn
+	open *atomic.Int64
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.open.Add(-1) })
+	return c.Conn.Close()
+}
+
+// askWhileStalled stalls the server's connections and starts a round
+// trip through the LocalForward (its result on the channel, within d),
+// returning once its channel open waits on the stalled connection.
+func askWhileStalled(f *fixture, msg string, d time.Duration) <-chan error {
+	f.srv.stallExisting()
+	errc := make(chan error, 1)
+	go func() { errc <- roundTripWithin(f.local, msg, d) }()
+	time.Sleep(300 * time.Millisecond) // accepted, and its channel asked of the stalled connection
+	return errc
 }
 
 // held is a connection through the LocalForward that a test keeps open.
@@ -73,7 +113,7 @@ func TestStandbyTakesOverFromSilentConnection(t *testing.T) {
 		iv = time.Second
 		sa = 200 * time.Millisecond
 	)
-	f := standbyFixture(t, iv, sa)
+	f, _ := standbyFixture(t, iv, sa, nil)
 	old := holdOpen(t, f.local)
 	since := f.tun.Status().Since
 	f.tun.mu.Lock()
@@ -124,7 +164,7 @@ func TestStandbyTakesOverFromSilentConnection(t *testing.T) {
 // keepalives run out, with what it carries.
 func TestDrainedConnectionEndsWithItsKeepalives(t *testing.T) {
 	const iv = 500 * time.Millisecond
-	f := standbyFixture(t, iv, 100*time.Millisecond)
+	f, _ := standbyFixture(t, iv, 100*time.Millisecond, nil)
 	old := holdOpen(t, f.local)
 	f.srv.stallExisting()
 	within(t, 3*time.Second, "handover", func() bool { return f.tun.Status().Handovers == 1 })
@@ -145,7 +185,7 @@ func TestDrainedConnectionEndsWithItsKeepalives(t *testing.T) {
 // is abandoned and no more are dialled.
 func TestStandbyAbandonedWhenOldAnswers(t *testing.T) {
 	const iv = time.Second
-	f := standbyFixture(t, iv, 100*time.Millisecond)
+	f, dialed := standbyFixture(t, iv, 100*time.Millisecond, nil)
 	old := holdOpen(t, f.local)
 	f.srv.stallNew.Store(true) // standbys connect but never answer
 	resume := f.srv.stallExisting()
@@ -157,7 +197,7 @@ func TestStandbyAbandonedWhenOldAnswers(t *testing.T) {
 	}
 	// The stalled standby is closed by the tunnel as soon as the old one
 	// answers (long before any handshake timeout).
-	within(t, 2*time.Second, "standby closed", func() bool { return f.srv.clientConns() == 1 })
+	within(t, 2*time.Second, "standby closed", func() bool { return dialed.Load() == 1 })
 	// Within one more keepalive the reply has come; after that no new
 	// standby may be dialled.
 	time.Sleep(iv + 200*time.Millisecond)
@@ -178,7 +218,7 @@ func TestStandbyAbandonedWhenOldAnswers(t *testing.T) {
 // keepalives run out, as ssh does.
 func TestStandbyOff(t *testing.T) {
 	const iv = 500 * time.Millisecond
-	f := standbyFixture(t, iv, -1)
+	f, _ := standbyFixture(t, iv, -1, nil)
 	before := f.srv.accepted.Load()
 	f.srv.stallExisting()
 	d := within(t, 5*iv+2*time.Second, "keepalives ran out", func() bool { return f.tun.Status().State != StateUp })
@@ -199,20 +239,12 @@ func TestStandbyOff(t *testing.T) {
 // (RemoteRebindGrace) instead of dropping, and binds once the old
 // connection lets go.
 func TestHandoverMovesRemoteForward(t *testing.T) {
-	const iv = time.Second
 	rport := freeLocalPort(t)
-	echo := echoServer(t)
-	eh, ep, _ := net.SplitHostPort(echo)
-	epn, _ := strconv.Atoi(ep)
-	f := runFixture(t, iv, func(s *Spec, o *Options) {
-		s.ServerAliveCountMax = 5
+	f, _ := standbyFixture(t, time.Second, 200*time.Millisecond, func(s *Spec, o *Options) {
 		s.ExitOnForwardFailure = true
-		o.StandbyAfter = 200 * time.Millisecond
 		o.RemoteBindRetry = 200 * time.Millisecond
-	}, Forward{Kind: Remote, BindHost: "127.0.0.1", BindPort: rport, DestHost: eh, DestPort: epn})
-	t.Cleanup(f.srv.stop)
+	}, toEcho(t, Remote, rport))
 	within(t, 5*time.Second, "remote forward up", func() bool { return f.tun.Status().Forwards[1].State == StateUp })
-	within(t, 3*iv, "first keepalive reply", func() bool { return f.tun.Status().KeepaliveRTT > 0 })
 	resume := f.srv.stallExisting()
 	within(t, 3*time.Second, "handover", func() bool { return f.tun.Status().Handovers == 1 })
 	within(t, 3*time.Second, "bind refused: the old session holds the port", func() bool {
@@ -235,17 +267,9 @@ func TestHandoverMovesRemoteForward(t *testing.T) {
 // A forwarded connection whose channel was asked of a connection that
 // is then lost (reset, not refused) is asked of the next connection.
 func TestOpenRetriedOnNextConnection(t *testing.T) {
-	f := runFixture(t, time.Second, func(s *Spec, o *Options) {
-		s.ServerAliveCountMax = 5
-		o.StandbyAfter = -1
-	})
-	t.Cleanup(f.srv.stop)
-	within(t, 5*time.Second, "tunnel up", func() bool { return f.tun.Status().State == StateUp })
-	f.srv.stallExisting()
-	errc := make(chan error, 1)
-	go func() { errc <- roundTripWithin(f.local, "asked twice", 10*time.Second) }()
-	time.Sleep(300 * time.Millisecond) // its channel is asked of the stalled connection
-	f.srv.stop()                       // which is then closed: the open fails
+	f, _ := standbyFixture(t, time.Second, -1, nil)
+	errc := askWhileStalled(f, "asked twice", 10*time.Second)
+	f.srv.stop() // the stalled connection is closed: the open fails
 	f.srv.restart()
 	f.tun.Retry()
 	if err := <-errc; err != nil {
@@ -259,16 +283,8 @@ func TestOpenRetriedOnNextConnection(t *testing.T) {
 // Run may end while a forwarded connection's channel is still asked of
 // a silent connection: the open gives up cleanly.
 func TestStopWhileChannelOpenPending(t *testing.T) {
-	f := runFixture(t, time.Second, func(s *Spec, o *Options) {
-		s.ServerAliveCountMax = 5
-		o.StandbyAfter = -1
-	})
-	t.Cleanup(f.srv.stop)
-	within(t, 5*time.Second, "tunnel up", func() bool { return f.tun.Status().State == StateUp })
-	f.srv.stallExisting()
-	errc := make(chan error, 1)
-	go func() { errc <- roundTripWithin(f.local, "never", 5*time.Second) }()
-	time.Sleep(300 * time.Millisecond) // its channel is asked of the stalled connection
+	f, _ := standbyFixture(t, time.Second, -1, nil)
+	errc := askWhileStalled(f, "never", 5*time.Second)
 	f.cancel()
 	select {
 	case err := <-f.done:
@@ -285,15 +301,10 @@ func TestStopWhileChannelOpenPending(t *testing.T) {
 // is dialled again only after the tunnel's backoff, and a Retry cuts
 // that wait short.
 func TestStandbyBacksOffAfterAuthFailure(t *testing.T) {
-	const iv = time.Second
-	f := runFixture(t, iv, func(s *Spec, o *Options) {
+	f, _ := standbyFixture(t, time.Second, 200*time.Millisecond, func(s *Spec, o *Options) {
 		s.ServerAliveCountMax = 30 // the old connection outlives the test
-		o.StandbyAfter = 200 * time.Millisecond
 		o.BackoffMin, o.BackoffMax = 10*time.Second, 20*time.Second // waits of 5-10 s, then 10-20 s
 	})
-	t.Cleanup(f.srv.stop)
-	within(t, 5*time.Second, "tunnel up", func() bool { return f.tun.Status().State == StateUp })
-	within(t, 3*iv, "first keepalive reply", func() bool { return f.tun.Status().KeepaliveRTT > 0 })
 	f.srv.denyAuth.Store(true)
 	before := f.srv.accepted.Load()
 	f.srv.stallExisting()
@@ -315,24 +326,16 @@ func TestStandbyBacksOffAfterAuthFailure(t *testing.T) {
 // handed over does not report on the forward once it returns: the
 // forward is the new connection's.
 func TestOldBindAfterHandoverLeavesForwardState(t *testing.T) {
-	const iv = time.Second
 	blocker, err := net.Listen("tcp", "127.0.0.1:0") // holds the port: binds are refused
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer blocker.Close()
-	rport := blocker.Addr().(*net.TCPAddr).Port
-	echo := echoServer(t)
-	eh, ep, _ := net.SplitHostPort(echo)
-	epn, _ := strconv.Atoi(ep)
-	f := runFixture(t, iv, func(s *Spec, o *Options) {
+	f, _ := standbyFixture(t, time.Second, 200*time.Millisecond, func(s *Spec, o *Options) {
 		s.ServerAliveCountMax = 30
-		o.StandbyAfter = 200 * time.Millisecond
 		o.RemoteBindRetry = 300 * time.Millisecond
-	}, Forward{Kind: Remote, BindHost: "127.0.0.1", BindPort: rport, DestHost: eh, DestPort: epn})
-	t.Cleanup(f.srv.stop)
+	}, toEcho(t, Remote, blocker.Addr().(*net.TCPAddr).Port))
 	within(t, 5*time.Second, "bind refused", func() bool { return f.tun.Status().Forwards[1].State == StateRemoteBindFailed })
-	within(t, 3*iv, "first keepalive reply", func() bool { return f.tun.Status().KeepaliveRTT > 0 })
 	resume := f.srv.stallExisting() // the old connection's next bind waits
 	within(t, 3*time.Second, "handover", func() bool { return f.tun.Status().Handovers == 1 })
 	blocker.Close()

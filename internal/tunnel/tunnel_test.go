@@ -42,6 +42,15 @@ type fixture struct {
 	done   chan error
 }
 
+// toEcho returns a forward of kind from 127.0.0.1:port to a new echo
+// server.
+func toEcho(t *testing.T, kind Kind, port int) Forward {
+	echo := echoServer(t)
+	h, p, _ := net.SplitHostPort(echo)
+	pn, _ := strconv.Atoi(p)
+	return Forward{Kind: kind, BindHost: "127.0.0.1", BindPort: port, DestHost: h, DestPort: pn}
+}
+
 // startFixture runs a Tunnel with one LocalForward to an echo server
 // through the in-process server.
 func startFixture(t *testing.T, interval time.Duration, extra ...Forward) *fixture {
