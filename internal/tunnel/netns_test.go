@@ -36,42 +36,13 @@ import (
 // attempts see the link come back within half a second or so, the rest
 // is room for a loaded CI machine.
 func TestTunnelSurvivesBlackhole(t *testing.T) {
-	sshdtest.RequireRoot(t)
-	for _, b := range []string{"ip", "nft", "/usr/sbin/sshd", "ssh-keygen"} {
-		sshdtest.RequireBinary(t, b)
-	}
 	const (
 		interval     = time.Second
 		countMax     = 2
 		recoverBound = 3 * time.Second
 	)
-	ns := newNetns(t)
-	ns.startSSHD(t)
-	echo := ns.echoServer(t)
-	eh, ep, _ := net.SplitHostPort(echo)
-	epn, _ := strconv.Atoi(ep)
-
-	lport := freeLocalPort(t)
-	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(lport))
-	spec := Spec{
-		Host: "netns", HostName: ns.Addr, Port: 22, User: "root",
-		IdentityFiles: []string{ns.clientKey}, IdentitiesOnly: true,
-		UserKnownHostsFiles:   []string{ns.knownHosts},
-		StrictHostKeyChecking: HostKeyStrict,
-		ServerAliveInterval:   interval, ServerAliveCountMax: countMax,
-		Forwards: []Forward{{Kind: Local, BindHost: "127.0.0.1", BindPort: lport, DestHost: eh, DestPort: epn}},
-	}
-	tun := New(spec, Options{
-		Logger:      slog.New(slog.NewTextHandler(t.Output(), nil)),
-		AgentSocket: "/nonexistent",
-	})
-	runTunnel(t, tun)
-
+	ns, tun, local := netnsTunnel(t, interval, countMax, Options{})
 	up := func() bool { return tun.Status().State == StateUp }
-	within(t, 10*time.Second, "tunnel up", up)
-	if err := roundTrip(local, "before the blackhole"); err != nil {
-		t.Fatalf("round trip before the blackhole: %v\nstatus %+v\nsshd log:\n%s", err, tun.Status(), ns.sshdLog())
-	}
 
 	// cut blackholes the link, waits for the tunnel to notice, keeps it
 	// cut for hold more, restores it (when ready says so, polled) and
@@ -128,46 +99,18 @@ func TestTunnelSurvivesBlackhole(t *testing.T) {
 // well before the keepalives would have run out, with the tunnel up
 // throughout.
 func TestStandbyTakesOverDroppedFlow(t *testing.T) {
-	sshdtest.RequireRoot(t)
-	for _, b := range []string{"ip", "nft", "/usr/sbin/sshd", "ssh-keygen"} {
-		sshdtest.RequireBinary(t, b)
-	}
 	const (
 		interval = 2 * time.Second
 		countMax = 3
 		standby  = 500 * time.Millisecond
 	)
-	ns := newNetns(t)
-	ns.startSSHD(t)
-	echo := ns.echoServer(t)
-	eh, ep, _ := net.SplitHostPort(echo)
-	epn, _ := strconv.Atoi(ep)
-	lport := freeLocalPort(t)
-	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(lport))
-	tun := New(Spec{
-		Host: "netns", HostName: ns.Addr, Port: 22, User: "root",
-		IdentityFiles: []string{ns.clientKey}, IdentitiesOnly: true,
-		UserKnownHostsFiles:   []string{ns.knownHosts},
-		StrictHostKeyChecking: HostKeyStrict,
-		ServerAliveInterval:   interval, ServerAliveCountMax: countMax,
-		Forwards: []Forward{{Kind: Local, BindHost: "127.0.0.1", BindPort: lport, DestHost: eh, DestPort: epn}},
-	}, Options{
-		Logger:       slog.New(slog.NewTextHandler(t.Output(), nil)),
-		AgentSocket:  "/nonexistent",
-		StandbyAfter: standby,
-	})
-	runTunnel(t, tun)
-	within(t, 10*time.Second, "tunnel up", func() bool { return tun.Status().State == StateUp })
-	if err := roundTrip(local, "before the drop"); err != nil {
-		t.Fatalf("round trip before the drop: %v\nsshd log:\n%s", err, ns.sshdLog())
-	}
+	ns, tun, local := netnsTunnel(t, interval, countMax, Options{StandbyAfter: standby})
 	tun.mu.Lock()
 	_, cport, _ := net.SplitHostPort(tun.cur.conn.LocalAddr().String())
 	tun.mu.Unlock()
 	since := tun.Status().Since
 
-	rules := fmt.Sprintf("table inet %[1]s {\n chain in {\n  type filter hook input priority -300; policy accept;\n  tcp sport %[2]s drop\n }\n chain out {\n  type filter hook output priority -300; policy accept;\n  tcp dport %[2]s drop\n }\n}\n", nftTable, cport)
-	netnstest.Run(t, rules, "ip", "netns", "exec", ns.Name, "nft", "-f", "-")
+	ns.dropFlow(t, cport)
 	t.Cleanup(func() { ns.restore(t) })
 	dropped := time.Now()
 	if err := roundTripWithin(local, "after the drop", 3*interval); err != nil {
@@ -183,6 +126,41 @@ func TestStandbyTakesOverDroppedFlow(t *testing.T) {
 	if st.State != StateUp || !st.Since.Equal(since) || st.Handovers != 1 || st.Reconnects != 0 {
 		t.Errorf("status %+v: want up since %s throughout, 1 handover, 0 reconnects", st, since)
 	}
+}
+
+// netnsTunnel runs a Tunnel with one LocalForward through a real sshd in
+// a network namespace of its own, reached over a veth pair (keepalives
+// every interval, countMax of them; opt adds to the test's logger and
+// agent socket), and returns once data went through it.
+func netnsTunnel(t *testing.T, interval time.Duration, countMax int, opt Options) (*netns, *Tunnel, string) {
+	t.Helper()
+	sshdtest.RequireRoot(t)
+	for _, b := range []string{"ip", "nft", "/usr/sbin/sshd", "ssh-keygen"} {
+		sshdtest.RequireBinary(t, b)
+	}
+	ns := newNetns(t)
+	ns.startSSHD(t)
+	echo := ns.echoServer(t)
+	eh, ep, _ := net.SplitHostPort(echo)
+	epn, _ := strconv.Atoi(ep)
+	lport := freeLocalPort(t)
+	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(lport))
+	opt.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+	opt.AgentSocket = "/nonexistent"
+	tun := New(Spec{
+		Host: "netns", HostName: ns.Addr, Port: 22, User: "root",
+		IdentityFiles: []string{ns.clientKey}, IdentitiesOnly: true,
+		UserKnownHostsFiles:   []string{ns.knownHosts},
+		StrictHostKeyChecking: HostKeyStrict,
+		ServerAliveInterval:   interval, ServerAliveCountMax: countMax,
+		Forwards: []Forward{{Kind: Local, BindHost: "127.0.0.1", BindPort: lport, DestHost: eh, DestPort: epn}},
+	}, opt)
+	runTunnel(t, tun)
+	within(t, 10*time.Second, "tunnel up", func() bool { return tun.Status().State == StateUp })
+	if err := roundTrip(local, "before the cut"); err != nil {
+		t.Fatalf("round trip before the cut: %v\nstatus %+v\nsshd log:\n%s", err, tun.Status(), ns.sshdLog())
+	}
+	return ns, tun, local
 }
 
 // roundTripWithin is roundTrip with a deadline of d for the whole
@@ -429,7 +407,16 @@ func (n *netns) blackhole(t *testing.T) {
 	netnstest.Run(t, rules, "ip", "netns", "exec", n.Name, "nft", "-f", "-")
 }
 
-// restore removes the blackhole.
+// dropFlow drops, silently and both ways, the packets of the flows from
+// client port cport (as a NAT or firewall that lost their state would)
+// inside the namespace; restore undoes it.
+func (n *netns) dropFlow(t *testing.T, cport string) {
+	t.Helper()
+	rules := fmt.Sprintf("table inet %[1]s {\n chain in {\n  type filter hook input priority -300; policy accept;\n  tcp sport %[2]s drop\n }\n chain out {\n  type filter hook output priority -300; policy accept;\n  tcp dport %[2]s drop\n }\n}\n", nftTable, cport)
+	netnstest.Run(t, rules, "ip", "netns", "exec", n.Name, "nft", "-f", "-")
+}
+
+// restore removes the blackhole or the dropped flow.
 func (n *netns) restore(t *testing.T) {
 	t.Helper()
 	n.Run(t, "nft", "delete", "table", "inet", nftTable)
