@@ -16,35 +16,21 @@ import (
 	"github.com/connwatch/connwatch/internal/version"
 )
 
-func newManCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:    "man DIR",
-		Short:  "Write the man pages (section 1) into DIR",
-		Long:   `man writes one page per command (connwatch.1, connwatch-agent.1, ...) into DIR, made from the commands' help. The release script ships them; 'man -l DIR/connwatch.1' reads one.`,
-		Hidden: true,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usagef("man takes one DIR")
-			}
-			return nil
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := os.MkdirAll(args[0], 0o755); err != nil {
-				return fmt.Errorf("write man pages: %w", err)
-			}
-			root := cmd.Root()
-			root.DisableAutoGenTag = true // pages stay the same from build to build
-			in := version.Get()
-			hdr := &doc.GenManHeader{
-				Title:   "CONNWATCH",
-				Section: "1",
-				Source:  "connwatch " + in.Version,
-				Manual:  "connwatch manual",
-			}
-			if err := doc.GenManTree(root, hdr, args[0]); err != nil {
-				return fmt.Errorf("write man pages: %w", err)
-			}
-			return nil
-		},
+// writeManPages writes one page per command of root into dir, made if
+// need be.
+func writeManPages(root *cobra.Command, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("write man pages: %w", err)
 	}
+	root.DisableAutoGenTag = true // pages stay the same from build to build
+	hdr := &doc.GenManHeader{
+		Title:   "CONNWATCH",
+		Section: "1",
+		Source:  "connwatch " + version.Get().Version,
+		Manual:  "connwatch manual",
+	}
+	if err := doc.GenManTree(root, hdr, dir); err != nil {
+		return fmt.Errorf("write man pages: %w", err)
+	}
+	return nil
 }
