@@ -235,32 +235,8 @@ func outage(probe, sshAddr string, hold time.Duration, cutCmd, restoreCmd string
 	if n, err := established(sshAddr); err != nil || n == 0 {
 		return fmt.Errorf("no established connection to %s before the cut (%d, %v)", sshAddr, n, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	type result struct{ at time.Time }
-	ok := make(chan result, 1024)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	wg.Go(func() {
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			wg.Go(func() {
-				if ping(probe, 2*time.Second) == nil {
-					select {
-					case ok <- result{time.Now()}:
-					default:
-					}
-				}
-			})
-		}
-	})
+	ok, stop := startProbes(probe)
+	defer stop()
 	if err := sh(cutCmd); err != nil {
 		return fmt.Errorf("cut: %w", err)
 	}
@@ -277,50 +253,20 @@ func outage(probe, sshAddr string, hold time.Duration, cutCmd, restoreCmd string
 	if err := sh(restoreCmd); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	restored := time.Now()
-	const bound = 180 * time.Second
-	tm := time.NewTimer(bound)
-	defer tm.Stop()
-	recover := time.Duration(-1)
-	for recover < 0 {
-		select {
-		case r := <-ok:
-			if r.at.After(restored) {
-				recover = r.at.Sub(restored)
-			}
-		case <-tm.C:
-			fmt.Printf("notice=%s recover=>%s\n", secs(notice), secs(bound))
-			return nil
-		}
-	}
-	fmt.Printf("notice=%s recover=%s\n", secs(notice), secs(recover))
+	fmt.Printf("notice=%s recover=%s\n", secs(notice), firstAfter(ok, time.Now()))
 	return nil
 }
 
-// flowdrop drops only the SSH connections to sshAddr that are open now
-// (dropCmd with {ports} replaced by their client ports, comma
-// separated: what a NAT or firewall that forgot the flows does, while
-// new connections get through), and prints how long until a new
-// connection through probe (one every 100 ms from the drop on) gets its
-// echo, at most 180 s; then runs restoreCmd.
-func flowdrop(probe, sshAddr, dropCmd, restoreCmd string) error {
-	if err := ping(probe, 5*time.Second); err != nil {
-		return fmt.Errorf("probe before the drop: %w", err)
-	}
-	ports, err := clientPorts(sshAddr)
-	if err != nil || len(ports) == 0 {
-		return fmt.Errorf("no established connection to %s before the drop (%v)", sshAddr, err)
-	}
+// probeBound bounds the wait for a probe to get through.
+const probeBound = 180 * time.Second
+
+// startProbes pings probe every 100 ms, each ping given 2 s, until stop;
+// the time of each that got its echo arrives on the channel (dropped
+// when it is full). stop returns once every ping has ended.
+func startProbes(probe string) (<-chan time.Time, func()) {
+	ok := make(chan time.Time, 1024)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	ok := make(chan time.Time, 1024)
-	if err := sh(strings.ReplaceAll(dropCmd, "{ports}", strings.Join(ports, ", "))); err != nil {
-		return fmt.Errorf("drop: %w", err)
-	}
-	dropped := time.Now()
-	defer func() { _ = sh(restoreCmd) }()
 	wg.Go(func() {
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
@@ -340,15 +286,49 @@ func flowdrop(probe, sshAddr, dropCmd, restoreCmd string) error {
 			}
 		}
 	})
-	const bound = 180 * time.Second
-	tm := time.NewTimer(bound)
+	return ok, func() { cancel(); wg.Wait() }
+}
+
+// firstAfter returns, in seconds, how long after from the first probe
+// to get through after it did, or ">180.00" when none did within
+// probeBound.
+func firstAfter(ok <-chan time.Time, from time.Time) string {
+	tm := time.NewTimer(probeBound)
 	defer tm.Stop()
-	select {
-	case at := <-ok:
-		fmt.Printf("flow=%s\n", secs(at.Sub(dropped)))
-	case <-tm.C:
-		fmt.Printf("flow=>%s\n", secs(bound))
+	for {
+		select {
+		case at := <-ok:
+			if at.After(from) {
+				return secs(at.Sub(from))
+			}
+		case <-tm.C:
+			return ">" + secs(probeBound)
+		}
 	}
+}
+
+// flowdrop drops only the SSH connections to sshAddr that are open now
+// (dropCmd with {ports} replaced by their client ports, comma
+// separated: what a NAT or firewall that forgot the flows does, while
+// new connections get through), and prints how long until a new
+// connection through probe (one every 100 ms from the drop on) gets its
+// echo, at most 180 s; then runs restoreCmd.
+func flowdrop(probe, sshAddr, dropCmd, restoreCmd string) error {
+	if err := ping(probe, 5*time.Second); err != nil {
+		return fmt.Errorf("probe before the drop: %w", err)
+	}
+	ports, err := clientPorts(sshAddr)
+	if err != nil || len(ports) == 0 {
+		return fmt.Errorf("no established connection to %s before the drop (%v)", sshAddr, err)
+	}
+	if err := sh(strings.ReplaceAll(dropCmd, "{ports}", strings.Join(ports, ", "))); err != nil {
+		return fmt.Errorf("drop: %w", err)
+	}
+	dropped := time.Now()
+	defer func() { _ = sh(restoreCmd) }()
+	ok, stop := startProbes(probe)
+	defer stop()
+	fmt.Printf("flow=%s\n", firstAfter(ok, dropped))
 	return nil
 }
 
