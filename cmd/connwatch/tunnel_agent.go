@@ -10,7 +10,9 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/connwatch/connwatch/internal/clock"
 	"github.com/connwatch/connwatch/internal/config"
+	"github.com/connwatch/connwatch/internal/gcpace"
 	"github.com/connwatch/connwatch/internal/sshconfig"
 	"github.com/connwatch/connwatch/internal/tunnel"
 )
@@ -21,18 +23,24 @@ import (
 type tunnelSet struct {
 	tunnels []*tunnel.Tunnel
 	status  *tunnel.StatusWriter
+	pacer   *gcpace.Pacer // nil when GOGC or GOMEMLIMIT is set
 	log     *slog.Logger
 }
 
 // newTunnelSet resolves hosts (ssh -G with -F configFile and -o options)
 // and builds their tunnels. firstUp, if not nil, is called once, when a
-// tunnel is first up.
+// tunnel is first up. A process has at most one tunnelSet: its pacer
+// sets the process's garbage collector.
 func newTunnelSet(ctx context.Context, hosts []string, configFile string, options []string, stateDir string, tuning tunnelTuning, log *slog.Logger, firstUp func()) (*tunnelSet, error) {
 	if firstUp != nil {
 		firstUp = sync.OnceFunc(firstUp)
 	}
 	resolve := specResolver(sshOptions{r: sshconfig.Exec{}, options: options}, configFile)
-	set := &tunnelSet{status: tunnel.NewStatusWriter(filepath.Join(stateDir, tunnel.StatusDir), log.With("source", "tunnel-status")), log: log}
+	set := &tunnelSet{
+		status: tunnel.NewStatusWriter(filepath.Join(stateDir, tunnel.StatusDir), log.With("source", "tunnel-status")),
+		pacer:  gcpace.New(clock.Real{}),
+		log:    log,
+	}
 	for _, h := range hosts {
 		spec, err := resolve(ctx, h)
 		if err != nil {
@@ -45,6 +53,7 @@ func newTunnelSet(ctx context.Context, hosts []string, configFile string, option
 		t = tunnel.New(spec, tunnel.Options{
 			Logger: log.With("source", "tunnel"), ResolveJump: resolve,
 			ProbeInterval: tuning.probe, StandbyAfter: tuning.standbyAfter(),
+			Streams: set.streams(),
 			OnChange: func(urgent bool) {
 				set.status.Changed(urgent)
 				// State changes are urgent; counters are not.
@@ -72,6 +81,15 @@ func (tt tunnelTuning) standbyAfter() time.Duration {
 	return tt.standby
 }
 
+// streams is the tunnels' Options.Streams: the pacer, or nil (a nil
+// *gcpace.Pacer in the interface would not be a nil Streams).
+func (s *tunnelSet) streams() tunnel.Streams {
+	if s.pacer == nil {
+		return nil
+	}
+	return s.pacer
+}
+
 // retry retries every tunnel now.
 func (s *tunnelSet) retry() {
 	for _, t := range s.tunnels {
@@ -86,6 +104,7 @@ func (s *tunnelSet) run(ctx context.Context) error {
 	g.Go(func() error { return s.status.Run(ctx, s.tunnels) })
 	nw := &tunnel.NetWatch{Logger: s.log.With("source", "netwatch"), Retry: s.retry}
 	g.Go(func() error { return nw.Run(ctx) })
+	g.Go(func() error { return s.pacer.Run(ctx) })
 	for _, t := range s.tunnels {
 		g.Go(func() error { return t.Run(ctx) })
 	}

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"slices"
 	"testing"
@@ -46,7 +47,8 @@ func TestCopyConnBorrowsWhileBusy(t *testing.T) {
 		want = append(want, c...)
 	}
 	var out bytes.Buffer
-	if err := copyConn(&out, r); err != nil {
+	st := &streamLog{r: r}
+	if err := copyConn(&out, r, st); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(out.Bytes(), want) {
@@ -56,4 +58,30 @@ func TestCopyConnBorrowsWhileBusy(t *testing.T) {
 	if !slices.Equal(r.sizes, wantSizes) {
 		t.Errorf("buffer sizes %v, want %v", r.sizes, wantSizes)
 	}
+	// Streaming from the read that filled the small buffer (the 2nd) to
+	// the one that would have fitted it (the 5th).
+	if want := []string{"begin after 2 reads", "end after 5 reads"}; !slices.Equal(st.log, want) {
+		t.Errorf("streams told %q, want %q", st.log, want)
+	}
+
+	// A transfer that ends while streaming tells the end too.
+	r = &chunkReader{chunks: [][]byte{chunk(smallCopy, 'a'), chunk(bigCopy, 'b')}}
+	st = &streamLog{r: r}
+	if err := copyConn(&out, r, st); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"begin after 1 reads", "end after 3 reads"}; !slices.Equal(st.log, want) {
+		t.Errorf("a transfer to the end: streams told %q, want %q", st.log, want)
+	}
 }
+
+// streamLog records Begin and End with how many reads r had by then.
+type streamLog struct {
+	r   *chunkReader
+	log []string
+}
+
+func (s *streamLog) Begin() {
+	s.log = append(s.log, fmt.Sprintf("begin after %d reads", len(s.r.sizes)))
+}
+func (s *streamLog) End() { s.log = append(s.log, fmt.Sprintf("end after %d reads", len(s.r.sizes))) }

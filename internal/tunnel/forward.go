@@ -63,7 +63,7 @@ func (t *Tunnel) handleLocal(ctx context.Context, i int, c net.Conn, dest string
 		return fmt.Errorf("open channel to %s: %w", dest, err)
 	}
 	defer l.carry()()
-	pipe(l.ctx, c, r)
+	t.pipe(l.ctx, c, r)
 	return nil
 }
 
@@ -133,7 +133,7 @@ func (t *Tunnel) serveRemote(ctx context.Context, wg *sync.WaitGroup, i int, l *
 					t.forwardEvent(i, fmt.Errorf("connect to %s: %w", f.DestAddr(), err))
 					return
 				}
-				pipe(l.ctx, c, dc)
+				t.pipe(l.ctx, c, dc)
 				t.forwardEvent(i, nil)
 			})
 		}
@@ -168,7 +168,7 @@ func (t *Tunnel) handleSOCKS(ctx context.Context, i int, c net.Conn) error {
 		return fmt.Errorf("socks reply: %w", err)
 	}
 	_ = c.SetDeadline(time.Time{})
-	pipe(l.ctx, c, r)
+	t.pipe(l.ctx, c, r)
 	return nil
 }
 
@@ -289,13 +289,17 @@ const (
 
 var bigCopies = sync.Pool{New: func() any { b := make([]byte, bigCopy); return &b }}
 
-// copyConn copies src to dst until src ends (nil) or either fails.
-func copyConn(dst io.Writer, src io.Reader) error {
+// copyConn copies src to dst until src ends (nil) or either fails;
+// streams, if not nil, is told while it copies through a big buffer.
+func copyConn(dst io.Writer, src io.Reader, streams Streams) error {
 	small := make([]byte, smallCopy)
 	var big *[]byte
 	defer func() {
 		if big != nil {
 			bigCopies.Put(big)
+			if streams != nil {
+				streams.End()
+			}
 		}
 	}()
 	for {
@@ -318,21 +322,27 @@ func copyConn(dst io.Writer, src io.Reader) error {
 		switch {
 		case big == nil && n == len(small):
 			big = bigCopies.Get().(*[]byte)
+			if streams != nil {
+				streams.Begin()
+			}
 		case big != nil && n < len(small):
 			bigCopies.Put(big)
 			big = nil
+			if streams != nil {
+				streams.End()
+			}
 		}
 	}
 }
 
 // pipe copies both ways, passing half-closes on, until both directions
 // are done or ctx ends; then it closes both.
-func pipe(ctx context.Context, a, b net.Conn) {
+func (t *Tunnel) pipe(ctx context.Context, a, b net.Conn) {
 	stop := context.AfterFunc(ctx, func() { a.Close(); b.Close() })
 	defer stop()
 	var wg sync.WaitGroup
 	cp := func(dst, src net.Conn) {
-		_ = copyConn(dst, src)
+		_ = copyConn(dst, src, t.opt.Streams)
 		if cw, ok := dst.(closeWriter); ok {
 			_ = cw.CloseWrite()
 		} else {

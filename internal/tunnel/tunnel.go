@@ -129,10 +129,20 @@ type Options struct {
 	StandbyAfter time.Duration
 	// rebindGrace replaces RemoteRebindGrace when positive (tests).
 	rebindGrace time.Duration
+	// Streams, if set, is told when a forwarded connection starts
+	// streaming (its reads fill the copy buffer: a transfer, not a
+	// conversation) and when it stops; see package gcpace.
+	Streams Streams
 	// OnChange, if set, is called after the Status changed: urgent for a
 	// tunnel or forward state change, not urgent for a new keepalive RTT,
 	// connection count or per-connection error. It is called without locks held and must not block.
 	OnChange func(urgent bool)
+}
+
+// Streams is told when forwarded connections start and stop streaming.
+type Streams interface {
+	Begin()
+	End()
 }
 
 // Status is a snapshot of a tunnel.
