@@ -302,7 +302,7 @@ func TestStopWhileChannelOpenPending(t *testing.T) {
 // that wait short.
 func TestStandbyBacksOffAfterAuthFailure(t *testing.T) {
 	f, _ := standbyFixture(t, time.Second, 200*time.Millisecond, func(s *Spec, o *Options) {
-		s.ServerAliveCountMax = 30 // the old connection outlives the test
+		s.ServerAliveCountMax = 30                                  // the old connection outlives the test
 		o.BackoffMin, o.BackoffMax = 10*time.Second, 20*time.Second // waits of 5-10 s, then 10-20 s
 	})
 	f.srv.denyAuth.Store(true)
