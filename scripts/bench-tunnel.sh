@@ -17,6 +17,8 @@
 #     new connections get through), and the time until a new connection
 #     through the LocalForward (one every 100 ms from the drop on) gets
 #     its echo ("flow");
+#   - the CPU time the tool's processes used for the transfers, in
+#     seconds a GiB moved ("cpu/GiB", user and system);
 #   - the peak RSS of the tool's process tree (sum of VmHWM of the live
 #     processes, sampled every 50 ms: start-up included), and once the
 #     forwards answer, the most the tree held resident ("steady": VmRSS)
@@ -30,7 +32,7 @@
 #          [--tools connwatch,autossh] [--interval S] [--count-max N]
 #          [--connect-timeout S] [--no-throughput] [--flow-drop]
 #          [--binary PATH]
-#   --outage 20,120,600   outage lengths in seconds (default 120)
+#   --outage 20,120,600   outage lengths in seconds (default 120; '' for none)
 #   --size 256            MiB per transfer (default 256)
 #   --interval/--count-max  ServerAliveInterval/CountMax (default 5 and 2)
 #   --connect-timeout S   ConnectTimeout in ssh_config (default: unset)
@@ -173,6 +175,19 @@ waitfor() {
   return 1
 }
 
+# treecpu PID: user+system clock ticks of PID and its children (autossh's
+# ssh) so far.
+treecpu() {
+  local p t=0 f
+  for p in "$1" $(pgrep -P "$1"); do
+    f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+    f=${f##*) } # the fields after the command name
+    set -- $f
+    t=$((t + ${12} + ${13}))
+  done
+  echo "$t"
+}
+
 # median of three numbers
 median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
 
@@ -190,13 +205,17 @@ bench() { # tool
   waitfor ins "$tb" ping 127.0.0.1:17002
   "$tb" rss "$pid" >"$dir/$tool.rss" &
   rsspid=$!
-  local lu=- ld=- ru=- rd=- bytes=$((size << 20))
+  local lu=- ld=- ru=- rd=- cpu=- bytes=$((size << 20))
   if [ "$throughput" = 1 ]; then
     xf() { local a b c; a=$("$@"); b=$("$@"); c=$("$@"); median "$a" "$b" "$c"; }
+    local t0; t0=$(treecpu "$pid")
     lu=$(xf inc "$tb" xfer 127.0.0.1:17001 up $bytes)
     ld=$(xf inc "$tb" xfer 127.0.0.1:17001 down $bytes)
     ru=$(xf ins "$tb" xfer 127.0.0.1:17002 down $bytes)
     rd=$(xf ins "$tb" xfer 127.0.0.1:17002 up $bytes)
+    # 12 transfers of size MiB each
+    cpu=$(awk -v a="$t0" -v b="$(treecpu "$pid")" -v hz="$(getconf CLK_TCK)" -v mib="$size" \
+      'BEGIN{printf "%.2f", (b-a)/hz/(12*mib/1024)}')
   fi
   local flow=-
   if [ "$flowdrop" = 1 ]; then
@@ -215,13 +234,17 @@ bench() { # tool
     local notice=${out#notice=}; notice=${notice%% *}
     local rec=${out##*recover=}
     if [ $first = 1 ]; then
-      row=$(printf '%-10s %6s %8s %8s %6s %8s %8s %8s %8s' "$tool" "$o" "$notice" "$rec" "$flow" "$lu" "$ld" "$ru" "$rd")
+      row=$(printf '%-10s %6s %8s %8s %6s %8s %8s %8s %8s %7s' "$tool" "$o" "$notice" "$rec" "$flow" "$lu" "$ld" "$ru" "$rd" "$cpu")
       first=0
     else
-      row=$(printf '%-10s %6s %8s %8s %6s %8s %8s %8s %8s' "" "$o" "$notice" "$rec" "" "" "" "" "")
+      row=$(printf '%-10s %6s %8s %8s %6s %8s %8s %8s %8s %7s' "" "$o" "$notice" "$rec" "" "" "" "" "" "")
     fi
     results+=("$row RSSPLACEHOLDER")
   done
+  if [ $first = 1 ]; then # no outage asked for: the throughput and RSS alone
+    row=$(printf '%-10s %6s %8s %8s %6s %8s %8s %8s %8s %7s' "$tool" - - - "$flow" "$lu" "$ld" "$ru" "$rd" "$cpu")
+    results+=("$row RSSPLACEHOLDER")
+  fi
   kill "$rsspid" 2>/dev/null; wait "$rsspid" 2>/dev/null || true
   local peak; peak=$(awk '{printf "%8.1f %6.1f %6.1f %6.1f", $1/1024, $2/1024, $3/1024, $4/1024}' "$dir/$tool.rss")
   results=("${results[@]/RSSPLACEHOLDER/$peak}")
@@ -245,5 +268,5 @@ done
 
 echo
 echo "ServerAliveInterval $interval, ServerAliveCountMax $countmax, ConnectTimeout ${connect_timeout:-unset}; ${size} MiB transfers (MB/s, median of 3); times in s"
-printf '%-10s %6s %8s %8s %6s %8s %8s %8s %8s %8s %6s %6s %6s\n' tool outage notice recover flow L-up L-down R-up R-down RSS-MB steady anon file
+printf '%-10s %6s %8s %8s %6s %8s %8s %8s %8s %7s %8s %6s %6s %6s\n' tool outage notice recover flow L-up L-down R-up R-down cpu/GiB RSS-MB steady anon file
 printf '%s\n' "${results[@]}"
