@@ -184,11 +184,14 @@ type followed struct {
 func (t *FileTailer) Run(ctx context.Context, out chan<- Event) error {
 	r := &tailRun{t: t, ctx: ctx, out: out, first: true}
 	defer r.close()
+	// The ticker first: the polls then run on the clock from Run's start,
+	// however long the first took (and a fake clock moved during it is
+	// not missed).
+	tick := t.o.Clock.NewTicker(t.o.Interval)
+	defer tick.Stop()
 	if err := r.poll(); err != nil {
 		return err
 	}
-	tick := t.o.Clock.NewTicker(t.o.Interval)
-	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
