@@ -12,6 +12,7 @@ import (
 
 	"github.com/connwatch/connwatch/internal/clock"
 	"github.com/connwatch/connwatch/internal/gcpace"
+	"github.com/connwatch/connwatch/internal/testkit/testproc"
 )
 
 // fakeRuntime records what a Pacer sets.
@@ -70,12 +71,7 @@ func (r *fakeRuntime) state() (int, int64, int) {
 // waitFor polls cond for up to 5 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testproc.WaitFor(t, what, 5*time.Second, cond)
 }
 
 const budget = 18 << 20
