@@ -45,8 +45,11 @@ const (
 	// settings stay, so that a stream that pauses does not flip them.
 	DefaultLinger = time.Second
 	// liveFactor is how many times the live heap the limit is at least,
-	// so that a process with much live data still collects like
-	// GOGC=100 (a limit near what is live would collect all the time).
+	// so that a process with much live data keeps room to collect in
+	// (a limit near what is live would collect all the time). The limit
+	// covers all the runtime's memory, not the heap alone, and it rises
+	// only after a collection: many streams starting at once can collect
+	// back to back until then (the runtime caps that at half the CPU).
 	liveFactor = 3
 )
 
@@ -72,6 +75,7 @@ type Pacer struct {
 	mu         sync.Mutex
 	n          int       // streams running
 	on         bool      // the streaming settings are in force
+	closed     bool      // Run returned: Begin changes nothing any more
 	gen        int       // counts switches on: a stale AfterGC hook is dropped
 	limit      int64     // the limit set while on
 	oldPercent int       // the settings from before, put back when off
@@ -101,6 +105,9 @@ func (p *Pacer) Begin() {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed { // no Run left to put the settings back
+		return
+	}
 	p.n++
 	if p.on {
 		return
@@ -210,9 +217,12 @@ func (p *Pacer) offAt() (time.Duration, bool) {
 }
 
 // off puts the settings back (always, or if no stream runs) and gives
-// the freed memory back.
+// the freed memory back; always also closes the Pacer.
 func (p *Pacer) off(always bool) {
 	p.mu.Lock()
+	if always {
+		p.closed = true
+	}
 	if !p.on || (p.n > 0 && !always) {
 		p.mu.Unlock()
 		return

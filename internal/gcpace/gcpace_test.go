@@ -143,6 +143,13 @@ func TestStreamingSettingsAndLinger(t *testing.T) {
 	if pc, l, freed := rt.state(); pc != 100 || l != math.MaxInt64 || freed != 2 {
 		t.Errorf("after Run: GOGC %d, limit %d, freed %d; want 100, MaxInt64, 2", pc, l, freed)
 	}
+	// A copy that streams after Run returned (its connection not yet
+	// closed) changes nothing: no one would put the settings back.
+	p.End()
+	p.Begin()
+	if pc, l, _ := rt.state(); pc != 100 || l != math.MaxInt64 {
+		t.Errorf("Begin after Run: GOGC %d, limit %d; want 100, MaxInt64", pc, l)
+	}
 }
 
 func TestNilPacer(t *testing.T) {
@@ -194,8 +201,8 @@ func TestRealRuntime(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	p.Begin()
-	if l := debug.SetMemoryLimit(-1); l != 32<<20 || gogc() != -1 {
-		t.Fatalf("streaming: limit %d, GOGC %d; want %d and off", l, gogc(), 32<<20)
+	if l := debug.SetMemoryLimit(-1); l < 32<<20 || gogc() != -1 {
+		t.Fatalf("streaming: limit %d, GOGC %d; want at least %d and off", l, gogc(), 32<<20)
 	}
 	live := make([][]byte, 40)
 	for i := range live {
