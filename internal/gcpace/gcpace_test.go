@@ -62,6 +62,8 @@ func (r *fakeRuntime) gc(live uint64) {
 	}
 }
 
+func (r *fakeRuntime) pending() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.hooks) }
+
 func (r *fakeRuntime) state() (int, int64, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -149,6 +151,33 @@ func TestStreamingSettingsAndLinger(t *testing.T) {
 	p.Begin()
 	if pc, l, _ := rt.state(); pc != 100 || l != math.MaxInt64 {
 		t.Errorf("Begin after Run: GOGC %d, limit %d; want 100, MaxInt64", pc, l)
+	}
+}
+
+// A hook armed in an earlier streaming period that fires in a later one
+// does nothing: one chain of hooks at a time.
+func TestStaleHookDropped(t *testing.T) {
+	rt := newFakeRuntime()
+	clk := clock.NewFake(time.Unix(1e9, 0))
+	p := gcpace.NewWith(rt, clk, budget, time.Second)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go p.Run(ctx)
+	p.Begin()
+	p.End()
+	waitFor(t, "the linger timer", func() bool { _, ok := clk.NextDeadline(); return ok })
+	clk.Advance(time.Second)
+	waitFor(t, "the settings back", func() bool { _, _, f := rt.state(); return f == 1 })
+	p.Begin() // the first period's hook is still pending
+	if n := rt.pending(); n != 2 {
+		t.Fatalf("%d hooks pending, want 2 (one stale)", n)
+	}
+	rt.gc(10 << 20)
+	if n := rt.pending(); n != 1 {
+		t.Errorf("after a collection %d hooks pending, want 1", n)
+	}
+	if _, l, _ := rt.state(); l != 30<<20 {
+		t.Errorf("limit %d, want %d", l, 30<<20)
 	}
 }
 
