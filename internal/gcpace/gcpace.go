@@ -114,7 +114,7 @@ func (p *Pacer) Begin() {
 	}
 	p.on = true
 	p.gen++
-	p.limit = max(p.budget, int64(min(liveFactor*p.rt.LiveHeap(), math.MaxInt64/2)))
+	p.limit = p.wantLimit()
 	// The limit first: proportional pacing off with no limit would let
 	// the heap grow without bound for a moment.
 	p.oldLimit = p.rt.SetMemoryLimit(p.limit)
@@ -156,12 +156,18 @@ func (p *Pacer) afterGC(gen int) {
 	if !p.on || gen != p.gen {
 		return
 	}
-	want := max(p.budget, int64(min(liveFactor*p.rt.LiveHeap(), math.MaxInt64/2)))
+	want := p.wantLimit()
 	if want != p.limit {
 		p.limit = want
 		p.rt.SetMemoryLimit(want)
 	}
 	p.armLocked()
+}
+
+// wantLimit is the limit for what the last collection found live: the
+// budget, or liveFactor times the live heap if that is more.
+func (p *Pacer) wantLimit() int64 {
+	return max(p.budget, int64(min(liveFactor*p.rt.LiveHeap(), math.MaxInt64/2)))
 }
 
 // Limit is the memory limit in force while streaming, 0 at rest (tests,

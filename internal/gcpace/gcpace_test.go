@@ -27,21 +27,17 @@ type fakeRuntime struct {
 
 func newFakeRuntime() *fakeRuntime { return &fakeRuntime{percent: 100, limit: math.MaxInt64} }
 
-func (r *fakeRuntime) SetGCPercent(p int) int {
+// swap sets *field to v under r's lock and returns what it was.
+func swap[T any](r *fakeRuntime, field *T, v T) T {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	old := r.percent
-	r.percent = p
+	old := *field
+	*field = v
 	return old
 }
 
-func (r *fakeRuntime) SetMemoryLimit(l int64) int64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	old := r.limit
-	r.limit = l
-	return old
-}
+func (r *fakeRuntime) SetGCPercent(p int) int       { return swap(r, &r.percent, p) }
+func (r *fakeRuntime) SetMemoryLimit(l int64) int64 { return swap(r, &r.limit, l) }
 
 func (r *fakeRuntime) FreeOSMemory() { r.mu.Lock(); r.freed++; r.mu.Unlock() }
 
