@@ -53,7 +53,7 @@ func newTunnelSet(ctx context.Context, hosts []string, configFile string, option
 		t = tunnel.New(spec, tunnel.Options{
 			Logger: log.With("source", "tunnel"), ResolveJump: resolve,
 			ProbeInterval: tuning.probe, StandbyAfter: tuning.standbyAfter(),
-			Streams: set.streams(),
+			Streams: set.pacer, // a nil Pacer does nothing
 			OnChange: func(urgent bool) {
 				set.status.Changed(urgent)
 				// State changes are urgent; counters are not.
@@ -79,15 +79,6 @@ func (tt tunnelTuning) standbyAfter() time.Duration {
 		return -1
 	}
 	return tt.standby
-}
-
-// streams is the tunnels' Options.Streams: the pacer, or nil (a nil
-// *gcpace.Pacer in the interface would not be a nil Streams).
-func (s *tunnelSet) streams() tunnel.Streams {
-	if s.pacer == nil {
-		return nil
-	}
-	return s.pacer
 }
 
 // retry retries every tunnel now.
