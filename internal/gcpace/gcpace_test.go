@@ -8,6 +8,7 @@ import (
 	"runtime/metrics"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/connwatch/connwatch/internal/clock"
@@ -74,80 +75,85 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 const budget = 18 << 20
 
+// In a synctest bubble, so that "nothing happened yet" is checked once
+// Run is blocked, not after a sleep.
 func TestStreamingSettingsAndLinger(t *testing.T) {
-	rt := newFakeRuntime()
-	clk := clock.NewFake(time.Unix(1e9, 0))
-	p := gcpace.NewWith(rt, clk, budget, time.Second)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	synctest.Test(t, func(t *testing.T) {
+		rt := newFakeRuntime()
+		clk := clock.NewFake(time.Unix(1e9, 0))
+		p := gcpace.NewWith(rt, clk, budget, time.Second)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx) }()
 
-	p.Begin()
-	if pc, l, _ := rt.state(); pc != -1 || l != budget {
-		t.Fatalf("streaming: GOGC %d, limit %d; want off (-1) and the budget %d", pc, l, budget)
-	}
-	// Much live: the limit follows at three times it, and comes back
-	// down to the budget when the live heap shrinks.
-	rt.gc(10 << 20)
-	if _, l, _ := rt.state(); l != 30<<20 || p.Limit() != 30<<20 {
-		t.Fatalf("10 MiB live: limit %d (Limit %d); want %d", l, p.Limit(), 30<<20)
-	}
-	rt.gc(1 << 20)
-	if _, l, _ := rt.state(); l != budget {
-		t.Fatalf("1 MiB live: limit %d; want the budget %d", l, budget)
-	}
+		p.Begin()
+		if pc, l, _ := rt.state(); pc != -1 || l != budget {
+			t.Fatalf("streaming: GOGC %d, limit %d; want off (-1) and the budget %d", pc, l, budget)
+		}
+		// Much live: the limit follows at three times it, and comes back
+		// down to the budget when the live heap shrinks.
+		rt.gc(10 << 20)
+		if _, l, _ := rt.state(); l != 30<<20 || p.Limit() != 30<<20 {
+			t.Fatalf("10 MiB live: limit %d (Limit %d); want %d", l, p.Limit(), 30<<20)
+		}
+		rt.gc(1 << 20)
+		if _, l, _ := rt.state(); l != budget {
+			t.Fatalf("1 MiB live: limit %d; want the budget %d", l, budget)
+		}
 
-	// A second stream; the first ends: nothing changes.
-	p.Begin()
-	p.End()
-	if pc, _, _ := rt.state(); pc != -1 {
-		t.Fatalf("one of two streams ended: GOGC %d; want still off", pc)
-	}
-	// The last ends: the settings stay Linger, then go back.
-	p.End()
-	waitFor(t, "the linger timer", func() bool { _, ok := clk.NextDeadline(); return ok })
-	clk.Advance(999 * time.Millisecond)
-	time.Sleep(20 * time.Millisecond) // Run would act now if it were early
-	if pc, _, freed := rt.state(); pc != -1 || freed != 0 {
-		t.Fatalf("before Linger: GOGC %d, freed %d; want the streaming settings kept", pc, freed)
-	}
-	clk.Advance(time.Millisecond)
-	waitFor(t, "the settings back", func() bool { pc, l, f := rt.state(); return pc == 100 && l == math.MaxInt64 && f == 1 })
-	if p.Limit() != 0 {
-		t.Errorf("Limit at rest = %d; want 0", p.Limit())
-	}
-	// A hook armed while streaming that runs after does nothing.
-	rt.gc(50 << 20)
-	if _, l, _ := rt.state(); l != math.MaxInt64 {
-		t.Errorf("stale hook set the limit to %d at rest", l)
-	}
+		// A second stream; the first ends: nothing changes.
+		p.Begin()
+		p.End()
+		if pc, _, _ := rt.state(); pc != -1 {
+			t.Fatalf("one of two streams ended: GOGC %d; want still off", pc)
+		}
+		// The last ends: the settings stay Linger, then go back.
+		p.End()
+		waitFor(t, "the linger timer", func() bool { _, ok := clk.NextDeadline(); return ok })
+		clk.Advance(999 * time.Millisecond)
+		synctest.Wait() // Run has done what it would do now
+		if pc, _, freed := rt.state(); pc != -1 || freed != 0 {
+			t.Fatalf("before Linger: GOGC %d, freed %d; want the streaming settings kept", pc, freed)
+		}
+		clk.Advance(time.Millisecond)
+		waitFor(t, "the settings back", func() bool { pc, l, f := rt.state(); return pc == 100 && l == math.MaxInt64 && f == 1 })
+		if p.Limit() != 0 {
+			t.Errorf("Limit at rest = %d; want 0", p.Limit())
+		}
+		// A hook armed while streaming that runs after does nothing.
+		rt.gc(50 << 20)
+		if _, l, _ := rt.state(); l != math.MaxInt64 {
+			t.Errorf("stale hook set the limit to %d at rest", l)
+		}
 
-	// A stream that starts again within Linger keeps the settings.
-	p.Begin()
-	p.End()
-	waitFor(t, "the linger timer", func() bool { _, ok := clk.NextDeadline(); return ok })
-	clk.Advance(500 * time.Millisecond)
-	p.Begin()
-	clk.Advance(time.Second)
-	time.Sleep(20 * time.Millisecond)
-	if pc, _, freed := rt.state(); pc != -1 || freed != 1 {
-		t.Fatalf("stream back within Linger: GOGC %d, freed %d; want off, 1", pc, freed)
-	}
-	// Ending Run puts them back even while streaming.
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if pc, l, freed := rt.state(); pc != 100 || l != math.MaxInt64 || freed != 2 {
-		t.Errorf("after Run: GOGC %d, limit %d, freed %d; want 100, MaxInt64, 2", pc, l, freed)
-	}
-	// A copy that streams after Run returned (its connection not yet
-	// closed) changes nothing: no one would put the settings back.
-	p.End()
-	p.Begin()
-	if pc, l, _ := rt.state(); pc != 100 || l != math.MaxInt64 {
-		t.Errorf("Begin after Run: GOGC %d, limit %d; want 100, MaxInt64", pc, l)
-	}
+		// A stream that starts again within Linger keeps the settings.
+		p.Begin()
+		p.End()
+		waitFor(t, "the linger timer", func() bool { _, ok := clk.NextDeadline(); return ok })
+		clk.Advance(500 * time.Millisecond)
+		p.Begin()
+		clk.Advance(time.Second)
+		synctest.Wait()
+		if pc, _, freed := rt.state(); pc != -1 || freed != 1 {
+			t.Fatalf("stream back within Linger: GOGC %d, freed %d; want off, 1", pc, freed)
+		}
+		// Ending Run puts them back even while streaming.
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if pc, l, freed := rt.state(); pc != 100 || l != math.MaxInt64 || freed != 2 {
+			t.Errorf("after Run: GOGC %d, limit %d, freed %d; want 100, MaxInt64, 2", pc, l, freed)
+		}
+		// A copy that streams after Run returned (its connection not yet
+		// closed) changes nothing: no one would put the settings back.
+		p.End()
+		p.Begin()
+		if pc, l, _ := rt.state(); pc != 100 || l != math.MaxInt64 {
+			t.Errorf("Begin after Run: GOGC %d, limit %d; want 100, MaxInt64", pc, l)
+		}
+
+	})
 }
 
 // A hook armed in an earlier streaming period that fires in a later one
